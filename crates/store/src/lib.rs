@@ -1,0 +1,59 @@
+//! Durable state for certkeeper: the one place SQL is written.
+//!
+//! The store runs on sqlx's `Any` driver so the same code serves the embedded
+//! SQLite default and PostgreSQL for replicas. SQL stays portable: `$1`
+//! placeholders, times as unix seconds in `BIGINT`, blobs as base64 text.
+
+mod ca;
+mod error;
+mod migrate;
+
+pub use ca::{AccountRow, AuthzRow, CertificateRow, OrderRow};
+pub use error::StoreError;
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::AnyPool;
+
+/// Handle on the database; cheap to clone, safe to share across tasks.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database `certkeeper.db` in a data
+    /// directory, in WAL mode with `synchronous=FULL` so a committed change
+    /// survives `kill -9` and power loss.
+    pub async fn open_dir(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
+        let path = dir.join("certkeeper.db");
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let store = Store::open_url(&url).await?;
+        // journal_mode is persistent in the database file; set it once here.
+        sqlx::query("PRAGMA journal_mode=WAL").execute(&store.pool).await?;
+        Ok(store)
+    }
+
+    /// Opens a database by URL (`sqlite://…` or `postgres://…`) and runs migrations.
+    pub async fn open_url(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let options = AnyConnectOptions::from_str(url)?;
+        let is_sqlite = url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            // SQLite serialises writers anyway; a few readers beside them is enough.
+            .max_connections(if is_sqlite { 8 } else { 16 })
+            .connect_with(options)
+            .await?;
+        let store = Store { pool };
+        migrate::run(&store.pool).await?;
+        Ok(store)
+    }
+
+    /// The underlying pool, for modules of this crate.
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}

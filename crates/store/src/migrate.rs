@@ -1,0 +1,55 @@
+//! Schema migrations, embedded in the binary and applied in order at open.
+//!
+//! sqlx's `migrate!` macro needs the macros feature (and files at build time);
+//! a numbered list is simpler and keeps the SQL beside the code that uses it.
+
+use sqlx::AnyPool;
+
+use crate::StoreError;
+
+/// Every migration ever shipped, oldest first. Never edit one that shipped:
+/// append a new one.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_ca.sql"))];
+
+/// Applies the migrations the database has not seen yet, each in its own transaction.
+pub(crate) async fn run(pool: &AnyPool) -> Result<(), StoreError> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .execute(pool)
+    .await?;
+    for (version, sql) in MIGRATIONS {
+        let mut tx = pool.begin().await?;
+        let seen: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+            .bind(*version)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if seen.is_some() {
+            continue;
+        }
+        for statement in statements(sql) {
+            sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut *tx).await?;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+            .bind(*version)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// Splits a migration file into statements, dropping `--` comment lines first
+/// so a `;` in prose cannot cut a statement.
+fn statements(sql: &str) -> Vec<String> {
+    let code: String = sql
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    code.split(';').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+}
