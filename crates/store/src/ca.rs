@@ -237,6 +237,15 @@ impl Store {
         Ok(row.as_ref().map(order_from).transpose()?)
     }
 
+    /// Orders in one status, e.g. `processing` ones to finish after a restart.
+    pub async fn orders_with_status(&self, status: &str) -> Result<Vec<OrderRow>, StoreError> {
+        let rows = sqlx::query("SELECT id, account_id, status, expires_at, data FROM ca_orders WHERE status = $1")
+            .bind(status)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.iter().map(order_from).collect::<Result<_, _>>()?)
+    }
+
     /// Ids of an account's orders, newest first.
     pub async fn order_ids_for_account(&self, account_id: &str, limit: i64) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query("SELECT id FROM ca_orders WHERE account_id = $1 ORDER BY updated_at DESC LIMIT $2")

@@ -5,6 +5,7 @@
 //! placeholders, times as unix seconds in `BIGINT`, blobs as base64 text.
 
 mod ca;
+pub mod files;
 mod error;
 mod migrate;
 

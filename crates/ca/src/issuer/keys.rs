@@ -1,0 +1,77 @@
+//! Subscriber key classification for the key policy (BR §6.1.5, §6.1.6).
+
+use x509_parser::prelude::FromDer;
+use x509_parser::public_key::PublicKey;
+use x509_parser::x509::SubjectPublicKeyInfo;
+
+/// A key type the policy can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyType {
+    /// ECDSA on P-256.
+    EcdsaP256,
+    /// ECDSA on P-384.
+    EcdsaP384,
+    /// RSA with this many modulus bits.
+    Rsa(usize),
+}
+
+impl KeyType {
+    /// The policy name (`ecdsa-p256`, `rsa2048`, …).
+    pub fn policy_name(&self) -> String {
+        match self {
+            KeyType::EcdsaP256 => "ecdsa-p256".into(),
+            KeyType::EcdsaP384 => "ecdsa-p384".into(),
+            KeyType::Rsa(bits) => format!("rsa{bits}"),
+        }
+    }
+
+    /// RSA keys also get keyEncipherment.
+    pub fn is_rsa(&self) -> bool {
+        matches!(self, KeyType::Rsa(_))
+    }
+}
+
+const OID_P256: &str = "1.2.840.10045.3.1.7";
+const OID_P384: &str = "1.3.132.0.34";
+
+/// Classifies a SubjectPublicKeyInfo, or says in words why it is unusable.
+pub fn classify_spki(spki_der: &[u8]) -> Result<KeyType, String> {
+    let (rest, spki) = SubjectPublicKeyInfo::from_der(spki_der).map_err(|e| format!("unparsable public key: {e}"))?;
+    if !rest.is_empty() {
+        return Err("trailing bytes after the public key".into());
+    }
+    match spki.parsed().map_err(|e| format!("unparsable public key: {e}"))? {
+        PublicKey::RSA(rsa) => {
+            let exponent = rsa.try_exponent().map_err(|_| "RSA exponent too large".to_string())?;
+            // BR §6.1.6: odd, at least 65537.
+            if exponent < 65537 || exponent % 2 == 0 {
+                return Err(format!("RSA public exponent {exponent} is not allowed (use 65537)"));
+            }
+            Ok(KeyType::Rsa(rsa.key_size()))
+        }
+        PublicKey::EC(_) => {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok())
+                .map(|o| o.to_id_string())
+                .unwrap_or_default();
+            match curve.as_str() {
+                OID_P256 => Ok(KeyType::EcdsaP256),
+                OID_P384 => Ok(KeyType::EcdsaP384),
+                other => Err(format!("elliptic curve {other} is not allowed (use P-256 or P-384)")),
+            }
+        }
+        _ => {
+            let oid = spki.algorithm.algorithm.to_id_string();
+            let name = match oid.as_str() {
+                "1.3.101.112" => "Ed25519",
+                "1.3.101.113" => "Ed448",
+                "1.2.840.10040.4.1" => "DSA",
+                other => other,
+            };
+            Err(format!("key algorithm {name} is not allowed (use ECDSA P-256/P-384 or RSA 2048-4096)"))
+        }
+    }
+}

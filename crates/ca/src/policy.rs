@@ -1,0 +1,175 @@
+//! Issuance policy as data: profiles, identifier rules, key policy, lifetimes.
+//! Parsed from TOML into types at startup; unknown keys are an error.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// The policy shipped with the binary (`policy.default.toml`).
+pub const DEFAULT_POLICY: &str = include_str!("policy.default.toml");
+
+/// The whole policy.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Profile used when an order names none.
+    pub default_profile: String,
+    /// Issuance profiles, by name.
+    #[serde(rename = "profile")]
+    pub profiles: Vec<Profile>,
+    /// Which identifiers the CA issues for.
+    pub identifiers: IdentifierPolicy,
+    /// Which subscriber keys are accepted.
+    pub keys: KeyPolicy,
+    /// Revocation rules.
+    pub revocation: RevocationPolicy,
+    /// Object lifetimes.
+    pub lifetimes: Lifetimes,
+}
+
+/// A certificate profile (draft-aaron-acme-profiles): a named validity.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Name clients send in newOrder's `profile`.
+    pub name: String,
+    /// Shown in the directory's `meta.profiles`.
+    pub description: String,
+    /// Certificate lifetime.
+    pub validity_hours: i64,
+}
+
+/// Identifier rules.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentifierPolicy {
+    /// Most identifiers in one order.
+    pub max_names: usize,
+    /// Names (and their subdomains) never issued for.
+    pub blocked_domains: Vec<String>,
+    /// Whether IP address identifiers are accepted.
+    pub allow_ip: bool,
+}
+
+/// Accepted subscriber key types.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPolicy {
+    /// Any of `rsa2048`, `rsa3072`, `rsa4096`, `ecdsa-p256`, `ecdsa-p384`.
+    pub allowed: Vec<String>,
+}
+
+/// Revocation rules.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationPolicy {
+    /// Most certificates revoked by one proven key compromise.
+    pub max_cascade: i64,
+}
+
+/// Object lifetimes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lifetimes {
+    /// Pending authorization lifetime.
+    pub pending_authz_hours: i64,
+    /// Valid authorization lifetime (reuse window).
+    pub valid_authz_hours: i64,
+    /// Order lifetime.
+    pub order_hours: i64,
+    /// CRL re-signing interval.
+    pub crl_refresh_minutes: i64,
+    /// CRL nextUpdate distance.
+    pub crl_validity_hours: i64,
+}
+
+/// A policy file that does not make sense.
+#[derive(Debug, thiserror::Error)]
+#[error("policy {source_name}: {message}")]
+pub struct PolicyError {
+    source_name: String,
+    message: String,
+}
+
+const KEY_TYPES: &[&str] = &["rsa2048", "rsa3072", "rsa4096", "ecdsa-p256", "ecdsa-p384"];
+
+impl Policy {
+    /// The built-in default policy.
+    pub fn builtin() -> Policy {
+        // The default file is part of the binary and checked by a unit test.
+        Policy::parse(DEFAULT_POLICY, "built-in").expect("built-in policy is valid")
+    }
+
+    /// Reads a policy file.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
+            source_name: name.clone(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Policy::parse(&text, &name)
+    }
+
+    /// Parses and validates a policy document.
+    pub fn parse(text: &str, source_name: &str) -> Result<Policy, PolicyError> {
+        let err = |message: String| PolicyError { source_name: source_name.to_string(), message };
+        let policy: Policy = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+        let mut seen = BTreeMap::new();
+        for p in &policy.profiles {
+            if p.validity_hours <= 0 || p.validity_hours > 398 * 24 {
+                return Err(err(format!(
+                    "profile {:?}: validity_hours must be between 1 and 9552 (398 days)",
+                    p.name
+                )));
+            }
+            if seen.insert(p.name.clone(), ()).is_some() {
+                return Err(err(format!("profile {:?} is defined twice", p.name)));
+            }
+        }
+        if !seen.contains_key(&policy.default_profile) {
+            return Err(err(format!(
+                "default_profile {:?} is not one of the [[profile]] names",
+                policy.default_profile
+            )));
+        }
+        for k in &policy.keys.allowed {
+            if !KEY_TYPES.contains(&k.as_str()) {
+                return Err(err(format!("keys.allowed: unknown key type {k:?}; use one of {KEY_TYPES:?}")));
+            }
+        }
+        Ok(policy)
+    }
+
+    /// The named profile, or the default when `name` is `None`.
+    pub fn profile(&self, name: Option<&str>) -> Option<&Profile> {
+        let name = name.unwrap_or(&self.default_profile);
+        self.profiles.iter().find(|p| p.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_policy_parses() {
+        let p = Policy::builtin();
+        assert_eq!(p.profile(None).map(|p| p.validity_hours), Some(2160));
+        assert_eq!(p.profile(Some("shortlived")).map(|p| p.validity_hours), Some(160));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let text = format!("{DEFAULT_POLICY}\nsurprise = 1\n");
+        let e = Policy::parse(&text, "t").expect_err("unknown key");
+        assert!(e.to_string().contains("surprise"), "{e}");
+    }
+
+    #[test]
+    fn default_profile_must_exist() {
+        let text = DEFAULT_POLICY.replace("default_profile = \"classic\"", "default_profile = \"nope\"");
+        let e = Policy::parse(&text, "t").expect_err("bad default");
+        assert!(e.to_string().contains("nope"), "{e}");
+    }
+}

@@ -1,0 +1,105 @@
+//! The registration authority: every issuance decision lives here.
+//!
+//! The WFE hands the RA authenticated requests; the RA applies policy, moves
+//! accounts, orders and authorizations through their RFC 8555 §7.1.6 states
+//! with compare-and-set writes, asks the VA to validate and the issuer to
+//! sign, and records everything in the store before answering.
+
+mod accounts;
+mod csr;
+mod identifiers;
+mod orders;
+mod revocation;
+
+pub use accounts::NewAccount;
+pub use revocation::Revoker;
+
+use std::sync::Arc;
+
+use certkeeper_proto::b64;
+use certkeeper_store::{AccountRow, Store};
+
+use crate::issuer::Pki;
+use crate::objects::AccountDoc;
+use crate::policy::Policy;
+use crate::va::Va;
+use crate::{CaError, Clock};
+
+/// The RA and everything it decides with.
+#[derive(Debug)]
+pub struct Ra {
+    store: Store,
+    pki: Arc<Pki>,
+    va: Va,
+    policy: Arc<Policy>,
+    clock: Arc<dyn Clock>,
+    eab_required: bool,
+}
+
+/// An account loaded for a request: row plus parsed document.
+#[derive(Clone, Debug)]
+pub struct Account {
+    /// The stored row.
+    pub row: AccountRow,
+    /// Its document.
+    pub doc: AccountDoc,
+}
+
+impl Ra {
+    /// Builds the RA.
+    pub fn new(store: Store, pki: Arc<Pki>, va: Va, policy: Arc<Policy>, clock: Arc<dyn Clock>, eab_required: bool) -> Ra {
+        Ra { store, pki, va, policy, clock, eab_required }
+    }
+
+    /// The policy in force (the WFE renders profiles from it).
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Whether new accounts need external account binding.
+    pub fn eab_required(&self) -> bool {
+        self.eab_required
+    }
+
+    /// The CA hierarchy (the WFE serves the CRL from it).
+    pub fn pki(&self) -> &Pki {
+        &self.pki
+    }
+
+    /// Now, from the injected clock.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// After a restart: finish validations and issuances that were in flight.
+    pub async fn resume(self: &Arc<Self>) -> Result<(), CaError> {
+        orders::resume(self).await?;
+        self.refresh_crl().await
+    }
+
+    /// Re-signs the CRL from the store.
+    pub async fn refresh_crl(&self) -> Result<(), CaError> {
+        let now = self.now();
+        let revoked = self.store.revoked_unexpired(now).await?;
+        self.pki.sign_crl(&revoked, now, self.policy.lifetimes.crl_validity_hours * 3600)?;
+        Ok(())
+    }
+}
+
+/// A random identifier for accounts, orders, authorizations and challenges.
+pub(crate) fn new_id() -> String {
+    hex::encode(rand::random::<[u8; 12]>())
+}
+
+/// A random challenge token: 128 bits or more, base64url (RFC 8555 §8.3).
+pub(crate) fn new_token() -> String {
+    b64::encode(&rand::random::<[u8; 32]>())
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<String, CaError> {
+    serde_json::to_string(v).map_err(|e| CaError::Internal(e.to_string()))
+}
+
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T, CaError> {
+    serde_json::from_str(s).map_err(|e| CaError::Internal(format!("stored {what} is corrupt: {e}")))
+}

@@ -1,0 +1,449 @@
+//! Orders, authorizations and challenges (RFC 8555 §7.4, §7.5), finalization
+//! and certificate retrieval, and resuming all of it after a restart.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use certkeeper_proto::jws::key_authorization;
+use certkeeper_proto::problem::{Problem, ProblemType};
+use certkeeper_proto::{b64, Identifier, IdentifierType, Jwk};
+use certkeeper_store::{AuthzRow, CertificateRow, OrderRow};
+use serde::Deserialize;
+
+use super::{csr, from_json, identifiers, new_id, new_token, to_json, Account, Ra};
+use crate::issuer::{parse_cert_id, renewal_window, LeafRequest, RenewalWindow};
+use crate::objects::{AuthzDoc, ChallengeDoc, OrderDoc};
+use crate::va::Validation;
+use crate::CaError;
+
+/// How long a challenge POST waits for its validation before answering
+/// `processing`: loopback validations finish well inside it, so most clients
+/// see the result without polling, and a slow peer never holds a request long.
+const INLINE_VALIDATION_WAIT: Duration = Duration::from_secs(3);
+
+/// The newOrder payload (RFC 8555 §7.4).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewOrder {
+    /// Requested identifiers.
+    pub identifiers: Vec<Identifier>,
+    /// Unsupported, as in Boulder.
+    pub not_before: Option<String>,
+    /// Unsupported, as in Boulder.
+    pub not_after: Option<String>,
+    /// Certificate profile (draft-ietf-acme-profiles).
+    pub profile: Option<String>,
+    /// ARI certID of the certificate being replaced (RFC 9773 §5).
+    pub replaces: Option<String>,
+}
+
+/// An order with its document.
+#[derive(Clone, Debug)]
+pub struct Order {
+    /// The stored row (status is authoritative).
+    pub row: OrderRow,
+    /// Its document.
+    pub doc: OrderDoc,
+}
+
+/// An authorization with its document.
+#[derive(Clone, Debug)]
+pub struct Authz {
+    /// The stored row (status is authoritative).
+    pub row: AuthzRow,
+    /// Its document.
+    pub doc: AuthzDoc,
+}
+
+fn authz_key(ident: &Identifier, wildcard: bool) -> String {
+    format!("{}:{}{}", ident.id_type.as_str(), if wildcard { "*." } else { "" }, ident.value)
+}
+
+fn challenges_for(ident: &Identifier, wildcard: bool) -> Vec<ChallengeDoc> {
+    // RFC 8555 §7.1.4: wildcards only by dns-01; RFC 8738 §7: no dns-01 for IPs.
+    let kinds: &[&str] = match (&ident.id_type, wildcard) {
+        (_, true) => &["dns-01"],
+        (IdentifierType::Ip, _) => &["http-01", "tls-alpn-01"],
+        _ => &["http-01", "dns-01", "tls-alpn-01"],
+    };
+    kinds
+        .iter()
+        .map(|k| ChallengeDoc {
+            id: new_id(),
+            kind: (*k).to_string(),
+            token: new_token(),
+            status: "pending".into(),
+            validated: None,
+            error: None,
+        })
+        .collect()
+}
+
+impl Ra {
+    /// newOrder: checks identifiers and profile, reuses valid authorizations,
+    /// and stores the order with its new authorizations atomically.
+    pub async fn new_order(&self, account: &Account, req: NewOrder) -> Result<Order, CaError> {
+        if req.not_before.is_some() || req.not_after.is_some() {
+            return Err(CaError::malformed("notBefore and notAfter are not supported; validity comes from the profile"));
+        }
+        let idents = identifiers::check(&self.policy.identifiers, &req.identifiers)?;
+        let profile = self.policy.profile(req.profile.as_deref()).ok_or_else(|| {
+            let offered: Vec<&str> = self.policy.profiles.iter().map(|p| p.name.as_str()).collect();
+            CaError::malformed(format!("profile {:?} is not offered; choose one of {offered:?}", req.profile.unwrap_or_default()))
+        })?;
+        if let Some(replaces) = &req.replaces {
+            self.check_replaces(account, replaces, &idents).await?;
+        }
+        let now = self.now();
+        let lt = &self.policy.lifetimes;
+        let mut authz_ids = Vec::with_capacity(idents.len());
+        let mut new_authzs = Vec::new();
+        for ident in &idents {
+            let wildcard = ident.id_type == IdentifierType::Dns && ident.value.starts_with("*.");
+            let base = if wildcard { Identifier::dns(&ident.value[2..]) } else { ident.clone() };
+            let key = authz_key(&base, wildcard);
+            // Boulder reuses a valid authorization that outlives the order by a day.
+            if let Some(existing) = self.store.reusable_authz(&account.row.id, &key, now + 86400).await? {
+                authz_ids.push(existing.id);
+                continue;
+            }
+            let doc = AuthzDoc { challenges: challenges_for(&base, wildcard), identifier: base, wildcard };
+            let row = AuthzRow {
+                id: new_id(),
+                account_id: account.row.id.clone(),
+                identifier: key,
+                status: "pending".into(),
+                expires_at: now + lt.pending_authz_hours * 3600,
+                data: to_json(&doc)?,
+            };
+            authz_ids.push(row.id.clone());
+            new_authzs.push(row);
+        }
+        let doc = OrderDoc {
+            identifiers: idents,
+            authz_ids,
+            profile: profile.name.clone(),
+            error: None,
+            certificate_serial: None,
+            replaces: req.replaces,
+            csr: None,
+        };
+        let row = OrderRow {
+            id: new_id(),
+            account_id: account.row.id.clone(),
+            status: "pending".into(),
+            expires_at: now + lt.order_hours * 3600,
+            data: to_json(&doc)?,
+        };
+        self.store.insert_order(&row, &new_authzs, now).await?;
+        // All authorizations may have been reused: the order can be ready at once.
+        self.refresh_order(Order { row, doc }).await
+    }
+
+    /// RFC 9773 §5: `replaces` must name a certificate of this account that
+    /// shares an identifier with the new order.
+    async fn check_replaces(&self, account: &Account, cert_id: &str, idents: &[Identifier]) -> Result<(), CaError> {
+        let (aki, serial) = parse_cert_id(cert_id).map_err(|e| CaError::malformed(format!("replaces: {e}")))?;
+        if aki != self.pki.intermediate_key_id() {
+            return Err(CaError::malformed("replaces: the certificate was not issued by this CA"));
+        }
+        let cert = self
+            .store
+            .certificate_by_serial(&serial)
+            .await?
+            .ok_or_else(|| CaError::malformed(format!("replaces: no certificate with serial {serial}")))?;
+        if cert.account_id != account.row.id {
+            return Err(CaError::unauthorized("replaces: that certificate belongs to another account"));
+        }
+        if !idents.iter().any(|i| cert.names.split(',').any(|n| n == i.value)) {
+            return Err(CaError::malformed("replaces: the new order shares no identifier with that certificate"));
+        }
+        Ok(())
+    }
+
+    /// Loads an order the account owns, with its current status.
+    pub async fn order(&self, account: &Account, id: &str) -> Result<Order, CaError> {
+        let row = self.store.order_by_id(id).await?.ok_or_else(|| CaError::NotFound(format!("order {id}")))?;
+        if row.account_id != account.row.id {
+            return Err(CaError::NotFound(format!("order {id}")));
+        }
+        let doc = from_json("order", &row.data)?;
+        self.refresh_order(Order { row, doc }).await
+    }
+
+    /// Derives a pending order's status from its authorizations and expiry
+    /// (RFC 8555 §7.1.6) and records the transition.
+    async fn refresh_order(&self, mut order: Order) -> Result<Order, CaError> {
+        let now = self.now();
+        let before = order.row.status.clone();
+        if matches!(before.as_str(), "pending" | "ready") && now >= order.row.expires_at {
+            order.row.status = "invalid".into();
+            order.doc.error = Some(Problem::new(ProblemType::Malformed, "the order expired before it was finalized"));
+        } else if before == "pending" {
+            let mut all_valid = true;
+            for id in &order.doc.authz_ids {
+                let authz = self.load_authz(id).await?;
+                match effective_authz_status(&authz.row, now) {
+                    "valid" => {}
+                    "pending" | "processing" => all_valid = false,
+                    other => {
+                        let cause = authz.doc.challenges.iter().find_map(|c| c.error.clone());
+                        order.row.status = "invalid".into();
+                        order.doc.error = Some(cause.unwrap_or_else(|| {
+                            Problem::new(ProblemType::Unauthorized, format!("authorization for {} is {other}", authz.doc.identifier.value))
+                        }));
+                        all_valid = false;
+                        break;
+                    }
+                }
+            }
+            if all_valid {
+                order.row.status = "ready".into();
+            }
+        }
+        if order.row.status != before {
+            order.row.data = to_json(&order.doc)?;
+            if !self.store.update_order_if(&order.row, &before, now).await? {
+                // Someone else moved it: report what the store holds now.
+                let row = self.store.order_by_id(&order.row.id).await?.ok_or_else(|| CaError::Internal("order vanished".into()))?;
+                let doc = from_json("order", &row.data)?;
+                return Ok(Order { row, doc });
+            }
+        }
+        Ok(order)
+    }
+
+    async fn load_authz(&self, id: &str) -> Result<Authz, CaError> {
+        let row = self.store.authz_by_id(id).await?.ok_or_else(|| CaError::NotFound(format!("authorization {id}")))?;
+        let doc = from_json("authorization", &row.data)?;
+        Ok(Authz { row, doc })
+    }
+
+    /// Loads an authorization the account owns, with its current status.
+    pub async fn authz(&self, account: &Account, id: &str) -> Result<Authz, CaError> {
+        let mut authz = self.load_authz(id).await?;
+        if authz.row.account_id != account.row.id {
+            return Err(CaError::NotFound(format!("authorization {id}")));
+        }
+        authz.row.status = effective_authz_status(&authz.row, self.now()).to_string();
+        Ok(authz)
+    }
+
+    /// Deactivates an authorization (RFC 8555 §7.5.2).
+    pub async fn deactivate_authz(&self, account: &Account, id: &str) -> Result<Authz, CaError> {
+        let mut authz = self.authz(account, id).await?;
+        let before = authz.row.status.clone();
+        if !matches!(before.as_str(), "pending" | "valid") {
+            return Err(CaError::malformed(format!("only pending or valid authorizations can be deactivated, this one is {before}")));
+        }
+        authz.row.status = "deactivated".into();
+        if !self.store.update_authz_if(&authz.row, &before).await? {
+            return Err(CaError::malformed("the authorization changed concurrently; fetch it and retry"));
+        }
+        Ok(authz)
+    }
+
+    /// Challenge response (RFC 8555 §7.5.1): starts validation and waits a
+    /// moment for it, so a fast peer gets the result in this response.
+    pub async fn respond_challenge(self: &Arc<Self>, account: &Account, authz_id: &str, chall_id: &str) -> Result<(Authz, String), CaError> {
+        let mut authz = self.authz(account, authz_id).await?;
+        let idx = authz
+            .doc
+            .challenges
+            .iter()
+            .position(|c| c.id == chall_id)
+            .ok_or_else(|| CaError::NotFound(format!("challenge {chall_id}")))?;
+        match authz.row.status.as_str() {
+            "pending" => {}
+            // Already decided or under way: answering again is harmless.
+            "valid" | "processing" | "invalid" => return Ok((authz, chall_id.to_string())),
+            other => return Err(CaError::malformed(format!("authorization is {other}; create a new order"))),
+        }
+        authz.doc.challenges[idx].status = "processing".into();
+        authz.row.status = "processing".into();
+        authz.row.data = to_json(&authz.doc)?;
+        if !self.store.update_authz_if(&authz.row, "pending").await? {
+            let current = self.authz(account, authz_id).await?;
+            return Ok((current, chall_id.to_string()));
+        }
+        let ra = Arc::clone(self);
+        let key = Jwk::from_json(&account.doc.key).map_err(|e| CaError::Internal(format!("stored account key: {e}")))?;
+        let task = tokio::spawn(async move { ra.run_validation(authz, idx, key).await });
+        let _ = tokio::time::timeout(INLINE_VALIDATION_WAIT, task).await;
+        Ok((self.authz(account, authz_id).await?, chall_id.to_string()))
+    }
+
+    /// Validates one challenge and records the outcome on the authorization.
+    async fn run_validation(&self, mut authz: Authz, idx: usize, key: Jwk) {
+        let chall = &authz.doc.challenges[idx];
+        let job = Validation {
+            identifier_type: authz.doc.identifier.id_type.as_str().to_string(),
+            value: authz.doc.identifier.value.clone(),
+            challenge: chall.kind.clone(),
+            token: chall.token.clone(),
+            key_authorization: key_authorization(&chall.token, &key),
+        };
+        let outcome = self.va.validate(&job).await;
+        let now = self.now();
+        let chall = &mut authz.doc.challenges[idx];
+        match outcome {
+            Ok(()) => {
+                chall.status = "valid".into();
+                chall.validated = Some(now);
+                authz.row.status = "valid".into();
+                authz.row.expires_at = now + self.policy.lifetimes.valid_authz_hours * 3600;
+            }
+            Err(e) => {
+                tracing::info!(identifier = %job.value, challenge = %job.challenge, error = %e, "validation failed");
+                chall.status = "invalid".into();
+                chall.error = Some(crate::wfe::problem::problem_for(&e));
+                authz.row.status = "invalid".into();
+            }
+        }
+        authz.row.data = match to_json(&authz.doc) {
+            Ok(d) => d,
+            Err(e) => return tracing::error!(error = %e, "cannot encode authorization"),
+        };
+        if let Err(e) = self.store.update_authz_if(&authz.row, "processing").await {
+            tracing::error!(authz = %authz.row.id, error = %e, "cannot record validation outcome");
+        }
+    }
+
+    /// finalize (RFC 8555 §7.4): checks the CSR, then signs synchronously.
+    pub async fn finalize(&self, account: &Account, order_id: &str, csr_der: &[u8]) -> Result<Order, CaError> {
+        let mut order = self.order(account, order_id).await?;
+        if order.row.status != "ready" {
+            return Err(CaError::acme(
+                ProblemType::OrderNotReady,
+                format!("order is {}, not ready; complete its authorizations first", order.row.status),
+            ));
+        }
+        let checked = csr::check(csr_der, &order.doc.identifiers, &self.policy.keys)?;
+        let spki_hash = crate::issuer::sha256_hex(&checked.spki_der);
+        let account_key = Jwk::from_json(&account.doc.key).map_err(|e| CaError::Internal(e.to_string()))?;
+        if account_key.spki_der() == checked.spki_der {
+            return Err(CaError::acme(ProblemType::BadCsr, "the CSR's key is the account key; use a separate certificate key"));
+        }
+        if self.store.is_key_blocked(&spki_hash).await? {
+            return Err(CaError::acme(
+                ProblemType::BadPublicKey,
+                "this public key is blocked after a proven key compromise; generate a new key",
+            ));
+        }
+        order.doc.csr = Some(b64::encode(csr_der));
+        order.row.status = "processing".into();
+        order.row.data = to_json(&order.doc)?;
+        if !self.store.update_order_if(&order.row, "ready", self.now()).await? {
+            return Err(CaError::acme(ProblemType::OrderNotReady, "order is already being finalized"));
+        }
+        self.issue(order, checked.spki_der).await
+    }
+
+    /// Signs the certificate of an order in `processing` and records it.
+    async fn issue(&self, mut order: Order, spki_der: Vec<u8>) -> Result<Order, CaError> {
+        let now = self.now();
+        let profile = self
+            .policy
+            .profile(Some(&order.doc.profile))
+            .ok_or_else(|| CaError::Internal(format!("profile {} vanished from the policy", order.doc.profile)))?;
+        let names: Vec<String> = order.doc.identifiers.iter().map(|i| i.value.clone()).collect();
+        let request = LeafRequest {
+            names: names.clone(),
+            spki_der,
+            profile: profile.name.clone(),
+            validity_secs: profile.validity_hours * 3600,
+        };
+        let signed = self.pki.prepare(request, now).and_then(|p| self.pki.sign(p));
+        let issued = match signed {
+            Ok(issued) => issued,
+            Err(e) => {
+                tracing::error!(order = %order.row.id, error = %e, "issuance failed");
+                order.row.status = "invalid".into();
+                order.doc.error = Some(Problem::new(ProblemType::ServerInternal, "issuance failed"));
+                order.row.data = to_json(&order.doc)?;
+                self.store.update_order_if(&order.row, "processing", now).await?;
+                return Err(e);
+            }
+        };
+        order.row.status = "valid".into();
+        order.doc.certificate_serial = Some(issued.serial.clone());
+        order.doc.csr = None;
+        order.row.data = to_json(&order.doc)?;
+        let cert = CertificateRow {
+            serial: issued.serial.clone(),
+            account_id: order.row.account_id.clone(),
+            order_id: order.row.id.clone(),
+            names: names.join(","),
+            spki_sha256: issued.spki_sha256,
+            not_before: issued.not_before,
+            not_after: issued.not_after,
+            profile: profile.name.clone(),
+            chain_pem: issued.chain_pem,
+            status: "valid".into(),
+            revoked_at: None,
+            revocation_reason: None,
+            revoked_spki_sha256: None,
+            issued_at: now,
+        };
+        if !self.store.insert_certificate(&cert, &order.row, "processing", now).await? {
+            return Err(CaError::Internal(format!("order {} left processing during issuance", order.row.id)));
+        }
+        tracing::info!(serial = %cert.serial, names = %cert.names, "issued");
+        Ok(order)
+    }
+
+    /// Ids of an account's most recent orders (RFC 8555 §7.1.2.1).
+    pub async fn order_ids(&self, account: &Account) -> Result<Vec<String>, CaError> {
+        Ok(self.store.order_ids_for_account(&account.row.id, 1000).await?)
+    }
+
+    /// A certificate chain by serial (any account may fetch it: certificates are public).
+    pub async fn certificate(&self, serial: &str) -> Result<CertificateRow, CaError> {
+        self.store
+            .certificate_by_serial(serial)
+            .await?
+            .ok_or_else(|| CaError::NotFound(format!("certificate {serial}")))
+    }
+
+    /// ARI (RFC 9773 §4.2): the suggested renewal window for a certID.
+    pub async fn renewal_info(&self, cert_id: &str) -> Result<RenewalWindow, CaError> {
+        let (aki, serial) = parse_cert_id(cert_id).map_err(CaError::malformed)?;
+        if aki != self.pki.intermediate_key_id() {
+            return Err(CaError::NotFound("certificate not issued by this CA".into()));
+        }
+        let cert = self.certificate(&serial).await?;
+        Ok(renewal_window(cert.not_before, cert.not_after, cert.status == "revoked", self.now()))
+    }
+}
+
+/// Authorization status as of `now` (RFC 8555 §7.1.6: expiry is implicit).
+fn effective_authz_status(row: &AuthzRow, now: i64) -> &str {
+    match row.status.as_str() {
+        "pending" | "valid" if now >= row.expires_at => "expired",
+        s => s,
+    }
+}
+
+/// Resumes validations and issuances interrupted by a restart.
+pub(super) async fn resume(ra: &Arc<Ra>) -> Result<(), CaError> {
+    for row in ra.store.authzs_with_status("processing").await? {
+        let doc: AuthzDoc = from_json("authorization", &row.data)?;
+        let Some(idx) = doc.challenges.iter().position(|c| c.status == "processing") else { continue };
+        let account = ra.store.account_by_id(&row.account_id).await?;
+        let Some(account) = account else { continue };
+        let account_doc: crate::objects::AccountDoc = from_json("account", &account.data)?;
+        let key = Jwk::from_json(&account_doc.key).map_err(|e| CaError::Internal(e.to_string()))?;
+        tracing::info!(authz = %row.id, "resuming validation interrupted by a restart");
+        let ra = Arc::clone(ra);
+        tokio::spawn(async move { ra.run_validation(Authz { row, doc }, idx, key).await });
+    }
+    for order in ra.store.orders_with_status("processing").await? {
+        let doc: OrderDoc = from_json("order", &order.data)?;
+        let Some(csr_b64) = doc.csr.clone() else { continue };
+        let der = b64::decode(&csr_b64).map_err(|e| CaError::Internal(e.to_string()))?;
+        let checked = csr::check(&der, &doc.identifiers, &ra.policy.keys)?;
+        tracing::info!(order = %order.id, "resuming issuance interrupted by a restart");
+        ra.issue(Order { row: order, doc }, checked.spki_der).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! Wiring: store + PKI + VA + RA + WFE behind an HTTPS listener, plus the
+//! background CRL refresher.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum_server::tls_rustls::RustlsConfig;
+use axum_server::Handle;
+use certkeeper_store::Store;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::issuer::pki::listener_names;
+use crate::issuer::Pki;
+use crate::policy::Policy;
+use crate::ra::Ra;
+use crate::va::{DnsResolver, Va};
+use crate::wfe::Wfe;
+use crate::{CaError, Clock};
+
+/// Longest a request may take, end to end (a challenge POST waits up to a few
+/// seconds for its validation; everything else is fast).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How to run the CA.
+#[derive(Clone, Debug)]
+pub struct CaConfig {
+    /// Data directory: `certkeeper.db` and `ca/` keys live here.
+    pub data_dir: PathBuf,
+    /// HTTPS listen address; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Name server for every lookup the CA makes; `/etc/resolv.conf` when unset.
+    pub dns_resolver: Option<SocketAddr>,
+    /// Port the VA connects to for http-01 (80 in production).
+    pub http01_port: u16,
+    /// Port the VA connects to for tls-alpn-01 (443 in production).
+    pub tlsalpn01_port: u16,
+    /// Issuance policy.
+    pub policy: Policy,
+    /// Refuse accounts without external account binding.
+    pub eab_required: bool,
+}
+
+/// A CA that is serving.
+pub struct RunningCa {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// `https://HOST:PORT/directory`.
+    pub directory_url: String,
+    /// The RA, for in-process callers (tests, `certkeeper up`).
+    pub ra: Arc<Ra>,
+    handle: Handle<SocketAddr>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    refresher: tokio::task::JoinHandle<()>,
+}
+
+impl RunningCa {
+    /// Waits until the server stops (it only stops on error or shutdown).
+    pub async fn wait(self) -> Result<(), CaError> {
+        let r = self.server.await;
+        self.refresher.abort();
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(CaError::Internal(format!("HTTPS server: {e}"))),
+            Err(e) => Err(CaError::Internal(format!("HTTPS server task: {e}"))),
+        }
+    }
+
+    /// Stops serving.
+    pub fn shutdown(&self) {
+        self.handle.shutdown();
+        self.refresher.abort();
+    }
+}
+
+/// Opens the store, loads or creates the PKI, resumes interrupted work and
+/// starts serving.
+pub async fn start(config: CaConfig, clock: Arc<dyn Clock>) -> Result<RunningCa, CaError> {
+    let listener = std::net::TcpListener::bind(config.listen)
+        .map_err(|e| CaError::Internal(format!("cannot listen on {}: {e} (pick another --listen address)", config.listen)))?;
+    listener.set_nonblocking(true).map_err(|e| CaError::Internal(e.to_string()))?;
+    let addr = listener.local_addr().map_err(|e| CaError::Internal(e.to_string()))?;
+    let host = if addr.ip().is_unspecified() || addr.ip().is_loopback() {
+        "localhost".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    let base = format!("https://{host}:{}", addr.port());
+
+    let store = Store::open_dir(&config.data_dir).await?;
+    let pki = Arc::new(Pki::load_or_create(&config.data_dir, &format!("{base}/crl/intermediate.crl"))?);
+    let resolver = match config.dns_resolver {
+        Some(server) => DnsResolver::new(server)?,
+        None => DnsResolver::system()?,
+    };
+    let va = Va::new(resolver, config.http01_port, config.tlsalpn01_port);
+    let policy = Arc::new(config.policy);
+    let ra = Arc::new(Ra::new(store, Arc::clone(&pki), va, Arc::clone(&policy), Arc::clone(&clock), config.eab_required));
+    ra.resume().await?;
+
+    let mut names = listener_names(&host);
+    if !addr.ip().is_unspecified() {
+        names.push(addr.ip().to_string());
+    }
+    names.dedup();
+    let (chain, key) = pki.server_certificate(&names, clock.now())?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| CaError::Internal(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| CaError::Internal(format!("listener certificate: {e}")))?;
+    let mut tls = tls;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+
+    let wfe = Arc::new(Wfe::new(Arc::clone(&ra)));
+    let app = wfe.router().layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT));
+    let handle = Handle::new();
+    let mut server = axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(Arc::new(tls)))
+        .map_err(|e| CaError::Internal(e.to_string()))?
+        .handle(handle.clone());
+    // Slowloris guard: a client must send its headers promptly.
+    server.http_builder().http1().header_read_timeout(Some(Duration::from_secs(10)));
+    let server = tokio::spawn(server.serve(app.into_make_service()));
+
+    let refresh_every = Duration::from_secs((policy.lifetimes.crl_refresh_minutes.max(1) * 60) as u64);
+    let ra_bg = Arc::clone(&ra);
+    let refresher = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(refresh_every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = ra_bg.refresh_crl().await {
+                tracing::error!(error = %e, "CRL refresh failed");
+            }
+        }
+    });
+    tracing::info!(%addr, directory = %format!("{base}/directory"), "CA serving");
+    Ok(RunningCa { addr, directory_url: format!("{base}/directory"), ra, handle, server, refresher })
+}

@@ -1,0 +1,444 @@
+//! The web front end: HTTP routing, JWS authentication (RFC 8555 §6.2–6.5),
+//! nonces, and rendering. It parses and authenticates; the RA decides.
+
+mod nonce;
+pub mod problem;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use certkeeper_proto::problem::ProblemType;
+use certkeeper_proto::{b64, Jwk, Jws, KeyRef};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub use nonce::Nonces;
+
+use crate::objects::{account_json, authz_json, challenge_json, order_json, rfc3339, Urls};
+use crate::ra::{Account, NewAccount, Ra, Revoker};
+use crate::CaError;
+
+/// Largest request body accepted: ACME requests are small, a CSR is the
+/// biggest part (a 4096-bit RSA CSR is under 2 KiB).
+pub const MAX_BODY: usize = 64 * 1024;
+/// Boulder's ARI polling interval: six hours.
+const ARI_RETRY_AFTER_SECS: u64 = 21600;
+/// The terms of service the directory advertises.
+const TERMS: &str = "certkeeper private CA: certificates are issued for testing and private use, without warranty.\n";
+
+/// The front end's state.
+#[derive(Debug)]
+pub struct Wfe {
+    ra: Arc<Ra>,
+    nonces: Nonces,
+}
+
+/// Which key a request must be signed with (RFC 8555 §6.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyMode {
+    /// `jwk`: newAccount.
+    Jwk,
+    /// `kid`: every account request.
+    Kid,
+    /// Either: revokeCert.
+    Either,
+}
+
+/// An authenticated request.
+struct Authed {
+    urls: Urls,
+    jws: Jws,
+    account: Option<Account>,
+    jwk: Jwk,
+}
+
+impl Wfe {
+    /// A front end for an RA.
+    pub fn new(ra: Arc<Ra>) -> Wfe {
+        Wfe { ra, nonces: Nonces::new(100_000) }
+    }
+
+    /// The HTTP routes (RFC 8555 §7.1 resources, plus ARI and the CRL).
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/directory", get(directory))
+            .route("/acme/new-nonce", get(new_nonce_get).head(new_nonce_head))
+            .route("/acme/new-account", post(new_account))
+            .route("/acme/new-order", post(new_order))
+            .route("/acme/revoke-cert", post(revoke_cert))
+            .route("/acme/key-change", post(key_change))
+            .route("/acme/renewal-info/{cert_id}", get(renewal_info))
+            .route("/acme/acct/{id}", post(account))
+            .route("/acme/acct/{id}/orders", post(account_orders))
+            .route("/acme/order/{id}", post(order))
+            .route("/acme/order/{id}/finalize", post(finalize))
+            .route("/acme/authz/{id}", post(authz))
+            .route("/acme/chall/{authz}/{chall}", post(challenge))
+            .route("/acme/cert/{serial}", post(certificate))
+            .route("/crl/{name}", get(crl))
+            .route("/terms", get(|| async { TERMS }))
+            .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+            .layer(DefaultBodyLimit::max(MAX_BODY))
+            .with_state(self)
+    }
+
+    /// Verifies a POST: media type, JWS syntax, URL, nonce, key, signature.
+    async fn authenticate(&self, headers: &HeaderMap, path: &str, body: &[u8], mode: KeyMode) -> Result<Authed, CaError> {
+        let urls = urls(headers)?;
+        // RFC 8555 §6.2: requests MUST use application/jose+json.
+        let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !content_type.starts_with("application/jose+json") {
+            return Err(CaError::malformed("Content-Type must be application/jose+json"));
+        }
+        let jws = Jws::parse(body)?;
+        // RFC 8555 §6.4: the url header MUST equal the request URL, else unauthorized.
+        let expected = format!("{}{path}", urls.base);
+        if jws.protected.url != expected {
+            return Err(CaError::unauthorized(format!(
+                "JWS url {:?} does not match the request URL {expected:?}",
+                jws.protected.url
+            )));
+        }
+        // RFC 8555 §6.5: every request carries a fresh nonce from us.
+        let nonce = jws
+            .protected
+            .nonce
+            .as_deref()
+            .ok_or_else(|| CaError::acme(ProblemType::BadNonce, "JWS has no anti-replay nonce"))?;
+        if !self.nonces.redeem(nonce) {
+            return Err(CaError::acme(ProblemType::BadNonce, "JWS has an invalid or reused anti-replay nonce; retry with the fresh one in Replay-Nonce"));
+        }
+        let (jwk, account) = match (&jws.protected.key, mode) {
+            (KeyRef::Jwk(jwk), KeyMode::Jwk | KeyMode::Either) => (jwk.clone(), None),
+            (KeyRef::Kid(kid), KeyMode::Kid | KeyMode::Either) => {
+                let prefix = urls.account("");
+                let id = kid
+                    .strip_prefix(&prefix)
+                    .filter(|id| !id.is_empty() && !id.contains('/'))
+                    .ok_or_else(|| CaError::acme(ProblemType::AccountDoesNotExist, format!("kid {kid:?} is not an account URL of this CA")))?;
+                let account = self.ra.account(id).await?;
+                let jwk = Jwk::from_json(&account.doc.key).map_err(|e| CaError::Internal(format!("stored account key: {e}")))?;
+                (jwk, Some(account))
+            }
+            (KeyRef::Kid(_), KeyMode::Jwk) => return Err(CaError::malformed("this request must carry a jwk, not a kid")),
+            (KeyRef::Jwk(_), KeyMode::Kid) => return Err(CaError::malformed("this request must carry a kid (account URL), not a jwk")),
+        };
+        jws.verify(&jwk)?;
+        Ok(Authed { urls, jws, account, jwk })
+    }
+
+    /// A JSON response with the headers every ACME response carries.
+    fn reply(&self, status: StatusCode, urls: &Urls, body: Value, location: Option<String>) -> Response {
+        let mut resp = (status, axum::Json(body)).into_response();
+        self.common_headers(resp.headers_mut(), Some(urls));
+        if let Some(loc) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+            resp.headers_mut().insert(header::LOCATION, loc);
+        }
+        resp
+    }
+
+    fn common_headers(&self, h: &mut HeaderMap, urls: Option<&Urls>) {
+        if let Ok(v) = HeaderValue::from_str(&self.nonces.issue()) {
+            h.insert("replay-nonce", v);
+        }
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(link) = urls.and_then(|u| HeaderValue::from_str(&format!("<{}>;rel=\"index\"", u.directory())).ok()) {
+            h.append(header::LINK, link);
+        }
+    }
+
+    /// An error response: problem document, fresh nonce (RFC 8555 §6.5: also
+    /// on errors, so a client can retry a badNonce at once).
+    fn fail(&self, headers: &HeaderMap, e: CaError) -> Response {
+        let urls = urls(headers).ok();
+        let problem = problem::problem_for(&e);
+        let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut resp = (status, body).into_response();
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        self.common_headers(resp.headers_mut(), urls.as_ref());
+        if let (CaError::Conflict { location, .. }, Some(u)) = (&e, &urls) {
+            if let Ok(v) = HeaderValue::from_str(&format!("{}{location}", u.base)) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+        }
+        resp
+    }
+}
+
+/// The URL layout as the client addressed us (its Host header).
+fn urls(headers: &HeaderMap) -> Result<Urls, CaError> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()) && !h.contains('/'))
+        .ok_or_else(|| CaError::malformed("request has no valid Host header"))?;
+    Ok(Urls { base: format!("https://{host}") })
+}
+
+type W = State<Arc<Wfe>>;
+
+/// Runs a handler body and turns its error into a problem response.
+async fn respond<F>(w: &Wfe, headers: &HeaderMap, f: F) -> Response
+where
+    F: std::future::Future<Output = Result<Response, CaError>>,
+{
+    match f.await {
+        Ok(r) => r,
+        Err(e) => w.fail(headers, e),
+    }
+}
+
+async fn directory(State(w): W, headers: HeaderMap) -> Response {
+    respond(&w, &headers, async {
+        let u = urls(&headers)?;
+        let policy = w.ra.policy();
+        let profiles: serde_json::Map<String, Value> =
+            policy.profiles.iter().map(|p| (p.name.clone(), json!(p.description))).collect();
+        let b = &u.base;
+        let dir = json!({
+            "newNonce": format!("{b}/acme/new-nonce"),
+            "newAccount": format!("{b}/acme/new-account"),
+            "newOrder": format!("{b}/acme/new-order"),
+            "revokeCert": format!("{b}/acme/revoke-cert"),
+            "keyChange": format!("{b}/acme/key-change"),
+            "renewalInfo": format!("{b}/acme/renewal-info"),
+            "meta": {
+                "termsOfService": format!("{b}/terms"),
+                "externalAccountRequired": w.ra.eab_required(),
+                "profiles": profiles,
+            }
+        });
+        let mut resp = axum::Json(dir).into_response();
+        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=0, no-cache"));
+        Ok(resp)
+    })
+    .await
+}
+
+async fn new_nonce_head(State(w): W) -> Response {
+    let mut resp = StatusCode::OK.into_response();
+    w.common_headers(resp.headers_mut(), None);
+    resp
+}
+
+async fn new_nonce_get(State(w): W) -> Response {
+    // RFC 8555 §7.2: GET answers 204 No Content.
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    w.common_headers(resp.headers_mut(), None);
+    resp
+}
+
+async fn new_account(State(w): W, headers: HeaderMap, body: Bytes) -> Response {
+    respond(&w, &headers, async {
+        let a = w.authenticate(&headers, "/acme/new-account", &body, KeyMode::Jwk).await?;
+        let req: NewAccount = a.jws.payload_json()?;
+        let (account, created) = w.ra.new_account(&a.jwk, req, &a.jws.protected.url).await?;
+        let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+        let body = account_json(&a.urls, &account.row.id, &account.row.status, &account.doc);
+        Ok(w.reply(status, &a.urls, body, Some(a.urls.account(&account.row.id))))
+    })
+    .await
+}
+
+async fn account(State(w): W, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+    respond(&w, &headers, async {
+        let a = w.authenticate(&headers, &format!("/acme/acct/{id}"), &body, KeyMode::Kid).await?;
+        let account = a.account.ok_or_else(|| CaError::Internal("kid without account".into()))?;
+        if account.row.id != id {
+            return Err(CaError::unauthorized("an account may only read or change itself"));
+        }
+        let account = if a.jws.payload.is_empty() { account } else { w.ra.update_account(account, &a.jws.payload).await? };
+        let body = account_json(&a.urls, &account.row.id, &account.row.status, &account.doc);
+        Ok(w.reply(StatusCode::OK, &a.urls, body, None))
+    })
+    .await
+}
+
+async fn account_orders(State(w): W, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+    respond(&w, &headers, async {
+        let a = w.authenticate(&headers, &format!("/acme/acct/{id}/orders"), &body, KeyMode::Kid).await?;
+        let account = a.account.ok_or_else(|| CaError::Internal("kid without account".into()))?;
+        if account.row.id != id {
+            return Err(CaError::unauthorized("an account may only list its own orders"));
+        }
+        let ids = w.ra.order_ids(&account).await?;
+        let orders: Vec<String> = ids.iter().map(|o| a.urls.order(o)).collect();
+        Ok(w.reply(StatusCode::OK, &a.urls, json!({ "orders": orders }), None))
+    })
+    .await
+}
+
+async fn key_change(State(w): W, headers: HeaderMap, body: Bytes) -> Response {
+    respond(&w, &headers, async {
+        let a = w.authenticate(&headers, "/acme/key-change", &body, KeyMode::Kid).await?;
+        let account = a.account.ok_or_else(|| CaError::Internal("kid without account".into()))?;
+        let inner = Jws::parse(&a.jws.payload)?;
+        let account_url = a.urls.account(&account.row.id);
+        let account = w.ra.key_change(account, &account_url, &a.jws.protected.url, &inner).await?;
+        let body = account_json(&a.urls, &account.row.id, &account.row.status, &account.doc);
+        Ok(w.reply(StatusCode::OK, &a.urls, body, None))
+    })
+    .await
+}
+
+async fn new_order(State(w): W, headers: HeaderMap, body: Bytes) -> Response {
+    respond(&w, &headers, async {
+        let a = w.authenticate(&headers, "/acme/new-order", &body, KeyMode::Kid).await?;
+        let account = a.account.ok_or_else(|| CaError::Internal("kid without account".into()))?;
+        let order = w.ra.new_order(&account, a.jws.payload_json()?).await?;
+        let body = order_json(&a.urls, &order.row.id, &order.row.status, order.row.expires_at, &order.doc);
+        Ok(w.reply(StatusCode::CREATED, &a.urls, body, Some(a.urls.order(&order.row.id))))
+    })
+    .await
+}
+
+async fn order(State(w): W, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+    respond(&w, &headers, async {
+        let a = w.authenticate(&headers, &format!("/acme/order/{id}"), &body, KeyMode::Kid).await?;
+        let account = a.account.ok_or_else(|| CaError::Internal("kid without account".into()))?;
+        let order = w.ra.order(&account, &id).await?;
+        let body = order_json(&a.urls, &order.row.id, &order.row.status, order.row.expires_at, &order.doc);
+        let mut resp = w.reply(StatusCode::OK, &a.urls, body, None);
+        if order.row.status == "processing" {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        Ok(resp)
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct Finalize {
+    csr: String,
+}
+
+async fn finalize(State(w): W, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+    respond(&w, &headers, async {
+        let a = w.authenticate(&headers, &format!("/acme/order/{id}/finalize"), &body, KeyMode::Kid).await?;
+        let account = a.account.ok_or_else(|| CaError::Internal("kid without account".into()))?;
+        let req: Finalize = a.jws.payload_json()?;
+        let csr = b64::decode(&req.csr).map_err(|_| CaError::acme(ProblemType::BadCsr, "csr is not base64url DER"))?;
+        let order = w.ra.finalize(&account, &id, &csr).await?;
+        let body = order_json(&a.urls, &order.row.id, &order.row.status, order.row.expires_at, &order.doc);
+        Ok(w.reply(StatusCode::OK, &a.urls, body, Some(a.urls.order(&order.row.id))))
+    })
+    .await
+}
+
+async fn authz(State(w): W, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+    respond(&w, &headers, async {
+        let a = w.authenticate(&headers, &format!("/acme/authz/{id}"), &body, KeyMode::Kid).await?;
+        let account = a.account.ok_or_else(|| CaError::Internal("kid without account".into()))?;
+        let authz = if a.jws.payload.is_empty() {
+            w.ra.authz(&account, &id).await?
+        } else {
+            #[derive(Deserialize)]
+            struct Update {
+                status: String,
+            }
+            let u: Update = a.jws.payload_json()?;
+            if u.status != "deactivated" {
+                return Err(CaError::malformed("an authorization may only be updated to \"deactivated\""));
+            }
+            w.ra.deactivate_authz(&account, &id).await?
+        };
+        let body = authz_json(&a.urls, &authz.row.id, &authz.row.status, authz.row.expires_at, &authz.doc);
+        Ok(w.reply(StatusCode::OK, &a.urls, body, None))
+    })
+    .await
+}
+
+async fn challenge(State(w): W, headers: HeaderMap, Path((authz_id, chall_id)): Path<(String, String)>, body: Bytes) -> Response {
+    respond(&w, &headers, async {
+        let path = format!("/acme/chall/{authz_id}/{chall_id}");
+        let a = w.authenticate(&headers, &path, &body, KeyMode::Kid).await?;
+        let account = a.account.ok_or_else(|| CaError::Internal("kid without account".into()))?;
+        let authz = if a.jws.payload.is_empty() {
+            w.ra.authz(&account, &authz_id).await?
+        } else {
+            // RFC 8555 §7.5.1: the client says it is ready with an empty object.
+            let _: serde_json::Map<String, Value> = a.jws.payload_json()?;
+            w.ra.respond_challenge(&account, &authz_id, &chall_id).await?.0
+        };
+        let chall = authz
+            .doc
+            .challenges
+            .iter()
+            .find(|c| c.id == chall_id)
+            .ok_or_else(|| CaError::NotFound(format!("challenge {chall_id}")))?;
+        let mut resp = w.reply(StatusCode::OK, &a.urls, challenge_json(&a.urls, &authz_id, chall), None);
+        if let Ok(v) = HeaderValue::from_str(&format!("<{}>;rel=\"up\"", a.urls.authz(&authz_id))) {
+            resp.headers_mut().append(header::LINK, v);
+        }
+        if chall.status == "processing" {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        Ok(resp)
+    })
+    .await
+}
+
+async fn certificate(State(w): W, headers: HeaderMap, Path(serial): Path<String>, body: Bytes) -> Response {
+    respond(&w, &headers, async {
+        let a = w.authenticate(&headers, &format!("/acme/cert/{serial}"), &body, KeyMode::Kid).await?;
+        if !a.jws.payload.is_empty() {
+            return Err(CaError::malformed("certificate download is POST-as-GET: send an empty payload"));
+        }
+        let cert = w.ra.certificate(&serial).await?;
+        let mut resp = (StatusCode::OK, cert.chain_pem).into_response();
+        w.common_headers(resp.headers_mut(), Some(&a.urls));
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/pem-certificate-chain"));
+        Ok(resp)
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct Revocation {
+    certificate: String,
+    reason: Option<i64>,
+}
+
+async fn revoke_cert(State(w): W, headers: HeaderMap, body: Bytes) -> Response {
+    respond(&w, &headers, async {
+        let a = w.authenticate(&headers, "/acme/revoke-cert", &body, KeyMode::Either).await?;
+        let req: Revocation = a.jws.payload_json()?;
+        let der = b64::decode(&req.certificate).map_err(|_| CaError::malformed("certificate is not base64url DER"))?;
+        let revoker = match &a.account {
+            Some(account) => Revoker::Account(account),
+            None => Revoker::CertificateKey(&a.jwk),
+        };
+        w.ra.revoke(revoker, &der, req.reason).await?;
+        let mut resp = StatusCode::OK.into_response();
+        w.common_headers(resp.headers_mut(), Some(&a.urls));
+        Ok(resp)
+    })
+    .await
+}
+
+async fn renewal_info(State(w): W, headers: HeaderMap, Path(cert_id): Path<String>) -> Response {
+    respond(&w, &headers, async {
+        let window = w.ra.renewal_info(&cert_id).await?;
+        let body = json!({ "suggestedWindow": { "start": rfc3339(window.start), "end": rfc3339(window.end) } });
+        let mut resp = axum::Json(body).into_response();
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(ARI_RETRY_AFTER_SECS));
+        Ok(resp)
+    })
+    .await
+}
+
+async fn crl(State(w): W, Path(name): Path<String>) -> Response {
+    if name != "intermediate.crl" {
+        return (StatusCode::NOT_FOUND, "no such CRL\n").into_response();
+    }
+    let der = w.ra.pki().current_crl();
+    let mut resp = (StatusCode::OK, der.as_ref().clone()).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/pkix-crl"));
+    resp
+}
