@@ -1,0 +1,153 @@
+//! `certkeeper ca …`: serve the built-in CA and inspect its state.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use certkeeper_ca::policy::Policy;
+use certkeeper_ca::{CaConfig, SystemClock};
+use certkeeper_proto::b64;
+use certkeeper_store::Store;
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Serve the ACME directory at https://ADDR/directory.
+    Serve {
+        /// Data directory (database and CA keys); created if missing.
+        #[arg(long, default_value = "certkeeper-data")]
+        data: PathBuf,
+        /// HTTPS listen address.
+        #[arg(long, default_value = "127.0.0.1:14000")]
+        listen: SocketAddr,
+        /// Name server for every lookup the CA makes (dns-01 TXT, A/AAAA);
+        /// default: the first nameserver in /etc/resolv.conf.
+        #[arg(long)]
+        dns_resolver: Option<SocketAddr>,
+        /// Port the CA connects to for http-01 validation.
+        #[arg(long, default_value_t = 80)]
+        http01_port: u16,
+        /// Port the CA connects to for tls-alpn-01 validation.
+        #[arg(long, default_value_t = 443)]
+        tlsalpn01_port: u16,
+        /// Policy file (profiles, identifier and key rules); see `ca policy`.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Refuse new accounts without external account binding (see `ca eab-add`).
+        #[arg(long)]
+        require_eab: bool,
+    },
+    /// Print the root certificate (PEM) that clients must trust.
+    ExportRoot {
+        /// Data directory of the CA.
+        #[arg(long, default_value = "certkeeper-data")]
+        data: PathBuf,
+    },
+    /// List issued certificates.
+    List {
+        /// Data directory of the CA.
+        #[arg(long, default_value = "certkeeper-data")]
+        data: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create an external account binding key (prints the key id and HMAC key).
+    EabAdd {
+        /// Data directory of the CA.
+        #[arg(long, default_value = "certkeeper-data")]
+        data: PathBuf,
+    },
+    /// Print the built-in default policy, to copy and edit.
+    Policy,
+}
+
+pub async fn run(cmd: CaCommand) -> anyhow::Result<()> {
+    match cmd {
+        CaCommand::Serve { data, listen, dns_resolver, http01_port, tlsalpn01_port, policy, require_eab } => {
+            let policy = match policy {
+                Some(path) => Policy::load(&path)?,
+                None => Policy::builtin(),
+            };
+            let config = CaConfig { data_dir: data.clone(), listen, dns_resolver, http01_port, tlsalpn01_port, policy, eab_required: require_eab };
+            let ca = certkeeper_ca::start(config, Arc::new(SystemClock)).await?;
+            println!("certkeeper CA serving");
+            println!("  directory: {}", ca.directory_url);
+            println!("  root:      {}", data.join("ca/root.pem").display());
+            println!("  CRL:       {}", ca.ra.pki().crl_url());
+            tokio::select! {
+                r = ca.wait() => r?,
+                _ = tokio::signal::ctrl_c() => println!("stopping"),
+            }
+            Ok(())
+        }
+        CaCommand::ExportRoot { data } => {
+            let path = data.join("ca/root.pem");
+            let pem = std::fs::read_to_string(&path).with_context(|| {
+                format!("cannot read {}: start the CA once with `certkeeper ca serve --data {}`", path.display(), data.display())
+            })?;
+            print!("{pem}");
+            Ok(())
+        }
+        CaCommand::List { data, json } => list(&data, json).await,
+        CaCommand::EabAdd { data } => {
+            let store = open_existing(&data).await?;
+            let kid = format!("kid-{}", hex::encode(rand::random::<[u8; 6]>()));
+            let key = b64::encode(&rand::random::<[u8; 32]>());
+            store.insert_eab_key(&kid, &key, now()).await?;
+            println!("kid:      {kid}");
+            println!("hmac key: {key}");
+            Ok(())
+        }
+        CaCommand::Policy => {
+            print!("{}", certkeeper_ca::policy::DEFAULT_POLICY);
+            Ok(())
+        }
+    }
+}
+
+async fn open_existing(data: &Path) -> anyhow::Result<Store> {
+    if !data.join("certkeeper.db").exists() {
+        anyhow::bail!("{} holds no certkeeper database: pass the CA's --data directory", data.display());
+    }
+    Ok(Store::open_dir(data).await?)
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+async fn list(data: &Path, json: bool) -> anyhow::Result<()> {
+    let store = open_existing(data).await?;
+    let certs = store.list_certificates().await?;
+    let rfc3339 = certkeeper_ca::objects::rfc3339;
+    if json {
+        let rows: Vec<_> = certs
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "serial": c.serial,
+                    "names": c.names.split(',').collect::<Vec<_>>(),
+                    "not_before": rfc3339(c.not_before),
+                    "not_after": rfc3339(c.not_after),
+                    "profile": c.profile,
+                    "status": c.status,
+                    "revoked_at": c.revoked_at.map(rfc3339),
+                    "revocation_reason": c.revocation_reason,
+                    "key_proven_at_revocation": c.revoked_spki_sha256.is_some(),
+                    "spki_sha256": c.spki_sha256,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!("{:<34} {:<8} {:<20} {:<7} {}", "SERIAL", "STATUS", "NOT AFTER", "REASON", "NAMES");
+    for c in &certs {
+        let reason = c.revocation_reason.map(|r| r.to_string()).unwrap_or_else(|| "-".into());
+        println!("{:<34} {:<8} {:<20} {:<7} {}", c.serial, c.status, rfc3339(c.not_after), reason, c.names);
+    }
+    println!("{} certificate(s)", certs.len());
+    Ok(())
+}
