@@ -4,11 +4,13 @@
 //! SQLite default and PostgreSQL for replicas. SQL stays portable: `$1`
 //! placeholders, times as unix seconds in `BIGINT`, blobs as base64 text.
 
+mod agent;
 mod ca;
 pub mod files;
 mod error;
 mod migrate;
 
+pub use agent::ManagedCertRow;
 pub use ca::{AccountRow, AuthzRow, CertificateRow, OrderRow};
 pub use error::StoreError;
 
@@ -33,6 +35,14 @@ impl Store {
         let path = dir.join("certkeeper.db");
         let url = format!("sqlite://{}?mode=rwc", path.display());
         let store = Store::open_url(&url).await?;
+        // The database holds private keys: owner-only, like any key file.
+        restrict(dir, 0o700)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let file = dir.join(format!("certkeeper.db{suffix}"));
+            if file.exists() {
+                restrict(&file, 0o600)?;
+            }
+        }
         // journal_mode is persistent in the database file; set it once here.
         sqlx::query("PRAGMA journal_mode=WAL").execute(&store.pool).await?;
         Ok(store)
@@ -57,4 +67,10 @@ impl Store {
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }
+}
+
+fn restrict(path: &Path, mode: u32) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| StoreError::Io(path.display().to_string(), e))
 }

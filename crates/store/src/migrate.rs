@@ -9,7 +9,10 @@ use crate::StoreError;
 
 /// Every migration ever shipped, oldest first. Never edit one that shipped:
 /// append a new one.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_ca.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_ca.sql")),
+    (2, include_str!("migrations/0002_agent.sql")),
+];
 
 /// Applies the migrations the database has not seen yet, each in its own transaction.
 pub(crate) async fn run(pool: &AnyPool) -> Result<(), StoreError> {

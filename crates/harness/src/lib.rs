@@ -1,0 +1,231 @@
+//! Real peers for certkeeper's integration tests.
+//!
+//! DESIGN.md asks for "real peers, not mocks": this crate starts BIND 9,
+//! pebble, certbot, lego and openssl on free loopback ports in temporary
+//! directories and stops the long-running ones when their handle is dropped.
+//!
+//! Everything here is synchronous (`std::process`) and needs no async
+//! runtime, so it can be called from `#[tokio::test]` functions as well as
+//! plain `#[test]`s. Waits poll briefly and give up after a few seconds with
+//! an error that names the peer, the command and the tail of its log.
+//!
+//! The calls block. When the server under test runs on the test's own tokio
+//! runtime (certkeeper's CA answering lego or certbot), use
+//! `#[tokio::test(flavor = "multi_thread")]` or wrap the call in
+//! `tokio::task::spawn_blocking`; on a current-thread runtime the server
+//! could not answer while the client blocks, and the client would time out.
+//!
+//! A missing peer binary is a test *failure* (see [`require_peer`]): run
+//! `./scripts/test`, which installs them.
+//!
+//! Set `CERTKEEPER_HARNESS_KEEP=1` to keep the temporary directories (configs,
+//! logs, certificates) after the test for inspection.
+
+mod bind;
+mod clients;
+mod pebble;
+mod process;
+mod tls;
+
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+pub use bind::Bind;
+pub use clients::{Certbot, CertbotCert, Lego, LegoCert, LegoChallenge};
+pub use pebble::Pebble;
+pub use tls::TestCa;
+
+/// Directories searched for peer binaries besides `$PATH`: Debian puts
+/// `named` in /usr/sbin, which is not on a non-root user's PATH.
+const EXTRA_BIN_DIRS: &[&str] = &[
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+    "/usr/local/sbin",
+    "/usr/local/bin",
+];
+
+/// A TCP port on 127.0.0.1 that was free a moment ago, for a peer to listen on.
+///
+/// The port is released before returning, so another process could take it
+/// in between; in practice the kernel does not hand the same ephemeral port
+/// out again right away.
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("cannot bind 127.0.0.1:0 (TCP) to find a free port")
+}
+
+/// A port on 127.0.0.1 free for both UDP and TCP, for a DNS server.
+pub fn free_port_tcp_udp() -> u16 {
+    for _ in 0..100 {
+        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .expect("cannot bind 127.0.0.1:0 (UDP) to find a free port");
+        let port = udp
+            .local_addr()
+            .expect("local_addr of a bound UDP socket")
+            .port();
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port on 127.0.0.1 was free for both UDP and TCP after 100 attempts");
+}
+
+/// Path of a peer binary; panics (so the test fails instead of skipping)
+/// when the peer is not installed.
+pub fn require_peer(bin: &str) -> PathBuf {
+    find_peer(bin)
+        .unwrap_or_else(|| panic!("peer {bin} missing: run ./scripts/test which installs it"))
+}
+
+/// Looks `bin` up in `$PATH` and the usual system directories.
+fn find_peer(bin: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path_dirs = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    path_dirs
+        .into_iter()
+        .chain(EXTRA_BIN_DIRS.iter().map(PathBuf::from))
+        .map(|dir| dir.join(bin))
+        .find(|p| {
+            p.metadata()
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+/// Whether this process runs as root, which decides `named -u root`.
+pub(crate) fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the process's effective uid; no libc (and no unsafe) needed.
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+/// Verifies a PEM chain (leaf first, then intermediates, as ACME servers
+/// deliver it) against `root_pem` with `openssl verify`, as an independent
+/// cross-check of what a CA issued.
+pub fn openssl_verify(root_pem: &Path, chain_pem: &Path) -> anyhow::Result<()> {
+    let openssl = require_peer("openssl");
+    let chain = std::fs::read_to_string(chain_pem)
+        .with_context(|| format!("reading chain {}", chain_pem.display()))?;
+    let certs = split_pem_certificates(&chain);
+    let Some((leaf, intermediates)) = certs.split_first() else {
+        bail!("{} contains no PEM CERTIFICATE block", chain_pem.display());
+    };
+    let dir = tempdir("openssl-verify")?;
+    let leaf_path = dir.path().join("leaf.pem");
+    std::fs::write(&leaf_path, leaf)?;
+    let mut cmd = Command::new(openssl);
+    cmd.arg("verify").arg("-CAfile").arg(root_pem);
+    if !intermediates.is_empty() {
+        let inter_path = dir.path().join("intermediates.pem");
+        std::fs::write(&inter_path, intermediates.concat())?;
+        cmd.arg("-untrusted").arg(inter_path);
+    }
+    cmd.arg(&leaf_path);
+    let out = process::run(
+        &mut cmd,
+        "openssl verify",
+        dir.path(),
+        std::time::Duration::from_secs(20),
+    )?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !stdout.contains(": OK") {
+        bail!(
+            "openssl verify of {} against {} did not say OK:\n{stdout}",
+            chain_pem.display(),
+            root_pem.display()
+        );
+    }
+    Ok(())
+}
+
+/// The serial number of the first certificate in `cert_pem`, in lowercase
+/// hex as `openssl x509 -serial` reports it (no `0x`).
+pub fn openssl_serial_hex(cert_pem: &Path) -> anyhow::Result<String> {
+    let dir = tempdir("openssl-serial")?;
+    let mut cmd = Command::new(require_peer("openssl"));
+    cmd.args(["x509", "-noout", "-serial", "-in"]).arg(cert_pem);
+    let out = process::run(
+        &mut cmd,
+        "openssl x509 -serial",
+        dir.path(),
+        std::time::Duration::from_secs(20),
+    )?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let serial = stdout.trim().strip_prefix("serial=").with_context(|| {
+        format!(
+            "openssl x509 -serial printed {stdout:?} for {}",
+            cert_pem.display()
+        )
+    })?;
+    Ok(serial.to_ascii_lowercase())
+}
+
+/// Splits PEM text into its CERTIFICATE blocks (each with a trailing newline).
+pub fn split_pem_certificates(pem: &str) -> Vec<String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut out = Vec::new();
+    let mut rest = pem;
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(end) = rest[start..].find(END) else {
+            break;
+        };
+        let end = start + end + END.len();
+        out.push(format!("{}\n", &rest[start..end]));
+        rest = &rest[end..];
+    }
+    out
+}
+
+/// A temporary directory for one peer, kept when `CERTKEEPER_HARNESS_KEEP` is set.
+pub(crate) fn tempdir(peer: &str) -> anyhow::Result<tempfile::TempDir> {
+    let mut dir = tempfile::Builder::new()
+        .prefix(&format!("certkeeper-{peer}-"))
+        .tempdir()
+        .with_context(|| format!("creating a temporary directory for {peer}"))?;
+    if std::env::var_os("CERTKEEPER_HARNESS_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!(
+            "certkeeper-harness: keeping {peer} directory {}",
+            dir.path().display()
+        );
+    }
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_a_fullchain() {
+        let pem = "-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n\n-----BEGIN CERTIFICATE-----\nBBB\n-----END CERTIFICATE-----\n";
+        let certs = split_pem_certificates(pem);
+        assert_eq!(certs.len(), 2);
+        assert!(certs[0].contains("AAA") && certs[1].contains("BBB"));
+    }
+
+    #[test]
+    fn free_ports_are_bindable() {
+        let p = free_port_tcp_udp();
+        UdpSocket::bind((Ipv4Addr::LOCALHOST, p)).unwrap();
+        TcpListener::bind((Ipv4Addr::LOCALHOST, free_port())).unwrap();
+    }
+
+    #[test]
+    #[should_panic(expected = "peer certkeeper-no-such-peer missing: run ./scripts/test")]
+    fn missing_peer_fails_the_test() {
+        require_peer("certkeeper-no-such-peer");
+    }
+}
