@@ -22,6 +22,7 @@
 //! logs, certificates) after the test for inspection.
 
 mod bind;
+mod certkeeper_ca;
 mod clients;
 mod pebble;
 mod process;
@@ -34,6 +35,7 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 pub use bind::Bind;
+pub use certkeeper_ca::{CaOptions, CertkeeperCa};
 pub use clients::{Certbot, CertbotCert, Lego, LegoCert, LegoChallenge};
 pub use pebble::Pebble;
 pub use tls::TestCa;

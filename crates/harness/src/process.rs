@@ -149,15 +149,24 @@ pub(crate) struct Daemon {
 }
 
 impl Daemon {
-    /// Spawns `cmd` with stdout and stderr appended to `log`.
-    pub(crate) fn spawn(
-        name: &'static str,
-        cmd: &mut Command,
-        log: PathBuf,
-    ) -> anyhow::Result<Daemon> {
+    /// Spawns `cmd` with stdout and stderr written to a new `log`.
+    pub(crate) fn spawn(name: &'static str, cmd: &mut Command, log: PathBuf) -> anyhow::Result<Daemon> {
+        let file = File::create(&log).with_context(|| format!("{name}: creating log {}", log.display()))?;
+        Daemon::spawn_to(name, cmd, log, file)
+    }
+
+    /// Spawns `cmd` with stdout and stderr appended to `log` (kept across restarts).
+    pub(crate) fn spawn_appending(name: &'static str, cmd: &mut Command, log: PathBuf) -> anyhow::Result<Daemon> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("{name}: opening log {}", log.display()))?;
+        Daemon::spawn_to(name, cmd, log, file)
+    }
+
+    fn spawn_to(name: &'static str, cmd: &mut Command, log: PathBuf, file: File) -> anyhow::Result<Daemon> {
         let command = describe(cmd);
-        let file = File::create(&log)
-            .with_context(|| format!("{name}: creating log {}", log.display()))?;
         let child = cmd
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
