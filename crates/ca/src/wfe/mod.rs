@@ -84,6 +84,7 @@ impl Wfe {
             .route("/terms", get(|| async { TERMS }))
             .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
             .layer(DefaultBodyLimit::max(MAX_BODY))
+            .layer(axum::middleware::map_request(host_from_authority))
             .with_state(self)
     }
 
@@ -169,6 +170,17 @@ impl Wfe {
         }
         resp
     }
+}
+
+/// HTTP/2 carries the host in the `:authority` pseudo-header, not `Host`;
+/// copy it over so every handler reads one place.
+async fn host_from_authority(mut req: axum::extract::Request) -> axum::extract::Request {
+    if !req.headers().contains_key(header::HOST) {
+        if let Some(v) = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            req.headers_mut().insert(header::HOST, v);
+        }
+    }
+    req
 }
 
 /// The URL layout as the client addressed us (its Host header).
