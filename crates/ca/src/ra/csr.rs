@@ -33,10 +33,11 @@ pub(crate) fn check(der: &[u8], identifiers: &[Identifier], keys: &KeyPolicy) ->
     if !rest.is_empty() {
         return Err(bad_csr("trailing bytes after the CSR"));
     }
-    csr.verify_signature().map_err(|_| bad_csr("CSR signature does not verify"))?;
     let info = &csr.certification_request_info;
     let spki_der = info.subject_pki.raw.to_vec();
 
+    // Key policy before the signature: aws-lc refuses to verify with RSA
+    // keys under 2048 bits, and "bad signature" would hide the real reason.
     let key_type = classify_spki(&spki_der).map_err(|e| CaError::acme(ProblemType::BadPublicKey, e))?;
     if !keys.allowed.iter().any(|k| *k == key_type.policy_name()) {
         return Err(CaError::acme(
@@ -44,6 +45,7 @@ pub(crate) fn check(der: &[u8], identifiers: &[Identifier], keys: &KeyPolicy) ->
             format!("key type {} is not allowed; use one of {:?}", key_type.policy_name(), keys.allowed),
         ));
     }
+    csr.verify_signature().map_err(|_| bad_csr("CSR signature does not verify"))?;
 
     let mut names: Vec<Identifier> = Vec::new();
     for cn in info.subject.iter_common_name() {

@@ -1,0 +1,1039 @@
+//! Black-box RFC 8555 conformance: the requests a CA must refuse.
+//!
+//! Every test starts the real `certkeeper ca serve` binary on a free loopback
+//! port in its own temporary directory, speaks raw ACME to it over HTTPS
+//! (trusting only `DATA/ca/root.pem`), and checks the exact problem type
+//! (RFC 8555 §6.7) and HTTP status of the refusal, then that nothing was
+//! issued (`certkeeper ca list --json`). The test answers http-01 itself on a
+//! port it hands the CA as `--http01-port`, so orders for `localhost` become
+//! `ready` without any outside peer.
+//!
+//! One CA per test: tests run on parallel threads and "nothing was issued"
+//! must mean exactly that, not "nothing that another test issued".
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, TcpListener as StdTcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use certkeeper_proto::b64;
+use certkeeper_proto::jws::{SigningKey, key_authorization, sign};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+type Result<T> = anyhow::Result<T>;
+
+const JOSE: &str = "application/jose+json";
+const URN: &str = "urn:ietf:params:acme:error:";
+/// The CA's request body limit (`certkeeper_ca::wfe::MAX_BODY`).
+const MAX_BODY: usize = 64 * 1024;
+
+// ---------------------------------------------------------------------------
+// The CA under test and the http-01 responder.
+// ---------------------------------------------------------------------------
+
+/// Token → key authorization, served at `/.well-known/acme-challenge/TOKEN`.
+type Answers = Arc<Mutex<HashMap<String, String>>>;
+
+/// A running `certkeeper ca serve`, killed on drop.
+struct Ca {
+    child: Child,
+    data: PathBuf,
+    log: PathBuf,
+    base: String,
+    http: reqwest::Client,
+    dir: Value,
+    answers: Answers,
+    responder: tokio::task::JoinHandle<()>,
+    // Last, so the directory outlives the process that writes into it.
+    _tmp: tempfile::TempDir,
+}
+
+impl Drop for Ca {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.responder.abort();
+        if std::thread::panicking() {
+            eprintln!("--- certkeeper ca serve log ---\n{}", self.log_tail());
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    StdTcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("cannot bind 127.0.0.1:0 to find a free port")
+}
+
+impl Ca {
+    async fn start() -> Result<Ca> {
+        let tmp = tempfile::tempdir()?;
+        let data = tmp.path().join("data");
+        let log = tmp.path().join("ca.log");
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let http01_port = listener.local_addr()?.port();
+        let answers: Answers = Arc::default();
+        let responder = tokio::spawn(serve_http01(listener, Arc::clone(&answers)));
+
+        // The port from free_port() could be taken before the CA binds it:
+        // try a few.
+        let mut last_err = None;
+        for _ in 0..3 {
+            let port = free_port();
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)?;
+            let child = Command::new(env!("CARGO_BIN_EXE_certkeeper"))
+                .args(["ca", "serve", "--data"])
+                .arg(&data)
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .args(["--http01-port", &http01_port.to_string()])
+                .args(["--tlsalpn01-port", &free_port().to_string()])
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(file.try_clone()?)
+                .stderr(file)
+                .spawn()
+                .context("cannot start certkeeper ca serve")?;
+            let mut ca = Ca {
+                child,
+                data: data.clone(),
+                log: log.clone(),
+                base: format!("https://localhost:{port}"),
+                http: reqwest::Client::new(),
+                dir: Value::Null,
+                answers: Arc::clone(&answers),
+                responder: tokio::spawn(async {}),
+                _tmp: tempfile::tempdir()?,
+            };
+            match ca.wait_ready().await {
+                Ok(()) => {
+                    ca.responder = responder;
+                    ca._tmp = tmp;
+                    return Ok(ca);
+                }
+                Err(e) => last_err = Some(e.context(ca.log_tail())),
+            }
+        }
+        responder.abort();
+        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("CA did not start")))
+    }
+
+    /// Waits until the root exists and the directory answers over HTTPS.
+    async fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let root = self.data.join("ca/root.pem");
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("certkeeper ca serve exited early: {status}");
+            }
+            if let Some((http, dir)) = probe(&root, &self.base).await {
+                self.http = http;
+                self.dir = dir;
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "certkeeper ca serve did not answer {}/directory within 30 s",
+                    self.base
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// A directory URL by name (`newAccount`, `newOrder`, ...).
+    fn url(&self, name: &str) -> String {
+        self.dir[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("directory has no {name}: {}", self.dir))
+            .to_string()
+    }
+
+    /// `certkeeper ca list --data DIR --json`.
+    async fn list(&self) -> Result<Vec<Value>> {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_certkeeper"))
+            .args(["ca", "list", "--json", "--data"])
+            .arg(&self.data)
+            .output()
+            .await?;
+        ensure!(
+            out.status.success(),
+            "ca list failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).context("ca list --json is not JSON")
+    }
+
+    async fn assert_nothing_issued(&self) -> Result<()> {
+        let certs = self.list().await?;
+        ensure!(
+            certs.is_empty(),
+            "nothing may be issued, but ca list shows {certs:#?}"
+        );
+        Ok(())
+    }
+
+    /// An ACME client with a fresh P-256 account key (not registered yet).
+    fn client(&self) -> Result<Acme> {
+        Ok(Acme::with_key(self, SigningKey::generate_p256()?))
+    }
+
+    /// A registered account.
+    async fn account(&self) -> Result<Acme> {
+        let mut acme = self.client()?;
+        acme.register().await?;
+        Ok(acme)
+    }
+}
+
+/// One readiness probe: a client trusting only the CA's root, and the
+/// directory it fetched; `None` while the CA is still starting.
+async fn probe(root: &Path, base: &str) -> Option<(reqwest::Client, Value)> {
+    let cert = reqwest::Certificate::from_pem(&std::fs::read(root).ok()?).ok()?;
+    let http = reqwest::Client::builder()
+        .tls_certs_only([cert])
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .ok()?;
+    let r = http.get(format!("{base}/directory")).send().await.ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    let dir = r.json().await.ok()?;
+    Some((http, dir))
+}
+
+/// A minimal http-01 responder: answers known tokens, 404 otherwise.
+async fn serve_http01(listener: TcpListener, answers: Answers) {
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            return;
+        };
+        let answers = Arc::clone(&answers);
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
+                match sock.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&buf);
+            let path = text
+                .lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .unwrap_or("");
+            let answer = path
+                .strip_prefix("/.well-known/acme-challenge/")
+                .and_then(|token| answers.lock().ok()?.get(token).cloned());
+            let resp = match answer {
+                Some(ka) => format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{ka}",
+                    ka.len()
+                ),
+                None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .into(),
+            };
+            let _ = sock.write_all(resp.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A raw ACME client.
+// ---------------------------------------------------------------------------
+
+/// An HTTP response, fully read.
+struct Resp {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Fails unless this is a success status.
+    fn ok(self, what: &str) -> Result<Resp> {
+        ensure!(
+            (200..300).contains(&self.status),
+            "{what}: HTTP {} {}",
+            self.status,
+            self.text()
+        );
+        Ok(self)
+    }
+}
+
+/// Asserts an RFC 7807 problem document of `kind` with `status`
+/// (RFC 8555 §6.7: `urn:ietf:params:acme:error:` types).
+#[track_caller]
+fn assert_problem(r: &Resp, status: u16, kind: &str) {
+    let body = r.json();
+    assert_eq!(
+        (r.status, body["type"].as_str()),
+        (status, Some(format!("{URN}{kind}").as_str())),
+        "expected HTTP {status} {kind}, got HTTP {} {}",
+        r.status,
+        r.text()
+    );
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/problem+json"),
+        "RFC 8555 §6.7: problems are application/problem+json"
+    );
+    assert_eq!(
+        body["status"],
+        json!(status),
+        "the body repeats the status: {body}"
+    );
+}
+
+/// One account key, with or without an account URL (`kid`).
+struct Acme {
+    http: reqwest::Client,
+    dir: Value,
+    key: SigningKey,
+    kid: Option<String>,
+    nonce: Option<String>,
+}
+
+impl Acme {
+    fn with_key(ca: &Ca, key: SigningKey) -> Acme {
+        Acme {
+            http: ca.http.clone(),
+            dir: ca.dir.clone(),
+            key,
+            kid: None,
+            nonce: None,
+        }
+    }
+
+    fn url(&self, name: &str) -> String {
+        self.dir[name].as_str().unwrap_or_default().to_string()
+    }
+
+    /// The nonce from the last response, or a new one (RFC 8555 §7.2).
+    async fn nonce(&mut self) -> Result<String> {
+        if let Some(n) = self.nonce.take() {
+            return Ok(n);
+        }
+        self.new_nonce().await
+    }
+
+    /// HEAD newNonce.
+    async fn new_nonce(&self) -> Result<String> {
+        let r = self.http.head(self.url("newNonce")).send().await?;
+        ensure!(r.status().is_success(), "HEAD newNonce: {}", r.status());
+        r.headers()
+            .get("replay-nonce")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .context("HEAD newNonce has no Replay-Nonce")
+    }
+
+    /// The protected header for `kid` if we have one, else `jwk`.
+    fn header(&self, nonce: &str, url: &str) -> Value {
+        match &self.kid {
+            Some(kid) => json!({ "nonce": nonce, "url": url, "kid": kid }),
+            None => json!({ "nonce": nonce, "url": url, "jwk": self.key.jwk().to_json() }),
+        }
+    }
+
+    /// Signs `payload` (`None`: POST-as-GET) for `url` with a given nonce.
+    fn jws(&self, nonce: &str, url: &str, payload: Option<&Value>) -> Result<Vec<u8>> {
+        let payload = match payload {
+            Some(p) => serde_json::to_vec(p)?,
+            None => Vec::new(),
+        };
+        Ok(serde_json::to_vec(&sign(
+            &self.key,
+            self.header(nonce, url),
+            &payload,
+        )?)?)
+    }
+
+    /// POSTs raw bytes and keeps the response's Replay-Nonce.
+    async fn send(&mut self, url: &str, body: Vec<u8>, content_type: &str) -> Result<Resp> {
+        let r = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let body = r.bytes().await?.to_vec();
+        let resp = Resp {
+            status,
+            headers,
+            body,
+        };
+        if let Some(n) = resp.header("replay-nonce") {
+            self.nonce = Some(n);
+        }
+        Ok(resp)
+    }
+
+    /// A signed POST with a fresh nonce.
+    async fn post(&mut self, url: &str, payload: Option<&Value>) -> Result<Resp> {
+        let nonce = self.nonce().await?;
+        let body = self.jws(&nonce, url, payload)?;
+        self.send(url, body, JOSE).await
+    }
+
+    /// newAccount (RFC 8555 §7.3); the account URL becomes our `kid`.
+    async fn register(&mut self) -> Result<()> {
+        let url = self.url("newAccount");
+        let r = self
+            .post(&url, Some(&json!({ "termsOfServiceAgreed": true })))
+            .await?
+            .ok("newAccount")?;
+        ensure!(
+            r.status == 201,
+            "newAccount: expected 201, got {}",
+            r.status
+        );
+        self.kid = Some(r.header("location").context("newAccount has no Location")?);
+        Ok(())
+    }
+
+    /// newOrder for DNS names (RFC 8555 §7.4), unchecked.
+    async fn new_order_raw(&mut self, identifiers: Value) -> Result<Resp> {
+        let url = self.url("newOrder");
+        self.post(&url, Some(&json!({ "identifiers": identifiers })))
+            .await
+    }
+
+    /// newOrder for DNS names; returns the order URL and object.
+    async fn new_order(&mut self, names: &[&str]) -> Result<(String, Value)> {
+        let idents: Vec<Value> = names
+            .iter()
+            .map(|n| json!({ "type": "dns", "value": n }))
+            .collect();
+        let r = self.new_order_raw(json!(idents)).await?.ok("newOrder")?;
+        let url = r.header("location").context("newOrder has no Location")?;
+        Ok((url, r.json()))
+    }
+
+    /// POST-as-GET (RFC 8555 §6.3) of a resource as JSON.
+    async fn get(&mut self, url: &str) -> Result<Value> {
+        Ok(self.post(url, None).await?.ok(url)?.json())
+    }
+
+    /// An order for `names` brought to `ready` through http-01 answered by
+    /// the test's responder.
+    async fn ready_order(&mut self, ca: &Ca, names: &[&str]) -> Result<(String, Value)> {
+        let (order_url, order) = self.new_order(names).await?;
+        let authzs: Vec<String> = order["authorizations"]
+            .as_array()
+            .context("order has no authorizations")?
+            .iter()
+            .filter_map(|a| a.as_str().map(str::to_string))
+            .collect();
+        for authz_url in authzs {
+            let authz = self.get(&authz_url).await?;
+            if authz["status"] == "valid" {
+                continue;
+            }
+            let chall = authz["challenges"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "http-01"))
+                .with_context(|| format!("no http-01 challenge in {authz}"))?
+                .clone();
+            let token = chall["token"].as_str().context("challenge has no token")?;
+            let ka = key_authorization(token, &self.key.jwk());
+            ca.answers
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .insert(token.to_string(), ka);
+            let chall_url = chall["url"].as_str().context("challenge has no url")?;
+            self.post(chall_url, Some(&json!({})))
+                .await?
+                .ok("challenge response")?;
+        }
+        self.wait_order(&order_url, "ready").await
+    }
+
+    /// Polls an order until it leaves pending/processing, expecting `want`.
+    async fn wait_order(&mut self, url: &str, want: &str) -> Result<(String, Value)> {
+        let deadline = Instant::now() + Duration::from_secs(25);
+        loop {
+            let order = self.get(url).await?;
+            match order["status"].as_str() {
+                Some(s) if s == want => return Ok((url.to_string(), order)),
+                Some("pending" | "processing") if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                _ => bail!("order {url} did not become {want}: {order}"),
+            }
+        }
+    }
+
+    /// finalize (RFC 8555 §7.4) with a DER CSR.
+    async fn finalize(&mut self, order: &Value, csr_der: &[u8]) -> Result<Resp> {
+        let url = order["finalize"]
+            .as_str()
+            .context("order has no finalize URL")?
+            .to_string();
+        self.post(&url, Some(&json!({ "csr": b64::encode(csr_der) })))
+            .await
+    }
+}
+
+// ---------------------------------------------------------------------------
+// CSRs and certificates.
+// ---------------------------------------------------------------------------
+
+/// A CSR for `names` (CN = the first), signed by `key`.
+fn csr(names: &[&str], key: &rcgen::KeyPair, ca_true: bool) -> Result<Vec<u8>> {
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, names[0]);
+    params.distinguished_name = dn;
+    if ca_true {
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    }
+    Ok(params.serialize_request(key)?.der().to_vec())
+}
+
+/// A CSR for `localhost` with a fresh RSA-1024 key, made by openssl
+/// (aws-lc, behind rcgen, refuses to load keys under 2048 bits).
+fn rsa1024_csr(dir: &Path) -> Result<Vec<u8>> {
+    let out = dir.join("rsa1024.csr.der");
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:1024",
+            "-nodes",
+            "-sha256",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=DNS:localhost", "-outform", "DER"])
+        .arg("-keyout")
+        .arg(dir.join("rsa1024.key.pem"))
+        .arg("-out")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("cannot run openssl")?;
+    ensure!(status.success(), "openssl req failed: {status}");
+    Ok(std::fs::read(&out)?)
+}
+
+/// The leaf's DER from a PEM chain.
+fn leaf_der(chain_pem: &[u8]) -> Result<Vec<u8>> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(chain_pem)
+        .map_err(|e| anyhow::anyhow!("chain PEM: {e}"))?;
+    Ok(pem.contents)
+}
+
+/// Finalizes a ready order with `csr_der` and downloads the leaf (DER).
+async fn issue(acme: &mut Acme, order: &Value, csr_der: &[u8]) -> Result<Vec<u8>> {
+    let r = acme.finalize(order, csr_der).await?.ok("finalize")?;
+    let url = r.header("location").context("finalize has no Location")?;
+    let (_, order) = acme.wait_order(&url, "valid").await?;
+    let cert_url = order["certificate"]
+        .as_str()
+        .context("valid order has no certificate")?
+        .to_string();
+    let chain = acme
+        .post(&cert_url, None)
+        .await?
+        .ok("certificate download")?;
+    leaf_der(&chain.body)
+}
+
+// ---------------------------------------------------------------------------
+// The tests.
+// ---------------------------------------------------------------------------
+
+/// RFC 8555 §6.5: a nonce is good once; a replay is `badNonce` (400), and
+/// the error carries a fresh `Replay-Nonce` the client can retry with at once
+/// (§6.5: "the server MUST include a Replay-Nonce header field in every
+/// successful response to a POST request and SHOULD provide it in error
+/// responses as well").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_6_5_nonce_replay_is_bad_nonce() -> Result<()> {
+    let ca = Ca::start().await?;
+    let mut acme = ca.account().await?;
+    let kid = acme.kid.clone().context("kid")?;
+
+    let nonce = acme.new_nonce().await?;
+    let first = acme.jws(&nonce, &kid, None)?;
+    acme.send(&kid, first, JOSE)
+        .await?
+        .ok("first use of the nonce")?;
+
+    let replay = acme.jws(&nonce, &kid, None)?;
+    let r = acme.send(&kid, replay, JOSE).await?;
+    assert_problem(&r, 400, "badNonce");
+    let fresh = r
+        .header("replay-nonce")
+        .expect("the badNonce response carries a fresh Replay-Nonce");
+    assert_ne!(
+        fresh, nonce,
+        "the fresh nonce differs from the replayed one"
+    );
+
+    let retry = acme.jws(&fresh, &kid, None)?;
+    acme.send(&kid, retry, JOSE)
+        .await?
+        .ok("retry with the nonce from the badNonce response")?;
+
+    // A nonce the server never issued is refused the same way.
+    let forged = acme.jws("bm90LWEtbm9uY2U", &kid, None)?;
+    assert_problem(&acme.send(&kid, forged, JOSE).await?, 400, "badNonce");
+    ca.assert_nothing_issued().await
+}
+
+/// RFC 8555 §6.4: the `url` header member must equal the request URL; a
+/// mismatch is `unauthorized` (403).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_6_4_wrong_url_is_unauthorized() -> Result<()> {
+    let ca = Ca::start().await?;
+    let mut acme = ca.account().await?;
+    let new_order = ca.url("newOrder");
+    let payload = json!({ "identifiers": [{ "type": "dns", "value": "localhost" }] });
+
+    // Signed for newAccount, sent to newOrder.
+    let nonce = acme.nonce().await?;
+    let body = acme.jws(&nonce, &ca.url("newAccount"), Some(&payload))?;
+    assert_problem(
+        &acme.send(&new_order, body, JOSE).await?,
+        403,
+        "unauthorized",
+    );
+
+    // Same path, other origin.
+    let nonce = acme.nonce().await?;
+    let elsewhere = new_order.replacen("https://localhost", "https://127.0.0.2", 1);
+    assert_ne!(elsewhere, new_order);
+    let body = acme.jws(&nonce, &elsewhere, Some(&payload))?;
+    assert_problem(
+        &acme.send(&new_order, body, JOSE).await?,
+        403,
+        "unauthorized",
+    );
+
+    // Plain http:// for the same host and path.
+    let nonce = acme.nonce().await?;
+    let body = acme.jws(
+        &nonce,
+        &new_order.replacen("https://", "http://", 1),
+        Some(&payload),
+    )?;
+    assert_problem(
+        &acme.send(&new_order, body, JOSE).await?,
+        403,
+        "unauthorized",
+    );
+    ca.assert_nothing_issued().await
+}
+
+/// RFC 8555 §6.2: "The 'jwk' and 'kid' fields are mutually exclusive.
+/// Servers MUST reject requests that contain both." (`malformed`, 400).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_6_2_jwk_and_kid_together_are_malformed() -> Result<()> {
+    let ca = Ca::start().await?;
+    let mut acme = ca.account().await?;
+    let kid = acme.kid.clone().context("kid")?;
+    for url in [ca.url("newOrder"), ca.url("newAccount"), kid.clone()] {
+        let nonce = acme.nonce().await?;
+        let header =
+            json!({ "nonce": nonce, "url": url, "jwk": acme.key.jwk().to_json(), "kid": kid });
+        let payload = if url == kid {
+            Vec::new()
+        } else {
+            b"{\"termsOfServiceAgreed\":true}".to_vec()
+        };
+        let body = serde_json::to_vec(&sign(&acme.key, header, &payload)?)?;
+        assert_problem(&acme.send(&url, body, JOSE).await?, 400, "malformed");
+    }
+    ca.assert_nothing_issued().await
+}
+
+/// Builds a flattened JWS with an arbitrary protected header and signature.
+fn forged_jws(header: &Value, payload: &[u8], signature: &[u8]) -> Result<Vec<u8>> {
+    Ok(serde_json::to_vec(&json!({
+        "protected": b64::encode(&serde_json::to_vec(header)?),
+        "payload": b64::encode(payload),
+        "signature": b64::encode(signature),
+    }))?)
+}
+
+/// RFC 8555 §6.2: `alg` MUST NOT be "none" or a MAC; RFC 8555 §6.7: an
+/// algorithm the server does not support is `badSignatureAlgorithm` (400).
+/// The CA checks `alg` while parsing, before any signature check, so the
+/// signatures here need not be valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_6_2_unsupported_alg_is_bad_signature_algorithm() -> Result<()> {
+    let ca = Ca::start().await?;
+    let mut acme = ca.client()?;
+    let url = ca.url("newAccount");
+    let payload = br#"{"termsOfServiceAgreed":true}"#;
+    let cases: [(&str, &[u8]); 5] = [
+        ("HS256", &[0x42; 32]),
+        ("none", b""),
+        ("ES512", &[0x42; 132]),
+        ("PS256", &[0x42; 256]),
+        // A supported algorithm that does not fit the key (P-256) in `jwk`.
+        ("ES384", &[0x42; 96]),
+    ];
+    for (alg, sig) in cases {
+        let nonce = acme.nonce().await?;
+        let header =
+            json!({ "alg": alg, "nonce": nonce, "url": url, "jwk": acme.key.jwk().to_json() });
+        let r = acme
+            .send(&url, forged_jws(&header, payload, sig)?, JOSE)
+            .await?;
+        assert_problem(&r, 400, "badSignatureAlgorithm");
+    }
+    // The same forgeries with a kid (an existing account) are refused alike.
+    let mut acme = ca.account().await?;
+    let kid = acme.kid.clone().context("kid")?;
+    for alg in ["HS256", "none"] {
+        let nonce = acme.nonce().await?;
+        let header = json!({ "alg": alg, "nonce": nonce, "url": kid, "kid": kid });
+        let r = acme
+            .send(&kid, forged_jws(&header, b"", &[0x42; 32])?, JOSE)
+            .await?;
+        assert_problem(&r, 400, "badSignatureAlgorithm");
+    }
+    ca.assert_nothing_issued().await
+}
+
+/// RFC 8555 §7.4: "The CSR MUST indicate the exact same set of requested
+/// identifiers as the initial newOrder request"; otherwise `badCSR` (400)
+/// and the order is not consumed: it stays `ready`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_7_4_csr_names_must_match_order_is_bad_csr() -> Result<()> {
+    let ca = Ca::start().await?;
+    let mut acme = ca.account().await?;
+    let (order_url, order) = acme.ready_order(&ca, &["localhost"]).await?;
+    let key = rcgen::KeyPair::generate()?;
+    for names in [
+        &["other.localhost"][..],
+        &["localhost", "extra.localhost"],
+        &["extra.localhost", "localhost"],
+    ] {
+        let r = acme.finalize(&order, &csr(names, &key, false)?).await?;
+        assert_problem(&r, 400, "badCSR");
+        assert_eq!(
+            acme.get(&order_url).await?["status"],
+            "ready",
+            "after a bad CSR for {names:?}"
+        );
+    }
+    // Not a CSR at all.
+    let r = acme.finalize(&order, b"not a CSR").await?;
+    assert_problem(&r, 400, "badCSR");
+    assert_eq!(acme.get(&order_url).await?["status"], "ready");
+    ca.assert_nothing_issued().await
+}
+
+/// RFC 8555 §7.4 leaves the certificate's content to the CA; RFC 5280
+/// §4.2.1.9 and the Baseline Requirements §7.1.2.7.8: a subscriber
+/// certificate is never a CA. A CSR asking for CA:TRUE is issued, but the
+/// leaf says CA:FALSE (or carries no basicConstraints). The one positive
+/// test here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_7_4_csr_requesting_ca_true_yields_leaf_with_ca_false() -> Result<()> {
+    let ca = Ca::start().await?;
+    let mut acme = ca.account().await?;
+    let (_, order) = acme.ready_order(&ca, &["localhost"]).await?;
+    let key = rcgen::KeyPair::generate()?;
+    let csr_der = csr(&["localhost"], &key, true)?;
+
+    // The request really asks for CA:TRUE.
+    use x509_parser::prelude::FromDer;
+    let (_, parsed_csr) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(&csr_der)?;
+    let asks_ca = parsed_csr.requested_extensions().into_iter().flatten().any(
+        |e| matches!(e, x509_parser::extensions::ParsedExtension::BasicConstraints(bc) if bc.ca),
+    );
+    assert!(
+        asks_ca,
+        "the test CSR must request basicConstraints CA:TRUE"
+    );
+
+    let leaf = issue(&mut acme, &order, &csr_der).await?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&leaf)?;
+    assert!(!cert.is_ca(), "the leaf must not be a CA certificate");
+    if let Some(bc) = cert.basic_constraints()? {
+        assert!(!bc.value.ca, "basicConstraints must say CA:FALSE");
+    }
+    let certs = ca.list().await?;
+    assert_eq!(certs.len(), 1, "exactly one certificate issued: {certs:#?}");
+    assert_eq!(certs[0]["names"], json!(["localhost"]));
+    Ok(())
+}
+
+/// RFC 8555 §7.4 / §6.7: a CSR whose key the CA refuses is `badPublicKey`
+/// (400): RSA under 2048 bits (Baseline Requirements §6.1.5). The order
+/// stays `ready`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_7_4_rsa_1024_csr_is_bad_public_key() -> Result<()> {
+    let ca = Ca::start().await?;
+    let mut acme = ca.account().await?;
+    let (order_url, order) = acme.ready_order(&ca, &["localhost"]).await?;
+    let tmp = tempfile::tempdir()?;
+    let r = acme.finalize(&order, &rsa1024_csr(tmp.path())?).await?;
+    assert_problem(&r, 400, "badPublicKey");
+    assert_eq!(acme.get(&order_url).await?["status"], "ready");
+    ca.assert_nothing_issued().await
+}
+
+/// RFC 8555 §7.4: "A request to finalize an order will result in error if
+/// the order is not in the 'ready' state ... the server MUST return an error
+/// with status code 403 (Forbidden) and type orderNotReady".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_7_4_finalize_before_ready_is_order_not_ready() -> Result<()> {
+    let ca = Ca::start().await?;
+    let mut acme = ca.account().await?;
+    let (order_url, order) = acme.new_order(&["localhost"]).await?;
+    assert_eq!(order["status"], "pending");
+    let key = rcgen::KeyPair::generate()?;
+    let r = acme
+        .finalize(&order, &csr(&["localhost"], &key, false)?)
+        .await?;
+    assert_problem(&r, 403, "orderNotReady");
+    assert_eq!(acme.get(&order_url).await?["status"], "pending");
+    ca.assert_nothing_issued().await
+}
+
+/// RFC 8555 §6.2: POSTs MUST be `application/jose+json`, otherwise
+/// `malformed` (400). An oversized body (over the CA's 64 KiB limit) is
+/// refused (413 or a problem) without harming the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_6_2_wrong_content_type_is_malformed_and_huge_body_is_refused() -> Result<()> {
+    let ca = Ca::start().await?;
+    let mut acme = ca.client()?;
+    let url = ca.url("newAccount");
+    let payload = json!({ "termsOfServiceAgreed": true });
+    for content_type in [
+        "application/json",
+        "text/plain",
+        "application/x-www-form-urlencoded",
+    ] {
+        let nonce = acme.nonce().await?;
+        let body = acme.jws(&nonce, &url, Some(&payload))?;
+        assert_problem(
+            &acme.send(&url, body, content_type).await?,
+            400,
+            "malformed",
+        );
+    }
+
+    let nonce = acme.nonce().await?;
+    let big = json!({ "termsOfServiceAgreed": true, "pad": "x".repeat(MAX_BODY + 1024) });
+    let body = acme.jws(&nonce, &url, Some(&big))?;
+    assert!(body.len() > MAX_BODY);
+    let r = acme.send(&url, body, JOSE).await?;
+    let refused = r.status == 413
+        || (r.status == 400
+            && r.json()["type"]
+                .as_str()
+                .is_some_and(|t| t.starts_with(URN)));
+    assert!(
+        refused,
+        "a {} KiB body must be refused, got HTTP {} {}",
+        big.to_string().len() / 1024,
+        r.status,
+        r.text()
+    );
+
+    // The server is still there and still works.
+    let dir = ca.http.get(format!("{}/directory", ca.base)).send().await?;
+    assert_eq!(dir.status().as_u16(), 200);
+    acme.nonce = None;
+    acme.register().await?;
+    ca.assert_nothing_issued().await
+}
+
+/// RFC 8555 §7.4 and §7.1.3: a malformed DNS name is `rejectedIdentifier`;
+/// RFC 8738 §3: an "ip" identifier holds an address, never a wildcard;
+/// RFC 8555 §7.1.3 / §8.4: a wildcard authorization offers dns-01 only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_7_4_bad_identifiers_are_rejected_and_wildcards_get_dns01_only() -> Result<()> {
+    let ca = Ca::start().await?;
+    let mut acme = ca.account().await?;
+    for bad in [
+        "a..b",
+        "-a.localhost",
+        "a_b.localhost",
+        "a.*.localhost",
+        "localhost.",
+    ] {
+        let r = acme
+            .new_order_raw(json!([{ "type": "dns", "value": bad }]))
+            .await?;
+        assert_problem(&r, 400, "rejectedIdentifier");
+    }
+
+    // RFC 8738 §3: "The value field of the identifier MUST contain the
+    // textual form of the address". A wildcard-looking value is no address;
+    // RFC 8555 does not pin the type, so either `rejectedIdentifier` or
+    // `malformed` is a correct refusal.
+    for bad in ["*.0.0.1", "*.127.0.0.1", "*::1"] {
+        let r = acme
+            .new_order_raw(json!([{ "type": "ip", "value": bad }]))
+            .await?;
+        let kind = r.json()["type"].as_str().unwrap_or_default().to_string();
+        assert!(
+            r.status == 400
+                && (kind == format!("{URN}rejectedIdentifier")
+                    || kind == format!("{URN}malformed")),
+            "ip identifier {bad:?} must be rejected, got HTTP {} {}",
+            r.status,
+            r.text()
+        );
+    }
+
+    // RFC 8555 §7.1.3: wildcard authorizations carry the base name and
+    // `wildcard: true`; §7.1.4 / Let's Encrypt practice: only dns-01 can
+    // prove control of a whole namespace.
+    let (_, order) = acme.new_order(&["*.localhost"]).await?;
+    let authz_url = order["authorizations"][0]
+        .as_str()
+        .context("authz")?
+        .to_string();
+    let authz = acme.get(&authz_url).await?;
+    assert_eq!(
+        authz["identifier"],
+        json!({ "type": "dns", "value": "localhost" })
+    );
+    assert_eq!(authz["wildcard"], json!(true));
+    let kinds: Vec<&str> = authz["challenges"]
+        .as_array()
+        .context("challenges")?
+        .iter()
+        .filter_map(|c| c["type"].as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["dns-01"],
+        "a wildcard authorization offers only dns-01"
+    );
+    ca.assert_nothing_issued().await
+}
+
+/// RFC 8555 §6.2 / §7.3: a `kid` that names no account of this server is
+/// `accountDoesNotExist` (400).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_7_3_unknown_kid_is_account_does_not_exist() -> Result<()> {
+    let ca = Ca::start().await?;
+    let mut acme = ca.account().await?;
+    let real = acme.kid.clone().context("kid")?;
+    let prefix = real
+        .rsplit_once('/')
+        .map(|(p, _)| p)
+        .context("kid path")?
+        .to_string();
+    for kid in [
+        format!("{prefix}/does-not-exist"),
+        format!("{prefix}/0"),
+        "https://example.com/acme/acct/1".to_string(),
+    ] {
+        acme.kid = Some(kid.clone());
+        let r = acme
+            .new_order_raw(json!([{ "type": "dns", "value": "localhost" }]))
+            .await?;
+        assert_problem(&r, 400, "accountDoesNotExist");
+    }
+    ca.assert_nothing_issued().await
+}
+
+/// RFC 8555 §7.6 with the key-compromise rule (DESIGN.md story 2):
+/// keyCompromise (reason 1) signed by the account key is
+/// `badRevocationReason`; signed by the certificate's own key it succeeds,
+/// is recorded as proven, and blocks the key for new orders
+/// (`badPublicKey`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_7_6_key_compromise_needs_the_certificate_key() -> Result<()> {
+    let ca = Ca::start().await?;
+    let mut acme = ca.account().await?;
+    let (_, order) = acme.ready_order(&ca, &["localhost"]).await?;
+    let cert_key = rcgen::KeyPair::generate()?;
+    let leaf = issue(&mut acme, &order, &csr(&["localhost"], &cert_key, false)?).await?;
+    let revoke_url = ca.url("revokeCert");
+    let revocation = json!({ "certificate": b64::encode(&leaf), "reason": 1 });
+
+    // Account key: keyCompromise is not proven.
+    let r = acme.post(&revoke_url, Some(&revocation)).await?;
+    assert_problem(&r, 400, "badRevocationReason");
+    let certs = ca.list().await?;
+    assert_eq!(certs.len(), 1);
+    assert_eq!(
+        certs[0]["status"], "valid",
+        "the refused request revoked nothing: {certs:#?}"
+    );
+
+    // Certificate key (jwk): proven compromise.
+    let mut holder = Acme::with_key(&ca, SigningKey::from_pkcs8_der(&cert_key.serialize_der())?);
+    let r = holder.post(&revoke_url, Some(&revocation)).await?;
+    assert_eq!(
+        r.status,
+        200,
+        "revocation with the certificate key: {}",
+        r.text()
+    );
+    let certs = ca.list().await?;
+    assert_eq!(certs.len(), 1, "{certs:#?}");
+    assert_eq!(certs[0]["status"], "revoked", "{certs:#?}");
+    assert_eq!(certs[0]["revocation_reason"], json!(1), "{certs:#?}");
+    assert_eq!(
+        certs[0]["key_proven_at_revocation"],
+        json!(true),
+        "{certs:#?}"
+    );
+
+    // The key is now blocked: a new order (its authorization is reused, so
+    // it is ready at once) cannot be finalized with it.
+    let (order_url, order) = acme.ready_order(&ca, &["localhost"]).await?;
+    let r = acme
+        .finalize(&order, &csr(&["localhost"], &cert_key, false)?)
+        .await?;
+    assert_problem(&r, 400, "badPublicKey");
+    assert_eq!(acme.get(&order_url).await?["status"], "ready");
+    assert_eq!(ca.list().await?.len(), 1, "nothing new was issued");
+    Ok(())
+}
