@@ -65,12 +65,28 @@ pub enum CaCommand {
 
 pub async fn run(cmd: CaCommand) -> anyhow::Result<()> {
     match cmd {
-        CaCommand::Serve { data, listen, dns_resolver, http01_port, tlsalpn01_port, policy, require_eab } => {
+        CaCommand::Serve {
+            data,
+            listen,
+            dns_resolver,
+            http01_port,
+            tlsalpn01_port,
+            policy,
+            require_eab,
+        } => {
             let policy = match policy {
                 Some(path) => Policy::load(&path)?,
                 None => Policy::builtin(),
             };
-            let config = CaConfig { data_dir: data.clone(), listen, dns_resolver, http01_port, tlsalpn01_port, policy, eab_required: require_eab };
+            let config = CaConfig {
+                data_dir: data.clone(),
+                listen,
+                dns_resolver,
+                http01_port,
+                tlsalpn01_port,
+                policy,
+                eab_required: require_eab,
+            };
             let ca = certkeeper_ca::start(config, Arc::new(SystemClock)).await?;
             println!("certkeeper CA serving");
             println!("  directory: {}", ca.directory_url);
@@ -85,7 +101,11 @@ pub async fn run(cmd: CaCommand) -> anyhow::Result<()> {
         CaCommand::ExportRoot { data } => {
             let path = data.join("ca/root.pem");
             let pem = std::fs::read_to_string(&path).with_context(|| {
-                format!("cannot read {}: start the CA once with `certkeeper ca serve --data {}`", path.display(), data.display())
+                format!(
+                    "cannot read {}: start the CA once with `certkeeper ca serve --data {}`",
+                    path.display(),
+                    data.display()
+                )
             })?;
             print!("{pem}");
             Ok(())
@@ -109,13 +129,18 @@ pub async fn run(cmd: CaCommand) -> anyhow::Result<()> {
 
 async fn open_existing(data: &Path) -> anyhow::Result<Store> {
     if !data.join("certkeeper.db").exists() {
-        anyhow::bail!("{} holds no certkeeper database: pass the CA's --data directory", data.display());
+        anyhow::bail!(
+            "{} holds no certkeeper database: pass the CA's --data directory",
+            data.display()
+        );
     }
     Ok(Store::open_dir(data).await?)
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 async fn list(data: &Path, json: bool) -> anyhow::Result<()> {
@@ -143,10 +168,23 @@ async fn list(data: &Path, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    println!("{:<34} {:<8} {:<20} {:<7} {}", "SERIAL", "STATUS", "NOT AFTER", "REASON", "NAMES");
+    println!(
+        "{:<34} {:<8} {:<20} {:<7} {}",
+        "SERIAL", "STATUS", "NOT AFTER", "REASON", "NAMES"
+    );
     for c in &certs {
-        let reason = c.revocation_reason.map(|r| r.to_string()).unwrap_or_else(|| "-".into());
-        println!("{:<34} {:<8} {:<20} {:<7} {}", c.serial, c.status, rfc3339(c.not_after), reason, c.names);
+        let reason = c
+            .revocation_reason
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<34} {:<8} {:<20} {:<7} {}",
+            c.serial,
+            c.status,
+            rfc3339(c.not_after),
+            reason,
+            c.names
+        );
     }
     println!("{} certificate(s)", certs.len());
     Ok(())

@@ -1,0 +1,149 @@
+//! `certkeeper up` as the README runs it: a localhost certificate from the
+//! built-in CA, served on an HTTPS status page; restarts reuse the stored
+//! certificate instead of ordering again (DESIGN.md story 1).
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use certkeeper_harness::free_port;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+struct Up {
+    child: Child,
+    status_port: u16,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Ports {
+    ca: u16,
+    http01: u16,
+    status: u16,
+}
+
+fn start(data: &Path, ports: &Ports) -> Up {
+    let log = std::fs::File::create(data.with_extension("log")).expect("log");
+    let child = Command::new(env!("CARGO_BIN_EXE_certkeeper"))
+        .arg("up")
+        .arg("--data")
+        .arg(data)
+        .arg("--ca-listen")
+        .arg(format!("127.0.0.1:{}", ports.ca))
+        .arg("--http01-listen")
+        .arg(format!("127.0.0.1:{}", ports.http01))
+        .arg("--status-listen")
+        .arg(format!("127.0.0.1:{}", ports.status))
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn certkeeper up");
+    Up {
+        child,
+        status_port: ports.status,
+    }
+}
+
+/// The serial of the certificate the status page presents, after a real
+/// TLS handshake that verifies it against the built-in CA's root.
+fn served_serial(root: &Path, port: u16) -> Option<String> {
+    let root = CertificateDer::from_pem_file(root).ok()?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root).ok()?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut conn =
+        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").ok()?)
+            .ok()?;
+    let mut sock = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    sock.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).ok()?;
+    }
+    let leaf = conn.peer_certificates()?.first()?.clone();
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&leaf).ok()?;
+    Some(hex::encode(cert.raw_serial()))
+}
+
+fn wait_served(root: &Path, up: &Up, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(serial) = root
+            .exists()
+            .then(|| served_serial(root, up.status_port))
+            .flatten()
+        {
+            return serial;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status page did not answer over HTTPS within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn issued_count(data: &Path) -> usize {
+    let out = Command::new(env!("CARGO_BIN_EXE_certkeeper"))
+        .args(["ca", "list", "--json", "--data"])
+        .arg(data.join("builtin-ca"))
+        .output()
+        .expect("ca list");
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    list.as_array().map(Vec::len).unwrap_or(0)
+}
+
+#[test]
+fn up_serves_localhost_and_restarts_reuse_the_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data: PathBuf = dir.path().join("data");
+    let root = data.join("builtin-ca/ca/root.pem");
+    let ports = Ports {
+        ca: free_port(),
+        http01: free_port(),
+        status: free_port(),
+    };
+
+    let up = start(&data, &ports);
+    let first = wait_served(&root, &up, Duration::from_secs(30));
+    drop(up);
+    assert_eq!(issued_count(&data), 1);
+
+    // Restart loop: every start must reuse the stored certificate.
+    for _ in 0..10 {
+        let up = start(&data, &ports);
+        assert_eq!(
+            wait_served(&root, &up, Duration::from_secs(30)),
+            first,
+            "a restart served a different certificate"
+        );
+    }
+    assert_eq!(
+        issued_count(&data),
+        1,
+        "restarts must not order new certificates"
+    );
+
+    // The database holds private keys: owner-only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(data.join("certkeeper.db"))
+        .expect("db")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}
