@@ -37,7 +37,10 @@ pub enum CaError {
 impl CaError {
     /// A client-facing problem of the given type.
     pub fn acme(kind: ProblemType, detail: impl Into<String>) -> CaError {
-        CaError::Acme { kind, detail: detail.into() }
+        CaError::Acme {
+            kind,
+            detail: detail.into(),
+        }
     }
 
     /// `malformed`: the request does not parse or breaks a protocol rule.

@@ -22,4 +22,4 @@ pub mod wfe;
 
 pub use clock::{Clock, SystemClock};
 pub use error::CaError;
-pub use server::{start, CaConfig, RunningCa};
+pub use server::{CaConfig, RunningCa, start};

@@ -7,7 +7,7 @@
 use certkeeper_proto::identifier::Identifier;
 use certkeeper_proto::problem::Problem;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// An account's document.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -74,7 +74,10 @@ pub struct ChallengeDoc {
 pub fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
 }
 
@@ -152,7 +155,11 @@ pub fn order_json(urls: &Urls, id: &str, status: &str, expires_at: i64, doc: &Or
 /// The status an authorization shows clients: `processing` is our internal
 /// lock state and reads as `pending` (RFC 8555 §7.1.6 has no processing authz).
 pub fn public_authz_status(status: &str) -> &str {
-    if status == "processing" { "pending" } else { status }
+    if status == "processing" {
+        "pending"
+    } else {
+        status
+    }
 }
 
 /// RFC 8555 §7.1.4 authorization object.

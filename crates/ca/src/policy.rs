@@ -113,7 +113,10 @@ impl Policy {
 
     /// Parses and validates a policy document.
     pub fn parse(text: &str, source_name: &str) -> Result<Policy, PolicyError> {
-        let err = |message: String| PolicyError { source_name: source_name.to_string(), message };
+        let err = |message: String| PolicyError {
+            source_name: source_name.to_string(),
+            message,
+        };
         let policy: Policy = toml::from_str(text).map_err(|e| err(e.to_string()))?;
         let mut seen = BTreeMap::new();
         for p in &policy.profiles {
@@ -135,7 +138,9 @@ impl Policy {
         }
         for k in &policy.keys.allowed {
             if !KEY_TYPES.contains(&k.as_str()) {
-                return Err(err(format!("keys.allowed: unknown key type {k:?}; use one of {KEY_TYPES:?}")));
+                return Err(err(format!(
+                    "keys.allowed: unknown key type {k:?}; use one of {KEY_TYPES:?}"
+                )));
             }
         }
         Ok(policy)
@@ -156,7 +161,10 @@ mod tests {
     fn builtin_policy_parses() {
         let p = Policy::builtin();
         assert_eq!(p.profile(None).map(|p| p.validity_hours), Some(2160));
-        assert_eq!(p.profile(Some("shortlived")).map(|p| p.validity_hours), Some(160));
+        assert_eq!(
+            p.profile(Some("shortlived")).map(|p| p.validity_hours),
+            Some(160)
+        );
     }
 
     #[test]
@@ -168,7 +176,10 @@ mod tests {
 
     #[test]
     fn default_profile_must_exist() {
-        let text = DEFAULT_POLICY.replace("default_profile = \"classic\"", "default_profile = \"nope\"");
+        let text = DEFAULT_POLICY.replace(
+            "default_profile = \"classic\"",
+            "default_profile = \"nope\"",
+        );
         let e = Policy::parse(&text, "t").expect_err("bad default");
         assert!(e.to_string().contains("nope"), "{e}");
     }

@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum_server::tls_rustls::RustlsConfig;
 use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
 use certkeeper_store::Store;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::issuer::pki::listener_names;
 use crate::issuer::Pki;
+use crate::issuer::pki::listener_names;
 use crate::policy::Policy;
 use crate::ra::Ra;
 use crate::va::{DnsResolver, Va};
@@ -77,10 +77,18 @@ impl RunningCa {
 /// Opens the store, loads or creates the PKI, resumes interrupted work and
 /// starts serving.
 pub async fn start(config: CaConfig, clock: Arc<dyn Clock>) -> Result<RunningCa, CaError> {
-    let listener = std::net::TcpListener::bind(config.listen)
-        .map_err(|e| CaError::Internal(format!("cannot listen on {}: {e} (pick another --listen address)", config.listen)))?;
-    listener.set_nonblocking(true).map_err(|e| CaError::Internal(e.to_string()))?;
-    let addr = listener.local_addr().map_err(|e| CaError::Internal(e.to_string()))?;
+    let listener = std::net::TcpListener::bind(config.listen).map_err(|e| {
+        CaError::Internal(format!(
+            "cannot listen on {}: {e} (pick another --listen address)",
+            config.listen
+        ))
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| CaError::Internal(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CaError::Internal(e.to_string()))?;
     let host = if addr.ip().is_unspecified() || addr.ip().is_loopback() {
         "localhost".to_string()
     } else {
@@ -89,14 +97,24 @@ pub async fn start(config: CaConfig, clock: Arc<dyn Clock>) -> Result<RunningCa,
     let base = format!("https://{host}:{}", addr.port());
 
     let store = Store::open_dir(&config.data_dir).await?;
-    let pki = Arc::new(Pki::load_or_create(&config.data_dir, &format!("{base}/crl/intermediate.crl"))?);
+    let pki = Arc::new(Pki::load_or_create(
+        &config.data_dir,
+        &format!("{base}/crl/intermediate.crl"),
+    )?);
     let resolver = match config.dns_resolver {
         Some(server) => DnsResolver::new(server)?,
         None => DnsResolver::system()?,
     };
     let va = Va::new(resolver, config.http01_port, config.tlsalpn01_port);
     let policy = Arc::new(config.policy);
-    let ra = Arc::new(Ra::new(store, Arc::clone(&pki), va, Arc::clone(&policy), Arc::clone(&clock), config.eab_required));
+    let ra = Arc::new(Ra::new(
+        store,
+        Arc::clone(&pki),
+        va,
+        Arc::clone(&policy),
+        Arc::clone(&clock),
+        config.eab_required,
+    ));
     ra.resume().await?;
 
     let mut names = listener_names(&host);
@@ -116,16 +134,24 @@ pub async fn start(config: CaConfig, clock: Arc<dyn Clock>) -> Result<RunningCa,
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
 
     let wfe = Arc::new(Wfe::new(Arc::clone(&ra)));
-    let app = wfe.router().layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT));
+    let app = wfe.router().layer(TimeoutLayer::with_status_code(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        REQUEST_TIMEOUT,
+    ));
     let handle = Handle::new();
-    let mut server = axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(Arc::new(tls)))
-        .map_err(|e| CaError::Internal(e.to_string()))?
-        .handle(handle.clone());
+    let mut server =
+        axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(Arc::new(tls)))
+            .map_err(|e| CaError::Internal(e.to_string()))?
+            .handle(handle.clone());
     // Slowloris guard: a client must send its headers promptly.
-    server.http_builder().http1().header_read_timeout(Some(Duration::from_secs(10)));
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(Some(Duration::from_secs(10)));
     let server = tokio::spawn(server.serve(app.into_make_service()));
 
-    let refresh_every = Duration::from_secs((policy.lifetimes.crl_refresh_minutes.max(1) * 60) as u64);
+    let refresh_every =
+        Duration::from_secs((policy.lifetimes.crl_refresh_minutes.max(1) * 60) as u64);
     let ra_bg = Arc::clone(&ra);
     let refresher = tokio::spawn(async move {
         let mut tick = tokio::time::interval(refresh_every);
@@ -138,5 +164,12 @@ pub async fn start(config: CaConfig, clock: Arc<dyn Clock>) -> Result<RunningCa,
         }
     });
     tracing::info!(%addr, directory = %format!("{base}/directory"), "CA serving");
-    Ok(RunningCa { addr, directory_url: format!("{base}/directory"), ra, handle, server, refresher })
+    Ok(RunningCa {
+        addr,
+        directory_url: format!("{base}/directory"),
+        ra,
+        handle,
+        server,
+        refresher,
+    })
 }

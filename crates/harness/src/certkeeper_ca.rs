@@ -46,7 +46,13 @@ impl CertkeeperCa {
         if options.tlsalpn01_port == 0 {
             options.tlsalpn01_port = free_port();
         }
-        let mut ca = CertkeeperCa { daemon: None, bin: bin.to_path_buf(), dir: tempdir("ca")?, port: free_port(), options };
+        let mut ca = CertkeeperCa {
+            daemon: None,
+            bin: bin.to_path_buf(),
+            dir: tempdir("ca")?,
+            port: free_port(),
+            options,
+        };
         ca.launch()?;
         Ok(ca)
     }
@@ -126,7 +132,9 @@ impl CertkeeperCa {
     /// `certkeeper ca list --json`, parsed.
     pub fn list(&self) -> anyhow::Result<serde_json::Value> {
         let out = process::run(
-            Command::new(&self.bin).args(["ca", "list", "--json", "--data"]).arg(self.data_dir()),
+            Command::new(&self.bin)
+                .args(["ca", "list", "--json", "--data"])
+                .arg(self.data_dir()),
             "certkeeper ca list",
             self.dir.path(),
             Duration::from_secs(30),
@@ -137,7 +145,12 @@ impl CertkeeperCa {
     /// The CRL the CA serves, DER.
     pub fn crl_der(&self) -> anyhow::Result<Vec<u8>> {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        let (status, body) = https_get(addr, "localhost", "/crl/intermediate.crl", &root_der(&self.root_pem_path())?)?;
+        let (status, body) = https_get(
+            addr,
+            "localhost",
+            "/crl/intermediate.crl",
+            &root_der(&self.root_pem_path())?,
+        )?;
         anyhow::ensure!(status == 200, "CRL fetch answered HTTP {status}");
         Ok(body)
     }

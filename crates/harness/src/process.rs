@@ -150,13 +150,22 @@ pub(crate) struct Daemon {
 
 impl Daemon {
     /// Spawns `cmd` with stdout and stderr written to a new `log`.
-    pub(crate) fn spawn(name: &'static str, cmd: &mut Command, log: PathBuf) -> anyhow::Result<Daemon> {
-        let file = File::create(&log).with_context(|| format!("{name}: creating log {}", log.display()))?;
+    pub(crate) fn spawn(
+        name: &'static str,
+        cmd: &mut Command,
+        log: PathBuf,
+    ) -> anyhow::Result<Daemon> {
+        let file = File::create(&log)
+            .with_context(|| format!("{name}: creating log {}", log.display()))?;
         Daemon::spawn_to(name, cmd, log, file)
     }
 
     /// Spawns `cmd` with stdout and stderr appended to `log` (kept across restarts).
-    pub(crate) fn spawn_appending(name: &'static str, cmd: &mut Command, log: PathBuf) -> anyhow::Result<Daemon> {
+    pub(crate) fn spawn_appending(
+        name: &'static str,
+        cmd: &mut Command,
+        log: PathBuf,
+    ) -> anyhow::Result<Daemon> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -165,7 +174,12 @@ impl Daemon {
         Daemon::spawn_to(name, cmd, log, file)
     }
 
-    fn spawn_to(name: &'static str, cmd: &mut Command, log: PathBuf, file: File) -> anyhow::Result<Daemon> {
+    fn spawn_to(
+        name: &'static str,
+        cmd: &mut Command,
+        log: PathBuf,
+        file: File,
+    ) -> anyhow::Result<Daemon> {
         let command = describe(cmd);
         let child = cmd
             .stdin(Stdio::null())

@@ -2,8 +2,8 @@
 //! certificate version obtained. Certificates (with their keys) live here
 //! first and are deployed from here, so losing a deploy target loses nothing.
 
-use sqlx::any::AnyRow;
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use crate::{Store, StoreError};
 
@@ -65,18 +65,33 @@ fn managed_from(row: &AnyRow) -> Result<ManagedCertRow, sqlx::Error> {
 impl Store {
     /// Stored ACME account credentials (JSON) for an issuer, with the
     /// directory URL they belong to.
-    pub async fn agent_account(&self, issuer: &str) -> Result<Option<(String, String)>, StoreError> {
-        let row = sqlx::query("SELECT directory_url, credentials FROM agent_accounts WHERE issuer = $1")
-            .bind(issuer)
-            .fetch_optional(self.pool())
-            .await?;
-        Ok(row.map(|r| Ok::<_, sqlx::Error>((r.try_get("directory_url")?, r.try_get("credentials")?))).transpose()?)
+    pub async fn agent_account(
+        &self,
+        issuer: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row =
+            sqlx::query("SELECT directory_url, credentials FROM agent_accounts WHERE issuer = $1")
+                .bind(issuer)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(row
+            .map(|r| Ok::<_, sqlx::Error>((r.try_get("directory_url")?, r.try_get("credentials")?)))
+            .transpose()?)
     }
 
     /// Saves (or replaces) an issuer's account credentials.
-    pub async fn put_agent_account(&self, issuer: &str, directory_url: &str, credentials: &str, now: i64) -> Result<(), StoreError> {
+    pub async fn put_agent_account(
+        &self,
+        issuer: &str,
+        directory_url: &str,
+        credentials: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
-        sqlx::query("DELETE FROM agent_accounts WHERE issuer = $1").bind(issuer).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM agent_accounts WHERE issuer = $1")
+            .bind(issuer)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("INSERT INTO agent_accounts (issuer, directory_url, credentials, created_at) VALUES ($1, $2, $3, $4)")
             .bind(issuer)
             .bind(directory_url)
@@ -111,7 +126,10 @@ impl Store {
     }
 
     /// The newest certificate version of a managed certificate.
-    pub async fn latest_managed_cert(&self, name: &str) -> Result<Option<ManagedCertRow>, StoreError> {
+    pub async fn latest_managed_cert(
+        &self,
+        name: &str,
+    ) -> Result<Option<ManagedCertRow>, StoreError> {
         let row = sqlx::query(
             "SELECT serial, name, issuer, names, chain_pem, key_pem, spki_sha256, not_before, not_after, order_url, obtained_at \
              FROM agent_certificates WHERE name = $1 ORDER BY not_after DESC, obtained_at DESC LIMIT 1",

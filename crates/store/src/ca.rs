@@ -5,8 +5,8 @@
 //! exist to index and to make state transitions compare-and-set, so two
 //! requests racing on one order cannot both win.
 
-use sqlx::any::AnyRow;
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use crate::{Store, StoreError};
 
@@ -166,15 +166,20 @@ impl Store {
 
     /// Looks an account up by id.
     pub async fn account_by_id(&self, id: &str) -> Result<Option<AccountRow>, StoreError> {
-        let row = sqlx::query("SELECT id, thumbprint, status, data, created_at FROM ca_accounts WHERE id = $1")
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
+        let row = sqlx::query(
+            "SELECT id, thumbprint, status, data, created_at FROM ca_accounts WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
         Ok(row.as_ref().map(account_from).transpose()?)
     }
 
     /// Looks an account up by the thumbprint of its key.
-    pub async fn account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<AccountRow>, StoreError> {
+    pub async fn account_by_thumbprint(
+        &self,
+        thumbprint: &str,
+    ) -> Result<Option<AccountRow>, StoreError> {
         let row = sqlx::query(
             "SELECT id, thumbprint, status, data, created_at FROM ca_accounts WHERE thumbprint = $1",
         )
@@ -187,18 +192,25 @@ impl Store {
     /// Rewrites an account's status, key thumbprint and document;
     /// `Conflict` when the new key belongs to another account.
     pub async fn update_account(&self, a: &AccountRow) -> Result<(), StoreError> {
-        let r = sqlx::query("UPDATE ca_accounts SET thumbprint = $1, status = $2, data = $3 WHERE id = $4")
-            .bind(&a.thumbprint)
-            .bind(&a.status)
-            .bind(&a.data)
-            .bind(&a.id)
-            .execute(self.pool())
-            .await;
+        let r = sqlx::query(
+            "UPDATE ca_accounts SET thumbprint = $1, status = $2, data = $3 WHERE id = $4",
+        )
+        .bind(&a.thumbprint)
+        .bind(&a.status)
+        .bind(&a.data)
+        .bind(&a.id)
+        .execute(self.pool())
+        .await;
         conflict_as(r, "account key")
     }
 
     /// Stores a new order with its new authorizations in one transaction.
-    pub async fn insert_order(&self, order: &OrderRow, new_authzs: &[AuthzRow], now: i64) -> Result<(), StoreError> {
+    pub async fn insert_order(
+        &self,
+        order: &OrderRow,
+        new_authzs: &[AuthzRow],
+        now: i64,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
         for a in new_authzs {
             sqlx::query(
@@ -230,35 +242,53 @@ impl Store {
 
     /// Looks an order up by id.
     pub async fn order_by_id(&self, id: &str) -> Result<Option<OrderRow>, StoreError> {
-        let row = sqlx::query("SELECT id, account_id, status, expires_at, data FROM ca_orders WHERE id = $1")
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
+        let row = sqlx::query(
+            "SELECT id, account_id, status, expires_at, data FROM ca_orders WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
         Ok(row.as_ref().map(order_from).transpose()?)
     }
 
     /// Orders in one status, e.g. `processing` ones to finish after a restart.
     pub async fn orders_with_status(&self, status: &str) -> Result<Vec<OrderRow>, StoreError> {
-        let rows = sqlx::query("SELECT id, account_id, status, expires_at, data FROM ca_orders WHERE status = $1")
-            .bind(status)
-            .fetch_all(self.pool())
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id, account_id, status, expires_at, data FROM ca_orders WHERE status = $1",
+        )
+        .bind(status)
+        .fetch_all(self.pool())
+        .await?;
         Ok(rows.iter().map(order_from).collect::<Result<_, _>>()?)
     }
 
     /// Ids of an account's orders, newest first.
-    pub async fn order_ids_for_account(&self, account_id: &str, limit: i64) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT id FROM ca_orders WHERE account_id = $1 ORDER BY updated_at DESC LIMIT $2")
-            .bind(account_id)
-            .bind(limit)
-            .fetch_all(self.pool())
-            .await?;
-        Ok(rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?)
+    pub async fn order_ids_for_account(
+        &self,
+        account_id: &str,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id FROM ca_orders WHERE account_id = $1 ORDER BY updated_at DESC LIMIT $2",
+        )
+        .bind(account_id)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?)
     }
 
     /// Moves an order from `expected` to the row's status and document;
     /// false when another request changed it first.
-    pub async fn update_order_if(&self, order: &OrderRow, expected: &str, now: i64) -> Result<bool, StoreError> {
+    pub async fn update_order_if(
+        &self,
+        order: &OrderRow,
+        expected: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         let r = sqlx::query(
             "UPDATE ca_orders SET status = $1, data = $2, updated_at = $3 WHERE id = $4 AND status = $5",
         )
@@ -317,7 +347,11 @@ impl Store {
 
     /// Moves an authorization from `expected` to the row's status and document;
     /// false when another request changed it first.
-    pub async fn update_authz_if(&self, authz: &AuthzRow, expected: &str) -> Result<bool, StoreError> {
+    pub async fn update_authz_if(
+        &self,
+        authz: &AuthzRow,
+        expected: &str,
+    ) -> Result<bool, StoreError> {
         let r = sqlx::query(
             "UPDATE ca_authzs SET status = $1, expires_at = $2, data = $3 WHERE id = $4 AND status = $5",
         )
@@ -354,7 +388,11 @@ impl Store {
         if r.rows_affected() != 1 {
             return Ok(false);
         }
-        sqlx::query(concat!("INSERT INTO ca_certificates (", cert_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"))
+        sqlx::query(concat!(
+            "INSERT INTO ca_certificates (",
+            cert_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        ))
         .bind(&cert.serial)
         .bind(&cert.account_id)
         .bind(&cert.order_id)
@@ -376,20 +414,34 @@ impl Store {
     }
 
     /// Looks a certificate up by lowercase hex serial.
-    pub async fn certificate_by_serial(&self, serial: &str) -> Result<Option<CertificateRow>, StoreError> {
-        let row = sqlx::query(concat!("SELECT ", cert_columns!(), " FROM ca_certificates WHERE serial = $1"))
-            .bind(serial)
-            .fetch_optional(self.pool())
-            .await?;
+    pub async fn certificate_by_serial(
+        &self,
+        serial: &str,
+    ) -> Result<Option<CertificateRow>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            cert_columns!(),
+            " FROM ca_certificates WHERE serial = $1"
+        ))
+        .bind(serial)
+        .fetch_optional(self.pool())
+        .await?;
         Ok(row.as_ref().map(certificate_from).transpose()?)
     }
 
     /// Every certificate, oldest first (for `certkeeper ca list`).
     pub async fn list_certificates(&self) -> Result<Vec<CertificateRow>, StoreError> {
-        let rows = sqlx::query(concat!("SELECT ", cert_columns!(), " FROM ca_certificates ORDER BY issued_at, serial"))
-            .fetch_all(self.pool())
-            .await?;
-        Ok(rows.iter().map(certificate_from).collect::<Result<_, _>>()?)
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            cert_columns!(),
+            " FROM ca_certificates ORDER BY issued_at, serial"
+        ))
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(certificate_from)
+            .collect::<Result<_, _>>()?)
     }
 
     /// Valid certificates that share a key, for the keyCompromise cascade; at most `limit`.
@@ -403,7 +455,10 @@ impl Store {
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
-        Ok(rows.iter().map(certificate_from).collect::<Result<_, _>>()?)
+        Ok(rows
+            .iter()
+            .map(certificate_from)
+            .collect::<Result<_, _>>()?)
     }
 
     /// Marks a valid certificate revoked; false when it was already revoked.
@@ -429,15 +484,27 @@ impl Store {
 
     /// Revoked certificates that have not expired by `now`: the CRL's entries.
     pub async fn revoked_unexpired(&self, now: i64) -> Result<Vec<CertificateRow>, StoreError> {
-        let rows = sqlx::query(concat!("SELECT ", cert_columns!(), " FROM ca_certificates WHERE status = 'revoked' AND not_after > $1 ORDER BY revoked_at"))
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            cert_columns!(),
+            " FROM ca_certificates WHERE status = 'revoked' AND not_after > $1 ORDER BY revoked_at"
+        ))
         .bind(now)
         .fetch_all(self.pool())
         .await?;
-        Ok(rows.iter().map(certificate_from).collect::<Result<_, _>>()?)
+        Ok(rows
+            .iter()
+            .map(certificate_from)
+            .collect::<Result<_, _>>()?)
     }
 
     /// Blocks a key (by SPKI hash) after a proven compromise; idempotent.
-    pub async fn block_key(&self, spki_sha256: &str, source_serial: &str, at: i64) -> Result<(), StoreError> {
+    pub async fn block_key(
+        &self,
+        spki_sha256: &str,
+        source_serial: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO ca_blocked_keys (spki_sha256, source_serial, blocked_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         )
@@ -459,34 +526,48 @@ impl Store {
     }
 
     /// Stores a new external account binding key (base64url HMAC key).
-    pub async fn insert_eab_key(&self, kid: &str, hmac_key_b64: &str, now: i64) -> Result<(), StoreError> {
-        let r = sqlx::query("INSERT INTO ca_eab_keys (kid, hmac_key, created_at) VALUES ($1, $2, $3)")
-            .bind(kid)
-            .bind(hmac_key_b64)
-            .bind(now)
-            .execute(self.pool())
-            .await;
+    pub async fn insert_eab_key(
+        &self,
+        kid: &str,
+        hmac_key_b64: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let r =
+            sqlx::query("INSERT INTO ca_eab_keys (kid, hmac_key, created_at) VALUES ($1, $2, $3)")
+                .bind(kid)
+                .bind(hmac_key_b64)
+                .bind(now)
+                .execute(self.pool())
+                .await;
         conflict_as(r, "EAB key id")
     }
 
     /// The HMAC key of an unbound EAB key id, if any.
     pub async fn unbound_eab_key(&self, kid: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT hmac_key FROM ca_eab_keys WHERE kid = $1 AND bound_account IS NULL")
-            .bind(kid)
-            .fetch_optional(self.pool())
-            .await?;
+        let row = sqlx::query(
+            "SELECT hmac_key FROM ca_eab_keys WHERE kid = $1 AND bound_account IS NULL",
+        )
+        .bind(kid)
+        .fetch_optional(self.pool())
+        .await?;
         Ok(row.map(|r| r.try_get("hmac_key")).transpose()?)
     }
 
     /// Binds an EAB key to an account and creates the account, atomically:
     /// one EAB key makes one account (RFC 8555 §7.3.4).
-    pub async fn insert_account_with_eab(&self, a: &AccountRow, kid: &str) -> Result<bool, StoreError> {
+    pub async fn insert_account_with_eab(
+        &self,
+        a: &AccountRow,
+        kid: &str,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool().begin().await?;
-        let r = sqlx::query("UPDATE ca_eab_keys SET bound_account = $1 WHERE kid = $2 AND bound_account IS NULL")
-            .bind(&a.id)
-            .bind(kid)
-            .execute(&mut *tx)
-            .await?;
+        let r = sqlx::query(
+            "UPDATE ca_eab_keys SET bound_account = $1 WHERE kid = $2 AND bound_account IS NULL",
+        )
+        .bind(&a.id)
+        .bind(kid)
+        .execute(&mut *tx)
+        .await?;
         if r.rows_affected() != 1 {
             return Ok(false);
         }
@@ -509,7 +590,9 @@ impl Store {
 fn conflict_as<T>(r: Result<T, sqlx::Error>, what: &str) -> Result<(), StoreError> {
     match r {
         Ok(_) => Ok(()),
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(what.to_string())),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Err(StoreError::Conflict(what.to_string()))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -544,19 +627,57 @@ mod tests {
             created_at: 1,
         };
         store.insert_account(&a).await.expect("first insert");
-        let dup = AccountRow { id: "a2".into(), ..a.clone() };
-        assert!(store.insert_account(&dup).await.expect_err("duplicate key").is_conflict());
-        assert_eq!(store.account_by_thumbprint("t").await.expect("query").expect("found").id, "a1");
+        let dup = AccountRow {
+            id: "a2".into(),
+            ..a.clone()
+        };
+        assert!(
+            store
+                .insert_account(&dup)
+                .await
+                .expect_err("duplicate key")
+                .is_conflict()
+        );
+        assert_eq!(
+            store
+                .account_by_thumbprint("t")
+                .await
+                .expect("query")
+                .expect("found")
+                .id,
+            "a1"
+        );
     }
 
     #[tokio::test]
     async fn order_transition_is_compare_and_set() {
         let (store, _dir) = temp_store().await;
-        store.insert_order(&order("o1", "pending"), &[], 1).await.expect("insert");
-        assert!(store.update_order_if(&order("o1", "ready"), "pending", 2).await.expect("cas"));
+        store
+            .insert_order(&order("o1", "pending"), &[], 1)
+            .await
+            .expect("insert");
+        assert!(
+            store
+                .update_order_if(&order("o1", "ready"), "pending", 2)
+                .await
+                .expect("cas")
+        );
         // A second writer that still believes the order is pending loses.
-        assert!(!store.update_order_if(&order("o1", "invalid"), "pending", 3).await.expect("cas"));
-        assert_eq!(store.order_by_id("o1").await.expect("q").expect("row").status, "ready");
+        assert!(
+            !store
+                .update_order_if(&order("o1", "invalid"), "pending", 3)
+                .await
+                .expect("cas")
+        );
+        assert_eq!(
+            store
+                .order_by_id("o1")
+                .await
+                .expect("q")
+                .expect("row")
+                .status,
+            "ready"
+        );
     }
 
     #[tokio::test]
@@ -564,7 +685,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let store = Store::open_dir(dir.path()).await.expect("open");
-            store.insert_order(&order("o1", "pending"), &[], 1).await.expect("insert");
+            store
+                .insert_order(&order("o1", "pending"), &[], 1)
+                .await
+                .expect("insert");
         }
         let store = Store::open_dir(dir.path()).await.expect("reopen");
         assert!(store.order_by_id("o1").await.expect("q").is_some());

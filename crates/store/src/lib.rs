@@ -6,8 +6,8 @@
 
 mod agent;
 mod ca;
-pub mod files;
 mod error;
+pub mod files;
 mod migrate;
 
 pub use agent::ManagedCertRow;
@@ -17,8 +17,8 @@ pub use error::StoreError;
 use std::path::Path;
 use std::str::FromStr;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::AnyPool;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 
 /// Handle on the database; cheap to clone, safe to share across tasks.
 #[derive(Clone, Debug)]
@@ -44,7 +44,9 @@ impl Store {
             }
         }
         // journal_mode is persistent in the database file; set it once here.
-        sqlx::query("PRAGMA journal_mode=WAL").execute(&store.pool).await?;
+        sqlx::query("PRAGMA journal_mode=WAL")
+            .execute(&store.pool)
+            .await?;
         Ok(store)
     }
 

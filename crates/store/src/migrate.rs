@@ -23,15 +23,18 @@ pub(crate) async fn run(pool: &AnyPool) -> Result<(), StoreError> {
     .await?;
     for (version, sql) in MIGRATIONS {
         let mut tx = pool.begin().await?;
-        let seen: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
-            .bind(*version)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let seen: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                .bind(*version)
+                .fetch_optional(&mut *tx)
+                .await?;
         if seen.is_some() {
             continue;
         }
         for statement in statements(sql) {
-            sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut *tx).await?;
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(&mut *tx)
+                .await?;
         }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -54,5 +57,9 @@ fn statements(sql: &str) -> Vec<String> {
         .filter(|l| !l.trim_start().starts_with("--"))
         .collect::<Vec<_>>()
         .join("\n");
-    code.split(';').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+    code.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
 }

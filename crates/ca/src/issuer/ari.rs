@@ -17,12 +17,22 @@ pub struct RenewalWindow {
 /// window that has already begun, so clients renew at once (RFC 9773 §4.2).
 pub fn renewal_window(not_before: i64, not_after: i64, revoked: bool, now: i64) -> RenewalWindow {
     if revoked {
-        return RenewalWindow { start: now - 3600, end: now - 1 };
+        return RenewalWindow {
+            start: now - 3600,
+            end: now - 1,
+        };
     }
     let validity = (not_after - not_before + 1).max(1);
-    let ideal = if validity < 10 * 86400 { not_after - validity / 2 } else { not_after - validity / 3 };
+    let ideal = if validity < 10 * 86400 {
+        not_after - validity / 2
+    } else {
+        not_after - validity / 3
+    };
     let spread = validity / 100;
-    RenewalWindow { start: ideal - spread, end: ideal + spread }
+    RenewalWindow {
+        start: ideal - spread,
+        end: ideal + spread,
+    }
 }
 
 /// Splits an RFC 9773 §4.1 certID (`base64url(AKI keyIdentifier) "." base64url(serial)`)
@@ -73,7 +83,11 @@ mod tests {
 
     #[test]
     fn cert_id_round_trip() {
-        let id = format!("{}.{}", b64::encode(&[1, 2, 3]), b64::encode(&[0, 0x87, 0x65]));
+        let id = format!(
+            "{}.{}",
+            b64::encode(&[1, 2, 3]),
+            b64::encode(&[0, 0x87, 0x65])
+        );
         assert_eq!(parse_cert_id(&id), Ok((vec![1, 2, 3], "8765".to_string())));
         assert!(parse_cert_id("nodot").is_err());
     }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use certkeeper_store::CertificateRow;
 use rcgen::{
-    CertificateRevocationListParams, CrlDistributionPoint, CrlIssuingDistributionPoint, CrlScope, KeyIdMethod,
-    RevocationReason, RevokedCertParams, SerialNumber,
+    CertificateRevocationListParams, CrlDistributionPoint, CrlIssuingDistributionPoint, CrlScope,
+    KeyIdMethod, RevocationReason, RevokedCertParams, SerialNumber,
 };
 
 use super::Pki;
@@ -28,11 +28,20 @@ fn reason(code: i64) -> Option<RevocationReason> {
 
 impl Pki {
     /// Signs a CRL listing `revoked` and makes it the current one.
-    pub fn sign_crl(&self, revoked: &[CertificateRow], now: i64, validity_secs: i64) -> Result<Arc<Vec<u8>>, CaError> {
-        let ts = |t: i64| time::OffsetDateTime::from_unix_timestamp(t).map_err(|e| CaError::Internal(e.to_string()));
+    pub fn sign_crl(
+        &self,
+        revoked: &[CertificateRow],
+        now: i64,
+        validity_secs: i64,
+    ) -> Result<Arc<Vec<u8>>, CaError> {
+        let ts = |t: i64| {
+            time::OffsetDateTime::from_unix_timestamp(t)
+                .map_err(|e| CaError::Internal(e.to_string()))
+        };
         let mut entries = Vec::with_capacity(revoked.len());
         for cert in revoked {
-            let serial = hex::decode(&cert.serial).map_err(|e| CaError::Internal(format!("stored serial: {e}")))?;
+            let serial = hex::decode(&cert.serial)
+                .map_err(|e| CaError::Internal(format!("stored serial: {e}")))?;
             entries.push(RevokedCertParams {
                 serial_number: SerialNumber::from_slice(&serial),
                 revocation_time: ts(cert.revoked_at.unwrap_or(now))?,
@@ -46,7 +55,9 @@ impl Pki {
             next_update: ts(now + validity_secs)?,
             crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
             issuing_distribution_point: Some(CrlIssuingDistributionPoint {
-                distribution_point: CrlDistributionPoint { uris: vec![self.crl_url().to_string()] },
+                distribution_point: CrlDistributionPoint {
+                    uris: vec![self.crl_url().to_string()],
+                },
                 scope: Some(CrlScope::UserCertsOnly),
             }),
             revoked_certs: entries,

@@ -36,16 +36,24 @@ const OID_P384: &str = "1.3.132.0.34";
 
 /// Classifies a SubjectPublicKeyInfo, or says in words why it is unusable.
 pub fn classify_spki(spki_der: &[u8]) -> Result<KeyType, String> {
-    let (rest, spki) = SubjectPublicKeyInfo::from_der(spki_der).map_err(|e| format!("unparsable public key: {e}"))?;
+    let (rest, spki) = SubjectPublicKeyInfo::from_der(spki_der)
+        .map_err(|e| format!("unparsable public key: {e}"))?;
     if !rest.is_empty() {
         return Err("trailing bytes after the public key".into());
     }
-    match spki.parsed().map_err(|e| format!("unparsable public key: {e}"))? {
+    match spki
+        .parsed()
+        .map_err(|e| format!("unparsable public key: {e}"))?
+    {
         PublicKey::RSA(rsa) => {
-            let exponent = rsa.try_exponent().map_err(|_| "RSA exponent too large".to_string())?;
+            let exponent = rsa
+                .try_exponent()
+                .map_err(|_| "RSA exponent too large".to_string())?;
             // BR §6.1.6: odd, at least 65537.
             if exponent < 65537 || exponent % 2 == 0 {
-                return Err(format!("RSA public exponent {exponent} is not allowed (use 65537)"));
+                return Err(format!(
+                    "RSA public exponent {exponent} is not allowed (use 65537)"
+                ));
             }
             Ok(KeyType::Rsa(rsa.key_size()))
         }
@@ -60,7 +68,9 @@ pub fn classify_spki(spki_der: &[u8]) -> Result<KeyType, String> {
             match curve.as_str() {
                 OID_P256 => Ok(KeyType::EcdsaP256),
                 OID_P384 => Ok(KeyType::EcdsaP384),
-                other => Err(format!("elliptic curve {other} is not allowed (use P-256 or P-384)")),
+                other => Err(format!(
+                    "elliptic curve {other} is not allowed (use P-256 or P-384)"
+                )),
             }
         }
         _ => {
@@ -71,7 +81,9 @@ pub fn classify_spki(spki_der: &[u8]) -> Result<KeyType, String> {
                 "1.2.840.10040.4.1" => "DSA",
                 other => other,
             };
-            Err(format!("key algorithm {name} is not allowed (use ECDSA P-256/P-384 or RSA 2048-4096)"))
+            Err(format!(
+                "key algorithm {name} is not allowed (use ECDSA P-256/P-384 or RSA 2048-4096)"
+            ))
         }
     }
 }

@@ -9,15 +9,15 @@ mod crl;
 mod keys;
 pub(crate) mod pki;
 
-pub use ari::{parse_cert_id, renewal_window, RenewalWindow};
-pub use keys::{classify_spki, KeyType};
+pub use ari::{RenewalWindow, parse_cert_id, renewal_window};
+pub use keys::{KeyType, classify_spki};
 pub use pki::Pki;
 
 use std::net::IpAddr;
 
 use rcgen::{
-    CertificateParams, CrlDistributionPoint, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyUsagePurpose, SanType, SerialNumber, SubjectPublicKeyInfo,
+    CertificateParams, CrlDistributionPoint, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+    IsCa, KeyUsagePurpose, SanType, SerialNumber, SubjectPublicKeyInfo,
 };
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
@@ -83,8 +83,9 @@ impl Pki {
             return Err(CaError::Internal("prepare: non-positive validity".into()));
         }
         let key_type = classify_spki(&request.spki_der).map_err(CaError::Internal)?;
-        let spki = SubjectPublicKeyInfo::from_der(&request.spki_der)
-            .map_err(|e| CaError::Internal(format!("prepare: key not usable by the signer: {e}")))?;
+        let spki = SubjectPublicKeyInfo::from_der(&request.spki_der).map_err(|e| {
+            CaError::Internal(format!("prepare: key not usable by the signer: {e}"))
+        })?;
 
         let not_before = time::OffsetDateTime::from_unix_timestamp(now - BACKDATE_SECS)
             .map_err(|e| CaError::Internal(e.to_string()))?;
@@ -99,14 +100,18 @@ impl Pki {
         for name in &request.names {
             match name.parse::<IpAddr>() {
                 Ok(ip) => sans.push(SanType::IpAddress(ip)),
-                Err(_) => sans.push(SanType::DnsName(
-                    name.clone().try_into().map_err(|e| CaError::Internal(format!("prepare: {name}: {e}")))?,
-                )),
+                Err(_) => {
+                    sans.push(SanType::DnsName(name.clone().try_into().map_err(|e| {
+                        CaError::Internal(format!("prepare: {name}: {e}"))
+                    })?))
+                }
             }
         }
         // A CN is optional (BR §7.1.4.3) but older clients still read it.
         if let Some(first) = request.names.iter().find(|n| n.len() <= 64) {
-            params.distinguished_name.push(DnType::CommonName, first.as_str());
+            params
+                .distinguished_name
+                .push(DnType::CommonName, first.as_str());
         }
         params.subject_alt_names = sans;
         // Always an explicit CA:FALSE, whatever the CSR asked for.
@@ -116,9 +121,16 @@ impl Pki {
             params.key_usages.push(KeyUsagePurpose::KeyEncipherment);
         }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.crl_distribution_points = vec![CrlDistributionPoint { uris: vec![self.crl_url().to_string()] }];
+        params.crl_distribution_points = vec![CrlDistributionPoint {
+            uris: vec![self.crl_url().to_string()],
+        }];
         params.use_authority_key_identifier_extension = true;
-        Ok(Prepared { params, spki, request, serial })
+        Ok(Prepared {
+            params,
+            spki,
+            request,
+            serial,
+        })
     }
 
     /// Signs a prepared certificate and lints the result before anyone sees it.
@@ -169,7 +181,9 @@ fn lint_leaf(der: &[u8], request: &LeafRequest) -> Result<(), CaError> {
         .iter()
         .map(|g| match g {
             GeneralName::DNSName(d) => d.to_string(),
-            GeneralName::IPAddress(b) => ip_from_bytes(b).map(|ip| ip.to_string()).unwrap_or_default(),
+            GeneralName::IPAddress(b) => ip_from_bytes(b)
+                .map(|ip| ip.to_string())
+                .unwrap_or_default(),
             other => format!("{other:?}"),
         })
         .collect();

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use certkeeper_store::files::{write_atomic, PRIVATE, PUBLIC};
+use certkeeper_store::files::{PRIVATE, PUBLIC, write_atomic};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -30,7 +30,9 @@ pub struct Pki {
 impl std::fmt::Debug for Pki {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print key material.
-        f.debug_struct("Pki").field("crl_url", &self.crl_url).finish_non_exhaustive()
+        f.debug_struct("Pki")
+            .field("crl_url", &self.crl_url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -40,11 +42,13 @@ pub fn ca_dir(data: &Path) -> PathBuf {
 }
 
 fn read(path: &Path) -> Result<String, CaError> {
-    std::fs::read_to_string(path).map_err(|e| CaError::Internal(format!("cannot read {}: {e}", path.display())))
+    std::fs::read_to_string(path)
+        .map_err(|e| CaError::Internal(format!("cannot read {}: {e}", path.display())))
 }
 
 fn write(path: &Path, data: &str, mode: u32) -> Result<(), CaError> {
-    write_atomic(path, data.as_bytes(), mode).map_err(|e| CaError::Internal(format!("cannot write {}: {e}", path.display())))
+    write_atomic(path, data.as_bytes(), mode)
+        .map_err(|e| CaError::Internal(format!("cannot write {}: {e}", path.display())))
 }
 
 fn rc(e: rcgen::Error) -> CaError {
@@ -56,7 +60,12 @@ impl Pki {
     /// `crl_url` is written into every certificate's CRL distribution point.
     pub fn load_or_create(data: &Path, crl_url: &str) -> Result<Pki, CaError> {
         let dir = ca_dir(data);
-        let paths = [dir.join("root.pem"), dir.join("root.key"), dir.join("intermediate.pem"), dir.join("intermediate.key")];
+        let paths = [
+            dir.join("root.pem"),
+            dir.join("root.key"),
+            dir.join("intermediate.pem"),
+            dir.join("intermediate.key"),
+        ];
         if !paths[2].exists() || !paths[3].exists() {
             if paths.iter().any(|p| p.exists()) {
                 return Err(CaError::Internal(format!(
@@ -71,7 +80,11 @@ impl Pki {
         let intermediate_key = KeyPair::from_pem(&read(&paths[3])?).map_err(rc)?;
         let root_der = pem_der(&root_pem)?;
         let intermediate_der = pem_der(&intermediate_pem)?;
-        let signer = Issuer::from_ca_cert_der(&CertificateDer::from(intermediate_der.clone()), intermediate_key).map_err(rc)?;
+        let signer = Issuer::from_ca_cert_der(
+            &CertificateDer::from(intermediate_der.clone()),
+            intermediate_key,
+        )
+        .map_err(rc)?;
         let intermediate_ski = subject_key_id(&intermediate_der)?;
         Ok(Pki {
             root_pem,
@@ -133,15 +146,21 @@ impl Pki {
         let key = KeyPair::generate().map_err(rc)?;
         let mut params = CertificateParams::new(names.to_vec()).map_err(rc)?;
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, "certkeeper CA listener");
-        params.not_before = time::OffsetDateTime::from_unix_timestamp(now - 3600).map_err(|e| CaError::Internal(e.to_string()))?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "certkeeper CA listener");
+        params.not_before = time::OffsetDateTime::from_unix_timestamp(now - 3600)
+            .map_err(|e| CaError::Internal(e.to_string()))?;
         params.not_after = params.not_before + time::Duration::days(30);
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
         let cert = params.signed_by(&key, &self.signer).map_err(rc)?;
-        let chain = vec![cert.der().clone(), CertificateDer::from(self.intermediate_der.clone())];
+        let chain = vec![
+            cert.der().clone(),
+            CertificateDer::from(self.intermediate_der.clone()),
+        ];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         Ok((chain, key))
     }
@@ -152,7 +171,12 @@ impl Pki {
         let mut current = self.crl_number.load(Ordering::SeqCst);
         loop {
             let next = now.max(current + 1);
-            match self.crl_number.compare_exchange(current, next, Ordering::SeqCst, Ordering::SeqCst) {
+            match self.crl_number.compare_exchange(
+                current,
+                next,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
                 Ok(_) => return next,
                 Err(seen) => current = seen,
             }
@@ -169,10 +193,16 @@ fn create(dir: &Path) -> Result<(), CaError> {
     let root_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).map_err(rc)?;
     let mut root = CertificateParams::default();
     root.distinguished_name = DistinguishedName::new();
-    root.distinguished_name.push(DnType::OrganizationName, "certkeeper");
-    root.distinguished_name.push(DnType::CommonName, format!("certkeeper root CA {tag}"));
+    root.distinguished_name
+        .push(DnType::OrganizationName, "certkeeper");
+    root.distinguished_name
+        .push(DnType::CommonName, format!("certkeeper root CA {tag}"));
     root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    root.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    root.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     root.not_before = now - time::Duration::hours(1);
     root.not_after = now + time::Duration::days(365 * 20);
     let root_cert = root.self_signed(&root_key).map_err(rc)?;
@@ -181,10 +211,16 @@ fn create(dir: &Path) -> Result<(), CaError> {
     let int_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(rc)?;
     let mut int = CertificateParams::default();
     int.distinguished_name = DistinguishedName::new();
-    int.distinguished_name.push(DnType::OrganizationName, "certkeeper");
-    int.distinguished_name.push(DnType::CommonName, format!("certkeeper intermediate {tag}"));
+    int.distinguished_name
+        .push(DnType::OrganizationName, "certkeeper");
+    int.distinguished_name
+        .push(DnType::CommonName, format!("certkeeper intermediate {tag}"));
     int.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    int.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    int.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     int.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     int.use_authority_key_identifier_extension = true;
     int.not_before = now - time::Duration::hours(1);
@@ -193,8 +229,16 @@ fn create(dir: &Path) -> Result<(), CaError> {
 
     // Keys first: a crash before the certificates leaves no usable half-state
     // that load_or_create would mistake for a hierarchy.
-    write(&dir.join("root.key"), &root_issuer.key().serialize_pem(), PRIVATE)?;
-    write(&dir.join("intermediate.key"), &int_key.serialize_pem(), PRIVATE)?;
+    write(
+        &dir.join("root.key"),
+        &root_issuer.key().serialize_pem(),
+        PRIVATE,
+    )?;
+    write(
+        &dir.join("intermediate.key"),
+        &int_key.serialize_pem(),
+        PRIVATE,
+    )?;
     write(&dir.join("root.pem"), &root_cert.pem(), PUBLIC)?;
     write(&dir.join("intermediate.pem"), &int_cert.pem(), PUBLIC)?;
     Ok(())
@@ -204,7 +248,9 @@ fn pem_der(pem: &str) -> Result<Vec<u8>, CaError> {
     let mut reader = std::io::BufReader::new(pem.as_bytes());
     match rustls_pemfile::certs(&mut reader).next() {
         Some(Ok(der)) => Ok(der.to_vec()),
-        _ => Err(CaError::Internal("CA certificate file holds no PEM certificate".into())),
+        _ => Err(CaError::Internal(
+            "CA certificate file holds no PEM certificate".into(),
+        )),
     }
 }
 
@@ -216,7 +262,9 @@ fn subject_key_id(der: &[u8]) -> Result<Vec<u8>, CaError> {
             return Ok(id.0.to_vec());
         }
     }
-    Err(CaError::Internal("intermediate has no subjectKeyIdentifier".into()))
+    Err(CaError::Internal(
+        "intermediate has no subjectKeyIdentifier".into(),
+    ))
 }
 
 /// Convenience for the names a listener certificate should carry.

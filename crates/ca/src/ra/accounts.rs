@@ -3,14 +3,14 @@
 
 use aws_lc_rs::hmac;
 use certkeeper_proto::problem::ProblemType;
-use certkeeper_proto::{b64, Jwk, Jws};
+use certkeeper_proto::{Jwk, Jws, b64};
 use certkeeper_store::AccountRow;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{from_json, new_id, to_json, Account, Ra};
-use crate::objects::AccountDoc;
+use super::{Account, Ra, from_json, new_id, to_json};
 use crate::CaError;
+use crate::objects::AccountDoc;
 
 /// The newAccount payload (RFC 8555 §7.3).
 #[derive(Debug, Default, Deserialize)]
@@ -48,13 +48,17 @@ struct KeyChange {
 impl Ra {
     /// Finds an account by id (from a `kid`), refusing deactivated ones.
     pub async fn account(&self, id: &str) -> Result<Account, CaError> {
-        let row = self
-            .store
-            .account_by_id(id)
-            .await?
-            .ok_or_else(|| CaError::acme(ProblemType::AccountDoesNotExist, format!("account {id} does not exist")))?;
+        let row = self.store.account_by_id(id).await?.ok_or_else(|| {
+            CaError::acme(
+                ProblemType::AccountDoesNotExist,
+                format!("account {id} does not exist"),
+            )
+        })?;
         if row.status != "valid" {
-            return Err(CaError::unauthorized(format!("account {id} is {}", row.status)));
+            return Err(CaError::unauthorized(format!(
+                "account {id} is {}",
+                row.status
+            )));
         }
         let doc = from_json("account", &row.data)?;
         Ok(Account { row, doc })
@@ -62,7 +66,12 @@ impl Ra {
 
     /// newAccount: returns the account and whether it was created now.
     /// `url` is the request URL (an EAB must be bound to it).
-    pub async fn new_account(&self, key: &Jwk, req: NewAccount, url: &str) -> Result<(Account, bool), CaError> {
+    pub async fn new_account(
+        &self,
+        key: &Jwk,
+        req: NewAccount,
+        url: &str,
+    ) -> Result<(Account, bool), CaError> {
         check_account_key(key)?;
         let thumbprint = key.thumbprint();
         if let Some(row) = self.store.account_by_thumbprint(&thumbprint).await? {
@@ -71,7 +80,10 @@ impl Ra {
             return Ok((Account { row, doc }, false));
         }
         if req.only_return_existing {
-            return Err(CaError::acme(ProblemType::AccountDoesNotExist, "no account exists with this key"));
+            return Err(CaError::acme(
+                ProblemType::AccountDoesNotExist,
+                "no account exists with this key",
+            ));
         }
         if !req.terms_of_service_agreed {
             return Err(CaError::acme(
@@ -90,7 +102,12 @@ impl Ra {
             }
             None => None,
         };
-        let doc = AccountDoc { key: key.to_json(), contact: req.contact, terms_agreed: true, eab_kid: eab_kid.clone() };
+        let doc = AccountDoc {
+            key: key.to_json(),
+            contact: req.contact,
+            terms_agreed: true,
+            eab_kid: eab_kid.clone(),
+        };
         let row = AccountRow {
             id: new_id(),
             thumbprint,
@@ -100,11 +117,22 @@ impl Ra {
         };
         match eab_kid {
             Some(kid) => {
-                if !self.store.insert_account_with_eab(&row, &kid).await.map_err(conflict_is_race)? {
-                    return Err(CaError::unauthorized(format!("external account binding key {kid} is already used")));
+                if !self
+                    .store
+                    .insert_account_with_eab(&row, &kid)
+                    .await
+                    .map_err(conflict_is_race)?
+                {
+                    return Err(CaError::unauthorized(format!(
+                        "external account binding key {kid} is already used"
+                    )));
                 }
             }
-            None => self.store.insert_account(&row).await.map_err(conflict_is_race)?,
+            None => self
+                .store
+                .insert_account(&row)
+                .await
+                .map_err(conflict_is_race)?,
         }
         Ok((Account { row, doc }, true))
     }
@@ -112,15 +140,26 @@ impl Ra {
     /// RFC 8555 §7.3.4: the EAB is a JWS by the HMAC key over the account key.
     async fn verify_eab(&self, eab: &Value, key: &Jwk, url: &str) -> Result<String, CaError> {
         let bad = |m: &str| CaError::malformed(format!("externalAccountBinding: {m}"));
-        let part = |name: &str| eab.get(name).and_then(Value::as_str).ok_or_else(|| bad(&format!("missing {name}")));
-        let (protected_b64, payload_b64, signature_b64) = (part("protected")?, part("payload")?, part("signature")?);
-        let protected: Value = serde_json::from_slice(&b64::decode(protected_b64).map_err(|_| bad("bad base64"))?)
-            .map_err(|_| bad("protected header is not JSON"))?;
+        let part = |name: &str| {
+            eab.get(name)
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad(&format!("missing {name}")))
+        };
+        let (protected_b64, payload_b64, signature_b64) =
+            (part("protected")?, part("payload")?, part("signature")?);
+        let protected: Value =
+            serde_json::from_slice(&b64::decode(protected_b64).map_err(|_| bad("bad base64"))?)
+                .map_err(|_| bad("protected header is not JSON"))?;
         let alg = match protected.get("alg").and_then(Value::as_str) {
             Some("HS256") => hmac::HMAC_SHA256,
             Some("HS384") => hmac::HMAC_SHA384,
             Some("HS512") => hmac::HMAC_SHA512,
-            _ => return Err(CaError::acme(ProblemType::BadSignatureAlgorithm, "externalAccountBinding must use HS256, HS384 or HS512")),
+            _ => {
+                return Err(CaError::acme(
+                    ProblemType::BadSignatureAlgorithm,
+                    "externalAccountBinding must use HS256, HS384 or HS512",
+                ));
+            }
         };
         if protected.get("nonce").is_some() {
             return Err(bad("must not carry a nonce"));
@@ -128,18 +167,30 @@ impl Ra {
         if protected.get("url").and_then(Value::as_str) != Some(url) {
             return Err(bad("url must equal the newAccount URL"));
         }
-        let kid = protected.get("kid").and_then(Value::as_str).ok_or_else(|| bad("missing kid"))?;
-        let hmac_key = self
-            .store
-            .unbound_eab_key(kid)
-            .await?
-            .ok_or_else(|| CaError::unauthorized(format!("external account binding key id {kid} is unknown or already used")))?;
-        let hmac_key = b64::decode(&hmac_key).map_err(|_| CaError::Internal("stored EAB key is not base64url".into()))?;
+        let kid = protected
+            .get("kid")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("missing kid"))?;
+        let hmac_key = self.store.unbound_eab_key(kid).await?.ok_or_else(|| {
+            CaError::unauthorized(format!(
+                "external account binding key id {kid} is unknown or already used"
+            ))
+        })?;
+        let hmac_key = b64::decode(&hmac_key)
+            .map_err(|_| CaError::Internal("stored EAB key is not base64url".into()))?;
         let signature = b64::decode(signature_b64).map_err(|_| bad("bad base64 signature"))?;
-        hmac::verify(&hmac::Key::new(alg, &hmac_key), format!("{protected_b64}.{payload_b64}").as_bytes(), &signature)
-            .map_err(|_| CaError::unauthorized("externalAccountBinding signature does not verify with that key"))?;
-        let bound: Value = serde_json::from_slice(&b64::decode(payload_b64).map_err(|_| bad("bad base64 payload"))?)
-            .map_err(|_| bad("payload is not a JWK"))?;
+        hmac::verify(
+            &hmac::Key::new(alg, &hmac_key),
+            format!("{protected_b64}.{payload_b64}").as_bytes(),
+            &signature,
+        )
+        .map_err(|_| {
+            CaError::unauthorized("externalAccountBinding signature does not verify with that key")
+        })?;
+        let bound: Value = serde_json::from_slice(
+            &b64::decode(payload_b64).map_err(|_| bad("bad base64 payload"))?,
+        )
+        .map_err(|_| bad("payload is not a JWK"))?;
         let bound = Jwk::from_json(&bound).map_err(|e| bad(&e.to_string()))?;
         if bound != *key {
             return Err(bad("payload must be the account key being registered"));
@@ -148,9 +199,13 @@ impl Ra {
     }
 
     /// Updates contacts or deactivates an account (RFC 8555 §7.3.2, §7.3.6).
-    pub async fn update_account(&self, mut account: Account, payload: &[u8]) -> Result<Account, CaError> {
-        let update: AccountUpdate =
-            serde_json::from_slice(payload).map_err(|e| CaError::malformed(format!("account update: {e}")))?;
+    pub async fn update_account(
+        &self,
+        mut account: Account,
+        payload: &[u8],
+    ) -> Result<Account, CaError> {
+        let update: AccountUpdate = serde_json::from_slice(payload)
+            .map_err(|e| CaError::malformed(format!("account update: {e}")))?;
         if let Some(contact) = update.contact {
             check_contacts(&contact)?;
             account.doc.contact = contact;
@@ -158,7 +213,11 @@ impl Ra {
         match update.status.as_deref() {
             None | Some("valid") => {}
             Some("deactivated") => account.row.status = "deactivated".into(),
-            Some(other) => return Err(CaError::malformed(format!("account status may only become \"deactivated\", not {other:?}"))),
+            Some(other) => {
+                return Err(CaError::malformed(format!(
+                    "account status may only become \"deactivated\", not {other:?}"
+                )));
+            }
         }
         account.row.data = to_json(&account.doc)?;
         self.store.update_account(&account.row).await?;
@@ -166,7 +225,13 @@ impl Ra {
     }
 
     /// keyChange (RFC 8555 §7.3.5): `inner` is the JWS signed by the new key.
-    pub async fn key_change(&self, mut account: Account, account_url: &str, outer_url: &str, inner: &Jws) -> Result<Account, CaError> {
+    pub async fn key_change(
+        &self,
+        mut account: Account,
+        account_url: &str,
+        outer_url: &str,
+        inner: &Jws,
+    ) -> Result<Account, CaError> {
         let new_key = inner
             .protected
             .key
@@ -174,20 +239,33 @@ impl Ra {
             .ok_or_else(|| CaError::malformed("keyChange inner JWS must carry the new key as jwk"))?
             .clone();
         if inner.protected.url != outer_url {
-            return Err(CaError::malformed("keyChange inner JWS url must equal the outer url"));
+            return Err(CaError::malformed(
+                "keyChange inner JWS url must equal the outer url",
+            ));
         }
         if inner.protected.nonce.is_some() {
-            return Err(CaError::malformed("keyChange inner JWS must not carry a nonce"));
+            return Err(CaError::malformed(
+                "keyChange inner JWS must not carry a nonce",
+            ));
         }
-        inner.verify(&new_key).map_err(|e| CaError::malformed(format!("keyChange inner JWS: {e}")))?;
+        inner
+            .verify(&new_key)
+            .map_err(|e| CaError::malformed(format!("keyChange inner JWS: {e}")))?;
         check_account_key(&new_key)?;
-        let change: KeyChange = inner.payload_json().map_err(|e| CaError::malformed(format!("keyChange payload: {e}")))?;
+        let change: KeyChange = inner
+            .payload_json()
+            .map_err(|e| CaError::malformed(format!("keyChange payload: {e}")))?;
         if change.account != account_url {
-            return Err(CaError::malformed("keyChange payload account must be the requesting account's URL"));
+            return Err(CaError::malformed(
+                "keyChange payload account must be the requesting account's URL",
+            ));
         }
-        let old = Jwk::from_json(&change.old_key).map_err(|e| CaError::malformed(format!("keyChange oldKey: {e}")))?;
+        let old = Jwk::from_json(&change.old_key)
+            .map_err(|e| CaError::malformed(format!("keyChange oldKey: {e}")))?;
         if old.thumbprint() != account.row.thumbprint {
-            return Err(CaError::unauthorized("keyChange oldKey is not the account's current key"));
+            return Err(CaError::unauthorized(
+                "keyChange oldKey is not the account's current key",
+            ));
         }
         let new_thumbprint = new_key.thumbprint();
         if let Some(other) = self.store.account_by_thumbprint(&new_thumbprint).await? {
@@ -199,7 +277,10 @@ impl Ra {
         account.doc.key = new_key.to_json();
         account.row.thumbprint = new_thumbprint;
         account.row.data = to_json(&account.doc)?;
-        self.store.update_account(&account.row).await.map_err(conflict_is_race)?;
+        self.store
+            .update_account(&account.row)
+            .await
+            .map_err(conflict_is_race)?;
         Ok(account)
     }
 }
@@ -210,7 +291,10 @@ fn check_account_key(key: &Jwk) -> Result<(), CaError> {
         if n.len() * 8 < 2048 {
             return Err(CaError::acme(
                 ProblemType::BadPublicKey,
-                format!("RSA account keys must have at least 2048 bits, this one has {}", n.len() * 8),
+                format!(
+                    "RSA account keys must have at least 2048 bits, this one has {}",
+                    n.len() * 8
+                ),
             ));
         }
     }
@@ -221,11 +305,21 @@ fn check_account_key(key: &Jwk) -> Result<(), CaError> {
 fn check_contacts(contacts: &[String]) -> Result<(), CaError> {
     for c in contacts {
         let Some(addr) = c.strip_prefix("mailto:") else {
-            return Err(CaError::acme(ProblemType::UnsupportedContact, format!("contact {c:?}: only mailto: is supported")));
+            return Err(CaError::acme(
+                ProblemType::UnsupportedContact,
+                format!("contact {c:?}: only mailto: is supported"),
+            ));
         };
-        let valid = !addr.contains(',') && !addr.contains('?') && addr.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.'));
+        let valid = !addr.contains(',')
+            && !addr.contains('?')
+            && addr
+                .split_once('@')
+                .is_some_and(|(l, d)| !l.is_empty() && d.contains('.'));
         if !valid {
-            return Err(CaError::acme(ProblemType::InvalidContact, format!("contact {c:?} is not a single email address")));
+            return Err(CaError::acme(
+                ProblemType::InvalidContact,
+                format!("contact {c:?} is not a single email address"),
+            ));
         }
     }
     Ok(())
@@ -234,7 +328,9 @@ fn check_contacts(contacts: &[String]) -> Result<(), CaError> {
 /// Two requests registering the same key at once: the loser sees a conflict.
 fn conflict_is_race(e: certkeeper_store::StoreError) -> CaError {
     if e.is_conflict() {
-        CaError::malformed("this key was registered by a concurrent request; retry newAccount to fetch it")
+        CaError::malformed(
+            "this key was registered by a concurrent request; retry newAccount to fetch it",
+        )
     } else {
         e.into()
     }

@@ -5,11 +5,14 @@ use std::net::IpAddr;
 use certkeeper_proto::problem::ProblemType;
 use certkeeper_proto::{Identifier, IdentifierType};
 
-use crate::policy::IdentifierPolicy;
 use crate::CaError;
+use crate::policy::IdentifierPolicy;
 
 /// Normalises, checks and sorts an order's identifiers; duplicates collapse.
-pub(crate) fn check(policy: &IdentifierPolicy, idents: &[Identifier]) -> Result<Vec<Identifier>, CaError> {
+pub(crate) fn check(
+    policy: &IdentifierPolicy,
+    idents: &[Identifier],
+) -> Result<Vec<Identifier>, CaError> {
     if idents.is_empty() {
         return Err(CaError::malformed("newOrder has no identifiers"));
     }
@@ -43,7 +46,11 @@ pub(crate) fn check(policy: &IdentifierPolicy, idents: &[Identifier]) -> Result<
     if out.len() > policy.max_names {
         return Err(CaError::acme(
             ProblemType::RejectedIdentifier,
-            format!("an order may hold at most {} identifiers, this one has {}", policy.max_names, out.len()),
+            format!(
+                "an order may hold at most {} identifiers, this one has {}",
+                policy.max_names,
+                out.len()
+            ),
         ));
     }
     out.sort_by(|a, b| (a.id_type.as_str(), &a.value).cmp(&(b.id_type.as_str(), &b.value)));
@@ -51,13 +58,16 @@ pub(crate) fn check(policy: &IdentifierPolicy, idents: &[Identifier]) -> Result<
 }
 
 fn check_dns(policy: &IdentifierPolicy, raw: &str) -> Result<String, CaError> {
-    let reject = |why: &str| CaError::acme(ProblemType::RejectedIdentifier, format!("{raw:?}: {why}"));
+    let reject =
+        |why: &str| CaError::acme(ProblemType::RejectedIdentifier, format!("{raw:?}: {why}"));
     let name = raw.to_ascii_lowercase();
     if name.is_empty() {
         return Err(reject("empty name"));
     }
     if name.ends_with('.') {
-        return Err(reject("name ends in a dot; send it without the trailing dot"));
+        return Err(reject(
+            "name ends in a dot; send it without the trailing dot",
+        ));
     }
     if name.len() > 253 {
         return Err(reject("name is longer than 253 characters"));
@@ -73,7 +83,10 @@ fn check_dns(policy: &IdentifierPolicy, raw: &str) -> Result<String, CaError> {
         if label == "*" {
             return Err(reject("a wildcard may only be the leftmost label"));
         }
-        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             return Err(reject("labels may hold only letters, digits and hyphens"));
         }
         if label.starts_with('-') || label.ends_with('-') {
@@ -94,21 +107,53 @@ mod tests {
     use super::*;
 
     fn policy() -> IdentifierPolicy {
-        IdentifierPolicy { max_names: 3, blocked_domains: vec!["bad.test".into()], allow_ip: true }
+        IdentifierPolicy {
+            max_names: 3,
+            blocked_domains: vec!["bad.test".into()],
+            allow_ip: true,
+        }
     }
 
     #[test]
     fn names_are_normalised_sorted_and_deduplicated() {
-        let got = check(&policy(), &[Identifier::dns("B.test"), Identifier::dns("a.test"), Identifier::dns("b.test")])
-            .expect("valid");
-        assert_eq!(got, vec![Identifier::dns("a.test"), Identifier::dns("b.test")]);
+        let got = check(
+            &policy(),
+            &[
+                Identifier::dns("B.test"),
+                Identifier::dns("a.test"),
+                Identifier::dns("b.test"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(
+            got,
+            vec![Identifier::dns("a.test"), Identifier::dns("b.test")]
+        );
     }
 
     #[test]
     fn bad_names_are_rejected() {
-        for bad in ["a..test", "-a.test", "a.*.test", "a_b.test", "x.bad.test", "bad.test", "1.2.3.4", "a.test."] {
+        for bad in [
+            "a..test",
+            "-a.test",
+            "a.*.test",
+            "a_b.test",
+            "x.bad.test",
+            "bad.test",
+            "1.2.3.4",
+            "a.test.",
+        ] {
             let e = check(&policy(), &[Identifier::dns(bad)]).expect_err(bad);
-            assert!(matches!(e, CaError::Acme { kind: ProblemType::RejectedIdentifier, .. }), "{bad}: {e}");
+            assert!(
+                matches!(
+                    e,
+                    CaError::Acme {
+                        kind: ProblemType::RejectedIdentifier,
+                        ..
+                    }
+                ),
+                "{bad}: {e}"
+            );
         }
     }
 
@@ -120,7 +165,9 @@ mod tests {
 
     #[test]
     fn too_many_names() {
-        let names: Vec<_> = (0..4).map(|i| Identifier::dns(format!("n{i}.test"))).collect();
+        let names: Vec<_> = (0..4)
+            .map(|i| Identifier::dns(format!("n{i}.test")))
+            .collect();
         assert!(check(&policy(), &names).is_err());
     }
 }

@@ -47,8 +47,22 @@ pub struct Account {
 
 impl Ra {
     /// Builds the RA.
-    pub fn new(store: Store, pki: Arc<Pki>, va: Va, policy: Arc<Policy>, clock: Arc<dyn Clock>, eab_required: bool) -> Ra {
-        Ra { store, pki, va, policy, clock, eab_required }
+    pub fn new(
+        store: Store,
+        pki: Arc<Pki>,
+        va: Va,
+        policy: Arc<Policy>,
+        clock: Arc<dyn Clock>,
+        eab_required: bool,
+    ) -> Ra {
+        Ra {
+            store,
+            pki,
+            va,
+            policy,
+            clock,
+            eab_required,
+        }
     }
 
     /// The policy in force (the WFE renders profiles from it).
@@ -81,7 +95,11 @@ impl Ra {
     pub async fn refresh_crl(&self) -> Result<(), CaError> {
         let now = self.now();
         let revoked = self.store.revoked_unexpired(now).await?;
-        self.pki.sign_crl(&revoked, now, self.policy.lifetimes.crl_validity_hours * 3600)?;
+        self.pki.sign_crl(
+            &revoked,
+            now,
+            self.policy.lifetimes.crl_validity_hours * 3600,
+        )?;
         Ok(())
     }
 }

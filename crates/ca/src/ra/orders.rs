@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use certkeeper_proto::jws::key_authorization;
 use certkeeper_proto::problem::{Problem, ProblemType};
-use certkeeper_proto::{b64, Identifier, IdentifierType, Jwk};
+use certkeeper_proto::{Identifier, IdentifierType, Jwk, b64};
 use certkeeper_store::{AuthzRow, CertificateRow, OrderRow};
 use serde::Deserialize;
 
-use super::{csr, from_json, identifiers, new_id, new_token, to_json, Account, Ra};
-use crate::issuer::{parse_cert_id, renewal_window, LeafRequest, RenewalWindow};
+use super::{Account, Ra, csr, from_json, identifiers, new_id, new_token, to_json};
+use crate::CaError;
+use crate::issuer::{LeafRequest, RenewalWindow, parse_cert_id, renewal_window};
 use crate::objects::{AuthzDoc, ChallengeDoc, OrderDoc};
 use crate::va::Validation;
-use crate::CaError;
 
 /// How long a challenge POST waits for its validation before answering
 /// `processing`: loopback validations finish well inside it, so most clients
@@ -56,7 +56,12 @@ pub struct Authz {
 }
 
 fn authz_key(ident: &Identifier, wildcard: bool) -> String {
-    format!("{}:{}{}", ident.id_type.as_str(), if wildcard { "*." } else { "" }, ident.value)
+    format!(
+        "{}:{}{}",
+        ident.id_type.as_str(),
+        if wildcard { "*." } else { "" },
+        ident.value
+    )
 }
 
 fn challenges_for(ident: &Identifier, wildcard: bool) -> Vec<ChallengeDoc> {
@@ -84,12 +89,22 @@ impl Ra {
     /// and stores the order with its new authorizations atomically.
     pub async fn new_order(&self, account: &Account, req: NewOrder) -> Result<Order, CaError> {
         if req.not_before.is_some() || req.not_after.is_some() {
-            return Err(CaError::malformed("notBefore and notAfter are not supported; validity comes from the profile"));
+            return Err(CaError::malformed(
+                "notBefore and notAfter are not supported; validity comes from the profile",
+            ));
         }
         let idents = identifiers::check(&self.policy.identifiers, &req.identifiers)?;
         let profile = self.policy.profile(req.profile.as_deref()).ok_or_else(|| {
-            let offered: Vec<&str> = self.policy.profiles.iter().map(|p| p.name.as_str()).collect();
-            CaError::malformed(format!("profile {:?} is not offered; choose one of {offered:?}", req.profile.unwrap_or_default()))
+            let offered: Vec<&str> = self
+                .policy
+                .profiles
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect();
+            CaError::malformed(format!(
+                "profile {:?} is not offered; choose one of {offered:?}",
+                req.profile.unwrap_or_default()
+            ))
         })?;
         if let Some(replaces) = &req.replaces {
             self.check_replaces(account, replaces, &idents).await?;
@@ -100,14 +115,26 @@ impl Ra {
         let mut new_authzs = Vec::new();
         for ident in &idents {
             let wildcard = ident.id_type == IdentifierType::Dns && ident.value.starts_with("*.");
-            let base = if wildcard { Identifier::dns(&ident.value[2..]) } else { ident.clone() };
+            let base = if wildcard {
+                Identifier::dns(&ident.value[2..])
+            } else {
+                ident.clone()
+            };
             let key = authz_key(&base, wildcard);
             // Boulder reuses a valid authorization that outlives the order by a day.
-            if let Some(existing) = self.store.reusable_authz(&account.row.id, &key, now + 86400).await? {
+            if let Some(existing) = self
+                .store
+                .reusable_authz(&account.row.id, &key, now + 86400)
+                .await?
+            {
                 authz_ids.push(existing.id);
                 continue;
             }
-            let doc = AuthzDoc { challenges: challenges_for(&base, wildcard), identifier: base, wildcard };
+            let doc = AuthzDoc {
+                challenges: challenges_for(&base, wildcard),
+                identifier: base,
+                wildcard,
+            };
             let row = AuthzRow {
                 id: new_id(),
                 account_id: account.row.id.clone(),
@@ -142,28 +169,49 @@ impl Ra {
 
     /// RFC 9773 §5: `replaces` must name a certificate of this account that
     /// shares an identifier with the new order.
-    async fn check_replaces(&self, account: &Account, cert_id: &str, idents: &[Identifier]) -> Result<(), CaError> {
-        let (aki, serial) = parse_cert_id(cert_id).map_err(|e| CaError::malformed(format!("replaces: {e}")))?;
+    async fn check_replaces(
+        &self,
+        account: &Account,
+        cert_id: &str,
+        idents: &[Identifier],
+    ) -> Result<(), CaError> {
+        let (aki, serial) =
+            parse_cert_id(cert_id).map_err(|e| CaError::malformed(format!("replaces: {e}")))?;
         if aki != self.pki.intermediate_key_id() {
-            return Err(CaError::malformed("replaces: the certificate was not issued by this CA"));
+            return Err(CaError::malformed(
+                "replaces: the certificate was not issued by this CA",
+            ));
         }
         let cert = self
             .store
             .certificate_by_serial(&serial)
             .await?
-            .ok_or_else(|| CaError::malformed(format!("replaces: no certificate with serial {serial}")))?;
+            .ok_or_else(|| {
+                CaError::malformed(format!("replaces: no certificate with serial {serial}"))
+            })?;
         if cert.account_id != account.row.id {
-            return Err(CaError::unauthorized("replaces: that certificate belongs to another account"));
+            return Err(CaError::unauthorized(
+                "replaces: that certificate belongs to another account",
+            ));
         }
-        if !idents.iter().any(|i| cert.names.split(',').any(|n| n == i.value)) {
-            return Err(CaError::malformed("replaces: the new order shares no identifier with that certificate"));
+        if !idents
+            .iter()
+            .any(|i| cert.names.split(',').any(|n| n == i.value))
+        {
+            return Err(CaError::malformed(
+                "replaces: the new order shares no identifier with that certificate",
+            ));
         }
         Ok(())
     }
 
     /// Loads an order the account owns, with its current status.
     pub async fn order(&self, account: &Account, id: &str) -> Result<Order, CaError> {
-        let row = self.store.order_by_id(id).await?.ok_or_else(|| CaError::NotFound(format!("order {id}")))?;
+        let row = self
+            .store
+            .order_by_id(id)
+            .await?
+            .ok_or_else(|| CaError::NotFound(format!("order {id}")))?;
         if row.account_id != account.row.id {
             return Err(CaError::NotFound(format!("order {id}")));
         }
@@ -178,7 +226,10 @@ impl Ra {
         let before = order.row.status.clone();
         if matches!(before.as_str(), "pending" | "ready") && now >= order.row.expires_at {
             order.row.status = "invalid".into();
-            order.doc.error = Some(Problem::new(ProblemType::Malformed, "the order expired before it was finalized"));
+            order.doc.error = Some(Problem::new(
+                ProblemType::Malformed,
+                "the order expired before it was finalized",
+            ));
         } else if before == "pending" {
             let mut all_valid = true;
             for id in &order.doc.authz_ids {
@@ -190,7 +241,13 @@ impl Ra {
                         let cause = authz.doc.challenges.iter().find_map(|c| c.error.clone());
                         order.row.status = "invalid".into();
                         order.doc.error = Some(cause.unwrap_or_else(|| {
-                            Problem::new(ProblemType::Unauthorized, format!("authorization for {} is {other}", authz.doc.identifier.value))
+                            Problem::new(
+                                ProblemType::Unauthorized,
+                                format!(
+                                    "authorization for {} is {other}",
+                                    authz.doc.identifier.value
+                                ),
+                            )
                         }));
                         all_valid = false;
                         break;
@@ -205,7 +262,11 @@ impl Ra {
             order.row.data = to_json(&order.doc)?;
             if !self.store.update_order_if(&order.row, &before, now).await? {
                 // Someone else moved it: report what the store holds now.
-                let row = self.store.order_by_id(&order.row.id).await?.ok_or_else(|| CaError::Internal("order vanished".into()))?;
+                let row = self
+                    .store
+                    .order_by_id(&order.row.id)
+                    .await?
+                    .ok_or_else(|| CaError::Internal("order vanished".into()))?;
                 let doc = from_json("order", &row.data)?;
                 return Ok(Order { row, doc });
             }
@@ -214,7 +275,11 @@ impl Ra {
     }
 
     async fn load_authz(&self, id: &str) -> Result<Authz, CaError> {
-        let row = self.store.authz_by_id(id).await?.ok_or_else(|| CaError::NotFound(format!("authorization {id}")))?;
+        let row = self
+            .store
+            .authz_by_id(id)
+            .await?
+            .ok_or_else(|| CaError::NotFound(format!("authorization {id}")))?;
         let doc = from_json("authorization", &row.data)?;
         Ok(Authz { row, doc })
     }
@@ -234,18 +299,27 @@ impl Ra {
         let mut authz = self.authz(account, id).await?;
         let before = authz.row.status.clone();
         if !matches!(before.as_str(), "pending" | "valid") {
-            return Err(CaError::malformed(format!("only pending or valid authorizations can be deactivated, this one is {before}")));
+            return Err(CaError::malformed(format!(
+                "only pending or valid authorizations can be deactivated, this one is {before}"
+            )));
         }
         authz.row.status = "deactivated".into();
         if !self.store.update_authz_if(&authz.row, &before).await? {
-            return Err(CaError::malformed("the authorization changed concurrently; fetch it and retry"));
+            return Err(CaError::malformed(
+                "the authorization changed concurrently; fetch it and retry",
+            ));
         }
         Ok(authz)
     }
 
     /// Challenge response (RFC 8555 §7.5.1): starts validation and waits a
     /// moment for it, so a fast peer gets the result in this response.
-    pub async fn respond_challenge(self: &Arc<Self>, account: &Account, authz_id: &str, chall_id: &str) -> Result<(Authz, String), CaError> {
+    pub async fn respond_challenge(
+        self: &Arc<Self>,
+        account: &Account,
+        authz_id: &str,
+        chall_id: &str,
+    ) -> Result<(Authz, String), CaError> {
         let mut authz = self.authz(account, authz_id).await?;
         let idx = authz
             .doc
@@ -257,7 +331,11 @@ impl Ra {
             "pending" => {}
             // Already decided or under way: answering again is harmless.
             "valid" | "processing" | "invalid" => return Ok((authz, chall_id.to_string())),
-            other => return Err(CaError::malformed(format!("authorization is {other}; create a new order"))),
+            other => {
+                return Err(CaError::malformed(format!(
+                    "authorization is {other}; create a new order"
+                )));
+            }
         }
         authz.doc.challenges[idx].status = "processing".into();
         authz.row.status = "processing".into();
@@ -267,7 +345,8 @@ impl Ra {
             return Ok((current, chall_id.to_string()));
         }
         let ra = Arc::clone(self);
-        let key = Jwk::from_json(&account.doc.key).map_err(|e| CaError::Internal(format!("stored account key: {e}")))?;
+        let key = Jwk::from_json(&account.doc.key)
+            .map_err(|e| CaError::Internal(format!("stored account key: {e}")))?;
         let task = tokio::spawn(async move { ra.run_validation(authz, idx, key).await });
         let _ = tokio::time::timeout(INLINE_VALIDATION_WAIT, task).await;
         Ok((self.authz(account, authz_id).await?, chall_id.to_string()))
@@ -310,19 +389,31 @@ impl Ra {
     }
 
     /// finalize (RFC 8555 §7.4): checks the CSR, then signs synchronously.
-    pub async fn finalize(&self, account: &Account, order_id: &str, csr_der: &[u8]) -> Result<Order, CaError> {
+    pub async fn finalize(
+        &self,
+        account: &Account,
+        order_id: &str,
+        csr_der: &[u8],
+    ) -> Result<Order, CaError> {
         let mut order = self.order(account, order_id).await?;
         if order.row.status != "ready" {
             return Err(CaError::acme(
                 ProblemType::OrderNotReady,
-                format!("order is {}, not ready; complete its authorizations first", order.row.status),
+                format!(
+                    "order is {}, not ready; complete its authorizations first",
+                    order.row.status
+                ),
             ));
         }
         let checked = csr::check(csr_der, &order.doc.identifiers, &self.policy.keys)?;
         let spki_hash = crate::issuer::sha256_hex(&checked.spki_der);
-        let account_key = Jwk::from_json(&account.doc.key).map_err(|e| CaError::Internal(e.to_string()))?;
+        let account_key =
+            Jwk::from_json(&account.doc.key).map_err(|e| CaError::Internal(e.to_string()))?;
         if account_key.spki_der() == checked.spki_der {
-            return Err(CaError::acme(ProblemType::BadCsr, "the CSR's key is the account key; use a separate certificate key"));
+            return Err(CaError::acme(
+                ProblemType::BadCsr,
+                "the CSR's key is the account key; use a separate certificate key",
+            ));
         }
         if self.store.is_key_blocked(&spki_hash).await? {
             return Err(CaError::acme(
@@ -333,8 +424,15 @@ impl Ra {
         order.doc.csr = Some(b64::encode(csr_der));
         order.row.status = "processing".into();
         order.row.data = to_json(&order.doc)?;
-        if !self.store.update_order_if(&order.row, "ready", self.now()).await? {
-            return Err(CaError::acme(ProblemType::OrderNotReady, "order is already being finalized"));
+        if !self
+            .store
+            .update_order_if(&order.row, "ready", self.now())
+            .await?
+        {
+            return Err(CaError::acme(
+                ProblemType::OrderNotReady,
+                "order is already being finalized",
+            ));
         }
         self.issue(order, checked.spki_der).await
     }
@@ -345,23 +443,39 @@ impl Ra {
         let profile = self
             .policy
             .profile(Some(&order.doc.profile))
-            .ok_or_else(|| CaError::Internal(format!("profile {} vanished from the policy", order.doc.profile)))?;
-        let names: Vec<String> = order.doc.identifiers.iter().map(|i| i.value.clone()).collect();
+            .ok_or_else(|| {
+                CaError::Internal(format!(
+                    "profile {} vanished from the policy",
+                    order.doc.profile
+                ))
+            })?;
+        let names: Vec<String> = order
+            .doc
+            .identifiers
+            .iter()
+            .map(|i| i.value.clone())
+            .collect();
         let request = LeafRequest {
             names: names.clone(),
             spki_der,
             profile: profile.name.clone(),
             validity_secs: profile.validity_hours * 3600,
         };
-        let signed = self.pki.prepare(request, now).and_then(|p| self.pki.sign(p));
+        let signed = self
+            .pki
+            .prepare(request, now)
+            .and_then(|p| self.pki.sign(p));
         let issued = match signed {
             Ok(issued) => issued,
             Err(e) => {
                 tracing::error!(order = %order.row.id, error = %e, "issuance failed");
                 order.row.status = "invalid".into();
-                order.doc.error = Some(Problem::new(ProblemType::ServerInternal, "issuance failed"));
+                order.doc.error =
+                    Some(Problem::new(ProblemType::ServerInternal, "issuance failed"));
                 order.row.data = to_json(&order.doc)?;
-                self.store.update_order_if(&order.row, "processing", now).await?;
+                self.store
+                    .update_order_if(&order.row, "processing", now)
+                    .await?;
                 return Err(e);
             }
         };
@@ -385,8 +499,15 @@ impl Ra {
             revoked_spki_sha256: None,
             issued_at: now,
         };
-        if !self.store.insert_certificate(&cert, &order.row, "processing", now).await? {
-            return Err(CaError::Internal(format!("order {} left processing during issuance", order.row.id)));
+        if !self
+            .store
+            .insert_certificate(&cert, &order.row, "processing", now)
+            .await?
+        {
+            return Err(CaError::Internal(format!(
+                "order {} left processing during issuance",
+                order.row.id
+            )));
         }
         tracing::info!(serial = %cert.serial, names = %cert.names, "issued");
         Ok(order)
@@ -394,7 +515,10 @@ impl Ra {
 
     /// Ids of an account's most recent orders (RFC 8555 §7.1.2.1).
     pub async fn order_ids(&self, account: &Account) -> Result<Vec<String>, CaError> {
-        Ok(self.store.order_ids_for_account(&account.row.id, 1000).await?)
+        Ok(self
+            .store
+            .order_ids_for_account(&account.row.id, 1000)
+            .await?)
     }
 
     /// A certificate chain by serial (any account may fetch it: certificates are public).
@@ -409,10 +533,17 @@ impl Ra {
     pub async fn renewal_info(&self, cert_id: &str) -> Result<RenewalWindow, CaError> {
         let (aki, serial) = parse_cert_id(cert_id).map_err(CaError::malformed)?;
         if aki != self.pki.intermediate_key_id() {
-            return Err(CaError::NotFound("certificate not issued by this CA".into()));
+            return Err(CaError::NotFound(
+                "certificate not issued by this CA".into(),
+            ));
         }
         let cert = self.certificate(&serial).await?;
-        Ok(renewal_window(cert.not_before, cert.not_after, cert.status == "revoked", self.now()))
+        Ok(renewal_window(
+            cert.not_before,
+            cert.not_after,
+            cert.status == "revoked",
+            self.now(),
+        ))
     }
 }
 
@@ -428,7 +559,9 @@ fn effective_authz_status(row: &AuthzRow, now: i64) -> &str {
 pub(super) async fn resume(ra: &Arc<Ra>) -> Result<(), CaError> {
     for row in ra.store.authzs_with_status("processing").await? {
         let doc: AuthzDoc = from_json("authorization", &row.data)?;
-        let Some(idx) = doc.challenges.iter().position(|c| c.status == "processing") else { continue };
+        let Some(idx) = doc.challenges.iter().position(|c| c.status == "processing") else {
+            continue;
+        };
         let account = ra.store.account_by_id(&row.account_id).await?;
         let Some(account) = account else { continue };
         let account_doc: crate::objects::AccountDoc = from_json("account", &account.data)?;
@@ -439,11 +572,14 @@ pub(super) async fn resume(ra: &Arc<Ra>) -> Result<(), CaError> {
     }
     for order in ra.store.orders_with_status("processing").await? {
         let doc: OrderDoc = from_json("order", &order.data)?;
-        let Some(csr_b64) = doc.csr.clone() else { continue };
+        let Some(csr_b64) = doc.csr.clone() else {
+            continue;
+        };
         let der = b64::decode(&csr_b64).map_err(|e| CaError::Internal(e.to_string()))?;
         let checked = csr::check(&der, &doc.identifiers, &ra.policy.keys)?;
         tracing::info!(order = %order.id, "resuming issuance interrupted by a restart");
-        ra.issue(Order { row: order, doc }, checked.spki_der).await?;
+        ra.issue(Order { row: order, doc }, checked.spki_der)
+            .await?;
     }
     Ok(())
 }

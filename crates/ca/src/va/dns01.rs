@@ -7,7 +7,11 @@ use certkeeper_proto::problem::ProblemType;
 use super::DnsResolver;
 use crate::CaError;
 
-pub(crate) async fn validate(resolver: &DnsResolver, name: &str, key_auth: &str) -> Result<(), CaError> {
+pub(crate) async fn validate(
+    resolver: &DnsResolver,
+    name: &str,
+    key_auth: &str,
+) -> Result<(), CaError> {
     let record = format!("_acme-challenge.{name}");
     let want = dns01_txt_value(key_auth);
     let found = resolver.lookup_txt(&record).await?;

@@ -20,8 +20,17 @@ const MAX_BODY: usize = 4096;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Tries each address in turn; the first that answers decides.
-pub(crate) async fn validate(addrs: &[IpAddr], port: u16, name: &str, token: &str, key_auth: &str) -> Result<(), CaError> {
-    let mut last = CaError::acme(ProblemType::Connection, format!("{name}: no address to contact"));
+pub(crate) async fn validate(
+    addrs: &[IpAddr],
+    port: u16,
+    name: &str,
+    token: &str,
+    key_auth: &str,
+) -> Result<(), CaError> {
+    let mut last = CaError::acme(
+        ProblemType::Connection,
+        format!("{name}: no address to contact"),
+    );
     for ip in addrs {
         match fetch(*ip, port, name, token).await {
             Ok((status, body)) => return judge(name, port, token, status, &body, key_auth),
@@ -32,7 +41,11 @@ pub(crate) async fn validate(addrs: &[IpAddr], port: u16, name: &str, token: &st
 }
 
 fn url(name: &str, port: u16, token: &str) -> String {
-    let host = if name.contains(':') { format!("[{name}]") } else { name.to_string() };
+    let host = if name.contains(':') {
+        format!("[{name}]")
+    } else {
+        name.to_string()
+    };
     if port == 80 {
         format!("http://{host}/.well-known/acme-challenge/{token}")
     } else {
@@ -52,18 +65,29 @@ async fn fetch(ip: IpAddr, port: u16, name: &str, token: &str) -> Result<(u16, V
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let host = if name.contains(':') { format!("[{name}]") } else { name.to_string() };
-    let host = if port == 80 { host } else { format!("{host}:{port}") };
+    let host = if name.contains(':') {
+        format!("[{name}]")
+    } else {
+        name.to_string()
+    };
+    let host = if port == 80 {
+        host
+    } else {
+        format!("{host}:{port}")
+    };
     let req = hyper::Request::get(format!("/.well-known/acme-challenge/{token}"))
         .header(hyper::header::HOST, host)
         .header(hyper::header::USER_AGENT, "certkeeper-va")
         .header(hyper::header::ACCEPT, "*/*")
         .body(Empty::<Bytes>::new())
         .map_err(|e| CaError::Internal(e.to_string()))?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| connection_problem(name, addr, format!("fetching {}: {e}", url(name, port, token))))?;
+    let resp = sender.send_request(req).await.map_err(|e| {
+        connection_problem(
+            name,
+            addr,
+            format!("fetching {}: {e}", url(name, port, token)),
+        )
+    })?;
     let status = resp.status().as_u16();
     let body = Limited::new(resp.into_body(), MAX_BODY)
         .collect()
@@ -73,7 +97,14 @@ async fn fetch(ip: IpAddr, port: u16, name: &str, token: &str) -> Result<(u16, V
     Ok((status, body.to_vec()))
 }
 
-fn judge(name: &str, port: u16, token: &str, status: u16, body: &[u8], key_auth: &str) -> Result<(), CaError> {
+fn judge(
+    name: &str,
+    port: u16,
+    token: &str,
+    status: u16,
+    body: &[u8],
+    key_auth: &str,
+) -> Result<(), CaError> {
     let u = url(name, port, token);
     if status != 200 {
         return Err(CaError::acme(
@@ -88,7 +119,9 @@ fn judge(name: &str, port: u16, token: &str, status: u16, body: &[u8], key_auth:
         let shown: String = got.chars().take(128).collect();
         return Err(CaError::acme(
             ProblemType::Unauthorized,
-            format!("{name}: the key authorization at {u} does not match: expected {key_auth:?}, got {shown:?}"),
+            format!(
+                "{name}: the key authorization at {u} does not match: expected {key_auth:?}, got {shown:?}"
+            ),
         ));
     }
     Ok(())

@@ -44,7 +44,11 @@ pub struct Validation {
 impl Va {
     /// A VA that validates on the given ports through `resolver`.
     pub fn new(resolver: DnsResolver, http01_port: u16, tlsalpn01_port: u16) -> Va {
-        Va { resolver, http01_port, tlsalpn01_port }
+        Va {
+            resolver,
+            http01_port,
+            tlsalpn01_port,
+        }
     }
 
     /// Validates one challenge; `Err` carries the problem to record on it.
@@ -53,21 +57,34 @@ impl Va {
             match v.challenge.as_str() {
                 "http-01" => {
                     let addrs = self.addresses(v).await?;
-                    http01::validate(&addrs, self.http01_port, &v.value, &v.token, &v.key_authorization).await
+                    http01::validate(
+                        &addrs,
+                        self.http01_port,
+                        &v.value,
+                        &v.token,
+                        &v.key_authorization,
+                    )
+                    .await
                 }
                 "tls-alpn-01" => {
                     let addrs = self.addresses(v).await?;
                     tlsalpn01::validate(&addrs, self.tlsalpn01_port, v, &v.key_authorization).await
                 }
                 "dns-01" => dns01::validate(&self.resolver, &v.value, &v.key_authorization).await,
-                other => Err(CaError::malformed(format!("unsupported challenge type {other}"))),
+                other => Err(CaError::malformed(format!(
+                    "unsupported challenge type {other}"
+                ))),
             }
         };
         match tokio::time::timeout(VALIDATION_TIMEOUT, work).await {
             Ok(r) => r,
             Err(_) => Err(CaError::acme(
                 ProblemType::Connection,
-                format!("{}: validation timed out after {} s", v.value, VALIDATION_TIMEOUT.as_secs()),
+                format!(
+                    "{}: validation timed out after {} s",
+                    v.value,
+                    VALIDATION_TIMEOUT.as_secs()
+                ),
             )),
         }
     }

@@ -6,10 +6,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use certkeeper_proto::problem::ProblemType;
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
-use hickory_resolver::TokioResolver;
 
 use crate::CaError;
 
@@ -73,30 +75,49 @@ impl DnsResolver {
                 }
             }
             Err(e) if is_no_records(&e) => Err(no_records(name, "A/AAAA")),
-            Err(e) => Err(CaError::acme(ProblemType::Dns, format!("DNS problem: looking up A/AAAA for {name}: {e}"))),
+            Err(e) => Err(CaError::acme(
+                ProblemType::Dns,
+                format!("DNS problem: looking up A/AAAA for {name}: {e}"),
+            )),
         }
     }
 
     /// TXT records of a name, each one's strings concatenated (RFC 8555 §8.4
     /// values fit one string, but a split record must still compare).
     pub async fn lookup_txt(&self, name: &str) -> Result<Vec<String>, CaError> {
-        match self.inner.lookup(fqdn(name).as_str(), RecordType::TXT).await {
+        match self
+            .inner
+            .lookup(fqdn(name).as_str(), RecordType::TXT)
+            .await
+        {
             Ok(lookup) => Ok(lookup
                 .answers()
                 .iter()
                 .filter_map(|r| match &r.data {
-                    RData::TXT(txt) => Some(txt.txt_data.iter().map(|s| String::from_utf8_lossy(s)).collect::<String>()),
+                    RData::TXT(txt) => Some(
+                        txt.txt_data
+                            .iter()
+                            .map(|s| String::from_utf8_lossy(s))
+                            .collect::<String>(),
+                    ),
                     _ => None,
                 })
                 .collect()),
             Err(e) if is_no_records(&e) => Ok(Vec::new()),
-            Err(e) => Err(CaError::acme(ProblemType::Dns, format!("DNS problem: looking up TXT for {name}: {e}"))),
+            Err(e) => Err(CaError::acme(
+                ProblemType::Dns,
+                format!("DNS problem: looking up TXT for {name}: {e}"),
+            )),
         }
     }
 }
 
 fn fqdn(name: &str) -> String {
-    if name.ends_with('.') { name.to_string() } else { format!("{name}.") }
+    if name.ends_with('.') {
+        name.to_string()
+    } else {
+        format!("{name}.")
+    }
 }
 
 fn is_no_records(e: &hickory_resolver::net::NetError) -> bool {
@@ -104,5 +125,8 @@ fn is_no_records(e: &hickory_resolver::net::NetError) -> bool {
 }
 
 fn no_records(name: &str, rtype: &str) -> CaError {
-    CaError::acme(ProblemType::Dns, format!("DNS problem: no {rtype} records found for {name}"))
+    CaError::acme(
+        ProblemType::Dns,
+        format!("DNS problem: no {rtype} records found for {name}"),
+    )
 }

@@ -18,9 +18,9 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use super::{connection_problem, socket, Validation};
-use crate::issuer::ip_from_bytes;
+use super::{Validation, connection_problem, socket};
 use crate::CaError;
+use crate::issuer::ip_from_bytes;
 
 /// RFC 8737 §6.2 ALPN protocol name.
 const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
@@ -28,8 +28,16 @@ const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 const OID_ACME_IDENTIFIER: &str = "1.3.6.1.5.5.7.1.31";
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(crate) async fn validate(addrs: &[IpAddr], port: u16, v: &Validation, key_auth: &str) -> Result<(), CaError> {
-    let mut last = CaError::acme(ProblemType::Connection, format!("{}: no address to contact", v.value));
+pub(crate) async fn validate(
+    addrs: &[IpAddr],
+    port: u16,
+    v: &Validation,
+    key_auth: &str,
+) -> Result<(), CaError> {
+    let mut last = CaError::acme(
+        ProblemType::Connection,
+        format!("{}: no address to contact", v.value),
+    );
     for ip in addrs {
         match handshake(*ip, port, v).await {
             Ok(cert) => return check_certificate(&cert, v, key_auth),
@@ -60,7 +68,11 @@ fn sni(v: &Validation) -> String {
     }
 }
 
-async fn handshake(ip: IpAddr, port: u16, v: &Validation) -> Result<CertificateDer<'static>, CaError> {
+async fn handshake(
+    ip: IpAddr,
+    port: u16,
+    v: &Validation,
+) -> Result<CertificateDer<'static>, CaError> {
     let addr = socket(ip, port);
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
@@ -71,13 +83,18 @@ async fn handshake(ip: IpAddr, port: u16, v: &Validation) -> Result<CertificateD
         .with_no_client_auth();
     config.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let server_name = ServerName::try_from(sni(v)).map_err(|e| CaError::malformed(format!("{}: {e}", v.value)))?;
+    let server_name = ServerName::try_from(sni(v))
+        .map_err(|e| CaError::malformed(format!("{}: {e}", v.value)))?;
     let work = async {
-        let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| connection_problem(&v.value, addr, e))?;
-        connector
-            .connect(server_name, tcp)
+        let tcp = tokio::net::TcpStream::connect(addr)
             .await
-            .map_err(|e| CaError::acme(ProblemType::Tls, format!("{} ({addr}): TLS handshake failed: {e}", v.value)))
+            .map_err(|e| connection_problem(&v.value, addr, e))?;
+        connector.connect(server_name, tcp).await.map_err(|e| {
+            CaError::acme(
+                ProblemType::Tls,
+                format!("{} ({addr}): TLS handshake failed: {e}", v.value),
+            )
+        })
     };
     let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, work)
         .await
@@ -86,18 +103,32 @@ async fn handshake(ip: IpAddr, port: u16, v: &Validation) -> Result<CertificateD
     if conn.alpn_protocol() != Some(ACME_TLS_ALPN) {
         return Err(CaError::acme(
             ProblemType::Unauthorized,
-            format!("{} ({addr}): the server did not negotiate ALPN acme-tls/1", v.value),
+            format!(
+                "{} ({addr}): the server did not negotiate ALPN acme-tls/1",
+                v.value
+            ),
         ));
     }
     conn.peer_certificates()
         .and_then(|c| c.first())
         .map(|c| c.clone().into_owned())
-        .ok_or_else(|| CaError::acme(ProblemType::Tls, format!("{} ({addr}): no certificate presented", v.value)))
+        .ok_or_else(|| {
+            CaError::acme(
+                ProblemType::Tls,
+                format!("{} ({addr}): no certificate presented", v.value),
+            )
+        })
 }
 
 fn check_certificate(der: &[u8], v: &Validation, key_auth: &str) -> Result<(), CaError> {
-    let bad = |m: String| CaError::acme(ProblemType::Unauthorized, format!("{}: tls-alpn-01 certificate {m}", v.value));
-    let (_, cert) = X509Certificate::from_der(der).map_err(|e| bad(format!("does not parse: {e}")))?;
+    let bad = |m: String| {
+        CaError::acme(
+            ProblemType::Unauthorized,
+            format!("{}: tls-alpn-01 certificate {m}", v.value),
+        )
+    };
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| bad(format!("does not parse: {e}")))?;
     let san = cert
         .subject_alternative_name()
         .map_err(|e| bad(format!("has a bad subjectAltName: {e}")))?
@@ -106,14 +137,21 @@ fn check_certificate(der: &[u8], v: &Validation, key_auth: &str) -> Result<(), C
     let names = &san.value.general_names;
     let matches = names.len() == 1
         && match &names[0] {
-            GeneralName::DNSName(d) => v.identifier_type == "dns" && d.eq_ignore_ascii_case(&v.value),
+            GeneralName::DNSName(d) => {
+                v.identifier_type == "dns" && d.eq_ignore_ascii_case(&v.value)
+            }
             GeneralName::IPAddress(b) => {
-                v.identifier_type == "ip" && ip_from_bytes(b).map(|ip| ip.to_string()) == v.value.parse::<IpAddr>().ok().map(|i| i.to_string())
+                v.identifier_type == "ip"
+                    && ip_from_bytes(b).map(|ip| ip.to_string())
+                        == v.value.parse::<IpAddr>().ok().map(|i| i.to_string())
             }
             _ => false,
         };
     if !matches {
-        return Err(bad(format!("names {names:?}, expected exactly {}", v.value)));
+        return Err(bad(format!(
+            "names {names:?}, expected exactly {}",
+            v.value
+        )));
     }
     let ext = cert
         .extensions()
@@ -127,7 +165,9 @@ fn check_certificate(der: &[u8], v: &Validation, key_auth: &str) -> Result<(), C
     let mut want = vec![0x04, 0x20];
     want.extend_from_slice(&tlsalpn01_digest(key_auth));
     if ext.value != want.as_slice() {
-        return Err(bad("acmeIdentifier does not match the key authorization".into()));
+        return Err(bad(
+            "acmeIdentifier does not match the key authorization".into()
+        ));
     }
     Ok(())
 }
@@ -191,7 +231,11 @@ fn verify_handshake_signature(
         SignatureScheme::RSA_PKCS1_SHA256 => &signature::RSA_PKCS1_2048_8192_SHA256,
         SignatureScheme::RSA_PKCS1_SHA384 => &signature::RSA_PKCS1_2048_8192_SHA384,
         SignatureScheme::RSA_PKCS1_SHA512 => &signature::RSA_PKCS1_2048_8192_SHA512,
-        _ => return Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::NoSignatureSchemesInCommon)),
+        _ => {
+            return Err(rustls::Error::PeerIncompatible(
+                rustls::PeerIncompatible::NoSignatureSchemesInCommon,
+            ));
+        }
     };
     let (_, parsed) = X509Certificate::from_der(cert)
         .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;

@@ -6,22 +6,22 @@ pub mod problem;
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use certkeeper_proto::problem::ProblemType;
-use certkeeper_proto::{b64, Jwk, Jws, KeyRef};
+use certkeeper_proto::{Jwk, Jws, KeyRef, b64};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 pub use nonce::Nonces;
 
-use crate::objects::{account_json, authz_json, challenge_json, order_json, rfc3339, Urls};
-use crate::ra::{Account, NewAccount, Ra, Revoker};
 use crate::CaError;
+use crate::objects::{Urls, account_json, authz_json, challenge_json, order_json, rfc3339};
+use crate::ra::{Account, NewAccount, Ra, Revoker};
 
 /// Largest request body accepted: ACME requests are small, a CSR is the
 /// biggest part (a 4096-bit RSA CSR is under 2 KiB).
@@ -60,7 +60,10 @@ struct Authed {
 impl Wfe {
     /// A front end for an RA.
     pub fn new(ra: Arc<Ra>) -> Wfe {
-        Wfe { ra, nonces: Nonces::new(100_000) }
+        Wfe {
+            ra,
+            nonces: Nonces::new(100_000),
+        }
     }
 
     /// The HTTP routes (RFC 8555 §7.1 resources, plus ARI and the CRL).
@@ -89,12 +92,23 @@ impl Wfe {
     }
 
     /// Verifies a POST: media type, JWS syntax, URL, nonce, key, signature.
-    async fn authenticate(&self, headers: &HeaderMap, path: &str, body: &[u8], mode: KeyMode) -> Result<Authed, CaError> {
+    async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        path: &str,
+        body: &[u8],
+        mode: KeyMode,
+    ) -> Result<Authed, CaError> {
         let urls = urls(headers)?;
         // RFC 8555 §6.2: requests MUST use application/jose+json.
-        let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         if !content_type.starts_with("application/jose+json") {
-            return Err(CaError::malformed("Content-Type must be application/jose+json"));
+            return Err(CaError::malformed(
+                "Content-Type must be application/jose+json",
+            ));
         }
         let jws = Jws::parse(body)?;
         // RFC 8555 §6.4: the url header MUST equal the request URL, else unauthorized.
@@ -106,13 +120,15 @@ impl Wfe {
             )));
         }
         // RFC 8555 §6.5: every request carries a fresh nonce from us.
-        let nonce = jws
-            .protected
-            .nonce
-            .as_deref()
-            .ok_or_else(|| CaError::acme(ProblemType::BadNonce, "JWS has no anti-replay nonce"))?;
+        let nonce =
+            jws.protected.nonce.as_deref().ok_or_else(|| {
+                CaError::acme(ProblemType::BadNonce, "JWS has no anti-replay nonce")
+            })?;
         if !self.nonces.redeem(nonce) {
-            return Err(CaError::acme(ProblemType::BadNonce, "JWS has an invalid or reused anti-replay nonce; retry with the fresh one in Replay-Nonce"));
+            return Err(CaError::acme(
+                ProblemType::BadNonce,
+                "JWS has an invalid or reused anti-replay nonce; retry with the fresh one in Replay-Nonce",
+            ));
         }
         let (jwk, account) = match (&jws.protected.key, mode) {
             (KeyRef::Jwk(jwk), KeyMode::Jwk | KeyMode::Either) => (jwk.clone(), None),
@@ -121,20 +137,45 @@ impl Wfe {
                 let id = kid
                     .strip_prefix(&prefix)
                     .filter(|id| !id.is_empty() && !id.contains('/'))
-                    .ok_or_else(|| CaError::acme(ProblemType::AccountDoesNotExist, format!("kid {kid:?} is not an account URL of this CA")))?;
+                    .ok_or_else(|| {
+                        CaError::acme(
+                            ProblemType::AccountDoesNotExist,
+                            format!("kid {kid:?} is not an account URL of this CA"),
+                        )
+                    })?;
                 let account = self.ra.account(id).await?;
-                let jwk = Jwk::from_json(&account.doc.key).map_err(|e| CaError::Internal(format!("stored account key: {e}")))?;
+                let jwk = Jwk::from_json(&account.doc.key)
+                    .map_err(|e| CaError::Internal(format!("stored account key: {e}")))?;
                 (jwk, Some(account))
             }
-            (KeyRef::Kid(_), KeyMode::Jwk) => return Err(CaError::malformed("this request must carry a jwk, not a kid")),
-            (KeyRef::Jwk(_), KeyMode::Kid) => return Err(CaError::malformed("this request must carry a kid (account URL), not a jwk")),
+            (KeyRef::Kid(_), KeyMode::Jwk) => {
+                return Err(CaError::malformed(
+                    "this request must carry a jwk, not a kid",
+                ));
+            }
+            (KeyRef::Jwk(_), KeyMode::Kid) => {
+                return Err(CaError::malformed(
+                    "this request must carry a kid (account URL), not a jwk",
+                ));
+            }
         };
         jws.verify(&jwk)?;
-        Ok(Authed { urls, jws, account, jwk })
+        Ok(Authed {
+            urls,
+            jws,
+            account,
+            jwk,
+        })
     }
 
     /// A JSON response with the headers every ACME response carries.
-    fn reply(&self, status: StatusCode, urls: &Urls, body: Value, location: Option<String>) -> Response {
+    fn reply(
+        &self,
+        status: StatusCode,
+        urls: &Urls,
+        body: Value,
+        location: Option<String>,
+    ) -> Response {
         let mut resp = (status, axum::Json(body)).into_response();
         self.common_headers(resp.headers_mut(), Some(urls));
         if let Some(loc) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
@@ -148,7 +189,9 @@ impl Wfe {
             h.insert("replay-nonce", v);
         }
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(link) = urls.and_then(|u| HeaderValue::from_str(&format!("<{}>;rel=\"index\"", u.directory())).ok()) {
+        if let Some(link) = urls
+            .and_then(|u| HeaderValue::from_str(&format!("<{}>;rel=\"index\"", u.directory())).ok())
+        {
             h.append(header::LINK, link);
         }
     }
@@ -158,10 +201,14 @@ impl Wfe {
     fn fail(&self, headers: &HeaderMap, e: CaError) -> Response {
         let urls = urls(headers).ok();
         let problem = problem::problem_for(&e);
-        let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut resp = (status, body).into_response();
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         self.common_headers(resp.headers_mut(), urls.as_ref());
         if let (CaError::Conflict { location, .. }, Some(u)) = (&e, &urls) {
             if let Ok(v) = HeaderValue::from_str(&format!("{}{location}", u.base)) {
@@ -176,7 +223,11 @@ impl Wfe {
 /// copy it over so every handler reads one place.
 async fn host_from_authority(mut req: axum::extract::Request) -> axum::extract::Request {
     if !req.headers().contains_key(header::HOST) {
-        if let Some(v) = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+        if let Some(v) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
             req.headers_mut().insert(header::HOST, v);
         }
     }
@@ -190,7 +241,9 @@ fn urls(headers: &HeaderMap) -> Result<Urls, CaError> {
         .and_then(|h| h.to_str().ok())
         .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()) && !h.contains('/'))
         .ok_or_else(|| CaError::malformed("request has no valid Host header"))?;
-    Ok(Urls { base: format!("https://{host}") })
+    Ok(Urls {
+        base: format!("https://{host}"),
+    })
 }
 
 type W = State<Arc<Wfe>>;
@@ -210,8 +263,11 @@ async fn directory(State(w): W, headers: HeaderMap) -> Response {
     respond(&w, &headers, async {
         let u = urls(&headers)?;
         let policy = w.ra.policy();
-        let profiles: serde_json::Map<String, Value> =
-            policy.profiles.iter().map(|p| (p.name.clone(), json!(p.description))).collect();
+        let profiles: serde_json::Map<String, Value> = policy
+            .profiles
+            .iter()
+            .map(|p| (p.name.clone(), json!(p.description)))
+            .collect();
         let b = &u.base;
         let dir = json!({
             "newNonce": format!("{b}/acme/new-nonce"),
@@ -227,7 +283,10 @@ async fn directory(State(w): W, headers: HeaderMap) -> Response {
             }
         });
         let mut resp = axum::Json(dir).into_response();
-        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=0, no-cache"));
+        resp.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=0, no-cache"),
+        );
         Ok(resp)
     })
     .await
@@ -248,10 +307,16 @@ async fn new_nonce_get(State(w): W) -> Response {
 
 async fn new_account(State(w): W, headers: HeaderMap, body: Bytes) -> Response {
     respond(&w, &headers, async {
-        let a = w.authenticate(&headers, "/acme/new-account", &body, KeyMode::Jwk).await?;
+        let a = w
+            .authenticate(&headers, "/acme/new-account", &body, KeyMode::Jwk)
+            .await?;
         let req: NewAccount = a.jws.payload_json()?;
         let (account, created) = w.ra.new_account(&a.jwk, req, &a.jws.protected.url).await?;
-        let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+        let status = if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
         let body = account_json(&a.urls, &account.row.id, &account.row.status, &account.doc);
         Ok(w.reply(status, &a.urls, body, Some(a.urls.account(&account.row.id))))
     })
@@ -260,24 +325,50 @@ async fn new_account(State(w): W, headers: HeaderMap, body: Bytes) -> Response {
 
 async fn account(State(w): W, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
     respond(&w, &headers, async {
-        let a = w.authenticate(&headers, &format!("/acme/acct/{id}"), &body, KeyMode::Kid).await?;
-        let account = a.account.ok_or_else(|| CaError::Internal("kid without account".into()))?;
+        let a = w
+            .authenticate(&headers, &format!("/acme/acct/{id}"), &body, KeyMode::Kid)
+            .await?;
+        let account = a
+            .account
+            .ok_or_else(|| CaError::Internal("kid without account".into()))?;
         if account.row.id != id {
-            return Err(CaError::unauthorized("an account may only read or change itself"));
+            return Err(CaError::unauthorized(
+                "an account may only read or change itself",
+            ));
         }
-        let account = if a.jws.payload.is_empty() { account } else { w.ra.update_account(account, &a.jws.payload).await? };
+        let account = if a.jws.payload.is_empty() {
+            account
+        } else {
+            w.ra.update_account(account, &a.jws.payload).await?
+        };
         let body = account_json(&a.urls, &account.row.id, &account.row.status, &account.doc);
         Ok(w.reply(StatusCode::OK, &a.urls, body, None))
     })
     .await
 }
 
-async fn account_orders(State(w): W, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+async fn account_orders(
+    State(w): W,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
     respond(&w, &headers, async {
-        let a = w.authenticate(&headers, &format!("/acme/acct/{id}/orders"), &body, KeyMode::Kid).await?;
-        let account = a.account.ok_or_else(|| CaError::Internal("kid without account".into()))?;
+        let a = w
+            .authenticate(
+                &headers,
+                &format!("/acme/acct/{id}/orders"),
+                &body,
+                KeyMode::Kid,
+            )
+            .await?;
+        let account = a
+            .account
+            .ok_or_else(|| CaError::Internal("kid without account".into()))?;
         if account.row.id != id {
-            return Err(CaError::unauthorized("an account may only list its own orders"));
+            return Err(CaError::unauthorized(
+                "an account may only list its own orders",
+            ));
         }
         let ids = w.ra.order_ids(&account).await?;
         let orders: Vec<String> = ids.iter().map(|o| a.urls.order(o)).collect();
@@ -288,11 +379,17 @@ async fn account_orders(State(w): W, headers: HeaderMap, Path(id): Path<String>,
 
 async fn key_change(State(w): W, headers: HeaderMap, body: Bytes) -> Response {
     respond(&w, &headers, async {
-        let a = w.authenticate(&headers, "/acme/key-change", &body, KeyMode::Kid).await?;
-        let account = a.account.ok_or_else(|| CaError::Internal("kid without account".into()))?;
+        let a = w
+            .authenticate(&headers, "/acme/key-change", &body, KeyMode::Kid)
+            .await?;
+        let account = a
+            .account
+            .ok_or_else(|| CaError::Internal("kid without account".into()))?;
         let inner = Jws::parse(&a.jws.payload)?;
         let account_url = a.urls.account(&account.row.id);
-        let account = w.ra.key_change(account, &account_url, &a.jws.protected.url, &inner).await?;
+        let account =
+            w.ra.key_change(account, &account_url, &a.jws.protected.url, &inner)
+                .await?;
         let body = account_json(&a.urls, &account.row.id, &account.row.status, &account.doc);
         Ok(w.reply(StatusCode::OK, &a.urls, body, None))
     })
@@ -301,24 +398,50 @@ async fn key_change(State(w): W, headers: HeaderMap, body: Bytes) -> Response {
 
 async fn new_order(State(w): W, headers: HeaderMap, body: Bytes) -> Response {
     respond(&w, &headers, async {
-        let a = w.authenticate(&headers, "/acme/new-order", &body, KeyMode::Kid).await?;
-        let account = a.account.ok_or_else(|| CaError::Internal("kid without account".into()))?;
+        let a = w
+            .authenticate(&headers, "/acme/new-order", &body, KeyMode::Kid)
+            .await?;
+        let account = a
+            .account
+            .ok_or_else(|| CaError::Internal("kid without account".into()))?;
         let order = w.ra.new_order(&account, a.jws.payload_json()?).await?;
-        let body = order_json(&a.urls, &order.row.id, &order.row.status, order.row.expires_at, &order.doc);
-        Ok(w.reply(StatusCode::CREATED, &a.urls, body, Some(a.urls.order(&order.row.id))))
+        let body = order_json(
+            &a.urls,
+            &order.row.id,
+            &order.row.status,
+            order.row.expires_at,
+            &order.doc,
+        );
+        Ok(w.reply(
+            StatusCode::CREATED,
+            &a.urls,
+            body,
+            Some(a.urls.order(&order.row.id)),
+        ))
     })
     .await
 }
 
 async fn order(State(w): W, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
     respond(&w, &headers, async {
-        let a = w.authenticate(&headers, &format!("/acme/order/{id}"), &body, KeyMode::Kid).await?;
-        let account = a.account.ok_or_else(|| CaError::Internal("kid without account".into()))?;
+        let a = w
+            .authenticate(&headers, &format!("/acme/order/{id}"), &body, KeyMode::Kid)
+            .await?;
+        let account = a
+            .account
+            .ok_or_else(|| CaError::Internal("kid without account".into()))?;
         let order = w.ra.order(&account, &id).await?;
-        let body = order_json(&a.urls, &order.row.id, &order.row.status, order.row.expires_at, &order.doc);
+        let body = order_json(
+            &a.urls,
+            &order.row.id,
+            &order.row.status,
+            order.row.expires_at,
+            &order.doc,
+        );
         let mut resp = w.reply(StatusCode::OK, &a.urls, body, None);
         if order.row.status == "processing" {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         Ok(resp)
     })
@@ -330,23 +453,53 @@ struct Finalize {
     csr: String,
 }
 
-async fn finalize(State(w): W, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+async fn finalize(
+    State(w): W,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
     respond(&w, &headers, async {
-        let a = w.authenticate(&headers, &format!("/acme/order/{id}/finalize"), &body, KeyMode::Kid).await?;
-        let account = a.account.ok_or_else(|| CaError::Internal("kid without account".into()))?;
+        let a = w
+            .authenticate(
+                &headers,
+                &format!("/acme/order/{id}/finalize"),
+                &body,
+                KeyMode::Kid,
+            )
+            .await?;
+        let account = a
+            .account
+            .ok_or_else(|| CaError::Internal("kid without account".into()))?;
         let req: Finalize = a.jws.payload_json()?;
-        let csr = b64::decode(&req.csr).map_err(|_| CaError::acme(ProblemType::BadCsr, "csr is not base64url DER"))?;
+        let csr = b64::decode(&req.csr)
+            .map_err(|_| CaError::acme(ProblemType::BadCsr, "csr is not base64url DER"))?;
         let order = w.ra.finalize(&account, &id, &csr).await?;
-        let body = order_json(&a.urls, &order.row.id, &order.row.status, order.row.expires_at, &order.doc);
-        Ok(w.reply(StatusCode::OK, &a.urls, body, Some(a.urls.order(&order.row.id))))
+        let body = order_json(
+            &a.urls,
+            &order.row.id,
+            &order.row.status,
+            order.row.expires_at,
+            &order.doc,
+        );
+        Ok(w.reply(
+            StatusCode::OK,
+            &a.urls,
+            body,
+            Some(a.urls.order(&order.row.id)),
+        ))
     })
     .await
 }
 
 async fn authz(State(w): W, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
     respond(&w, &headers, async {
-        let a = w.authenticate(&headers, &format!("/acme/authz/{id}"), &body, KeyMode::Kid).await?;
-        let account = a.account.ok_or_else(|| CaError::Internal("kid without account".into()))?;
+        let a = w
+            .authenticate(&headers, &format!("/acme/authz/{id}"), &body, KeyMode::Kid)
+            .await?;
+        let account = a
+            .account
+            .ok_or_else(|| CaError::Internal("kid without account".into()))?;
         let authz = if a.jws.payload.is_empty() {
             w.ra.authz(&account, &id).await?
         } else {
@@ -356,27 +509,44 @@ async fn authz(State(w): W, headers: HeaderMap, Path(id): Path<String>, body: By
             }
             let u: Update = a.jws.payload_json()?;
             if u.status != "deactivated" {
-                return Err(CaError::malformed("an authorization may only be updated to \"deactivated\""));
+                return Err(CaError::malformed(
+                    "an authorization may only be updated to \"deactivated\"",
+                ));
             }
             w.ra.deactivate_authz(&account, &id).await?
         };
-        let body = authz_json(&a.urls, &authz.row.id, &authz.row.status, authz.row.expires_at, &authz.doc);
+        let body = authz_json(
+            &a.urls,
+            &authz.row.id,
+            &authz.row.status,
+            authz.row.expires_at,
+            &authz.doc,
+        );
         Ok(w.reply(StatusCode::OK, &a.urls, body, None))
     })
     .await
 }
 
-async fn challenge(State(w): W, headers: HeaderMap, Path((authz_id, chall_id)): Path<(String, String)>, body: Bytes) -> Response {
+async fn challenge(
+    State(w): W,
+    headers: HeaderMap,
+    Path((authz_id, chall_id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
     respond(&w, &headers, async {
         let path = format!("/acme/chall/{authz_id}/{chall_id}");
         let a = w.authenticate(&headers, &path, &body, KeyMode::Kid).await?;
-        let account = a.account.ok_or_else(|| CaError::Internal("kid without account".into()))?;
+        let account = a
+            .account
+            .ok_or_else(|| CaError::Internal("kid without account".into()))?;
         let authz = if a.jws.payload.is_empty() {
             w.ra.authz(&account, &authz_id).await?
         } else {
             // RFC 8555 §7.5.1: the client says it is ready with an empty object.
             let _: serde_json::Map<String, Value> = a.jws.payload_json()?;
-            w.ra.respond_challenge(&account, &authz_id, &chall_id).await?.0
+            w.ra.respond_challenge(&account, &authz_id, &chall_id)
+                .await?
+                .0
         };
         let chall = authz
             .doc
@@ -384,28 +554,51 @@ async fn challenge(State(w): W, headers: HeaderMap, Path((authz_id, chall_id)): 
             .iter()
             .find(|c| c.id == chall_id)
             .ok_or_else(|| CaError::NotFound(format!("challenge {chall_id}")))?;
-        let mut resp = w.reply(StatusCode::OK, &a.urls, challenge_json(&a.urls, &authz_id, chall), None);
+        let mut resp = w.reply(
+            StatusCode::OK,
+            &a.urls,
+            challenge_json(&a.urls, &authz_id, chall),
+            None,
+        );
         if let Ok(v) = HeaderValue::from_str(&format!("<{}>;rel=\"up\"", a.urls.authz(&authz_id))) {
             resp.headers_mut().append(header::LINK, v);
         }
         if chall.status == "processing" {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         Ok(resp)
     })
     .await
 }
 
-async fn certificate(State(w): W, headers: HeaderMap, Path(serial): Path<String>, body: Bytes) -> Response {
+async fn certificate(
+    State(w): W,
+    headers: HeaderMap,
+    Path(serial): Path<String>,
+    body: Bytes,
+) -> Response {
     respond(&w, &headers, async {
-        let a = w.authenticate(&headers, &format!("/acme/cert/{serial}"), &body, KeyMode::Kid).await?;
+        let a = w
+            .authenticate(
+                &headers,
+                &format!("/acme/cert/{serial}"),
+                &body,
+                KeyMode::Kid,
+            )
+            .await?;
         if !a.jws.payload.is_empty() {
-            return Err(CaError::malformed("certificate download is POST-as-GET: send an empty payload"));
+            return Err(CaError::malformed(
+                "certificate download is POST-as-GET: send an empty payload",
+            ));
         }
         let cert = w.ra.certificate(&serial).await?;
         let mut resp = (StatusCode::OK, cert.chain_pem).into_response();
         w.common_headers(resp.headers_mut(), Some(&a.urls));
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/pem-certificate-chain"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/pem-certificate-chain"),
+        );
         Ok(resp)
     })
     .await
@@ -419,9 +612,12 @@ struct Revocation {
 
 async fn revoke_cert(State(w): W, headers: HeaderMap, body: Bytes) -> Response {
     respond(&w, &headers, async {
-        let a = w.authenticate(&headers, "/acme/revoke-cert", &body, KeyMode::Either).await?;
+        let a = w
+            .authenticate(&headers, "/acme/revoke-cert", &body, KeyMode::Either)
+            .await?;
         let req: Revocation = a.jws.payload_json()?;
-        let der = b64::decode(&req.certificate).map_err(|_| CaError::malformed("certificate is not base64url DER"))?;
+        let der = b64::decode(&req.certificate)
+            .map_err(|_| CaError::malformed("certificate is not base64url DER"))?;
         let revoker = match &a.account {
             Some(account) => Revoker::Account(account),
             None => Revoker::CertificateKey(&a.jwk),
@@ -451,6 +647,9 @@ async fn crl(State(w): W, Path(name): Path<String>) -> Response {
     }
     let der = w.ra.pki().current_crl();
     let mut resp = (StatusCode::OK, der.as_ref().clone()).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/pkix-crl"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/pkix-crl"),
+    );
     resp
 }

@@ -17,7 +17,10 @@ pub struct Nonces {
 impl Nonces {
     /// A pool remembering at most `capacity` unused nonces.
     pub fn new(capacity: usize) -> Nonces {
-        Nonces { inner: Mutex::new((HashSet::new(), VecDeque::new())), capacity }
+        Nonces {
+            inner: Mutex::new((HashSet::new(), VecDeque::new())),
+            capacity,
+        }
     }
 
     /// A fresh nonce.
@@ -39,7 +42,10 @@ impl Nonces {
     /// Consumes a nonce; false if it was never issued, already used or evicted.
     pub fn redeem(&self, nonce: &str) -> bool {
         // The queue keeps the used entry until it ages out; only the set decides.
-        self.inner.lock().map(|mut g| g.0.remove(nonce)).unwrap_or(false)
+        self.inner
+            .lock()
+            .map(|mut g| g.0.remove(nonce))
+            .unwrap_or(false)
     }
 }
 

@@ -1,8 +1,8 @@
 //! The one place an internal error becomes an RFC 7807 problem document
 //! (RFC 8555 §6.7). Internal detail is logged here and never sent.
 
-use certkeeper_proto::problem::{Problem, ProblemType};
 use certkeeper_proto::ProtoError;
+use certkeeper_proto::problem::{Problem, ProblemType};
 
 use crate::CaError;
 
@@ -10,11 +10,18 @@ use crate::CaError;
 pub fn problem_for(e: &CaError) -> Problem {
     match e {
         CaError::Acme { kind, detail } => Problem::new(*kind, detail.clone()),
-        CaError::NotFound(what) => Problem::new(ProblemType::Malformed, format!("{what} not found")).with_status(404),
-        CaError::Conflict { detail, .. } => Problem::new(ProblemType::Malformed, detail.clone()).with_status(409),
+        CaError::NotFound(what) => {
+            Problem::new(ProblemType::Malformed, format!("{what} not found")).with_status(404)
+        }
+        CaError::Conflict { detail, .. } => {
+            Problem::new(ProblemType::Malformed, detail.clone()).with_status(409)
+        }
         CaError::Internal(detail) => {
             tracing::error!(error = %detail, "internal error");
-            Problem::new(ProblemType::ServerInternal, "the CA hit an internal error; retry later")
+            Problem::new(
+                ProblemType::ServerInternal,
+                "the CA hit an internal error; retry later",
+            )
         }
     }
 }
