@@ -1,10 +1,56 @@
-//! `certkeeper bench …`: load generators.
+//! `certkeeper bench …`: load generators, run against our CA and a peer in
+//! the same session so figures are ratios, not absolute claims.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use certkeeper_agent::bench::{self, BenchOptions};
 use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
-pub enum BenchCommand {}
+pub enum BenchCommand {
+    /// Complete ACME flows against a CA: one account per worker; order →
+    /// http-01 answered by the bench → finalize → download.
+    Ca {
+        /// The CA's directory URL.
+        #[arg(long)]
+        directory: String,
+        /// Parallel workers (one account each).
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Orders in total.
+        #[arg(long, default_value_t = 500)]
+        orders: usize,
+        /// Root certificate (PEM) of the CA's HTTPS listener.
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Port the bench answers http-01 on: the port the CA validates.
+        #[arg(long, default_value_t = 5002)]
+        http01_port: u16,
+        /// Names are `w<worker>-o<n>-<random>.<suffix>`; they must resolve to
+        /// 127.0.0.1 through the CA's resolver (e.g. a wildcard A record).
+        #[arg(long, default_value = "example.test")]
+        domain_suffix: String,
+    },
+}
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
-    match cmd {}
+    match cmd {
+        BenchCommand::Ca { directory, concurrency, orders, root, http01_port, domain_suffix } => {
+            anyhow::ensure!(concurrency > 0 && orders > 0, "--concurrency and --orders must be at least 1");
+            let opts = BenchOptions {
+                directory,
+                root_pem: root,
+                concurrency,
+                orders,
+                http01_listen: SocketAddr::from(([127, 0, 0, 1], http01_port)),
+                domain_suffix,
+                ..BenchOptions::default()
+            };
+            let report = bench::run(opts).await?;
+            print!("{report}");
+            anyhow::ensure!(report.orders_failed == 0, "{} orders failed", report.orders_failed);
+            Ok(())
+        }
+    }
 }

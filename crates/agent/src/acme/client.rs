@@ -1,0 +1,737 @@
+//! Accounts and the complete order flow on top of instant-acme.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ExternalAccountKey,
+    Identifier, NewAccount, NewOrder, Order, OrderStatus, RetryPolicy,
+};
+use rcgen::{CertificateParams, DistinguishedName, PublicKeyData};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use time::OffsetDateTime;
+use tracing::{debug, warn};
+use x509_parser::extensions::GeneralName;
+
+use super::error::{AcmeError, FailedAuthorization, Step};
+use super::http::TimedHttpClient;
+use super::key::{CertificateKey, KeyAlgorithm};
+use super::solver::{PendingChallenge, Solver, challenge_name};
+
+/// Where the CA is and how to reach it.
+#[derive(Debug, Clone)]
+pub struct AcmeDirectory {
+    /// The directory URL, e.g. `https://127.0.0.1:14000/dir`.
+    pub url: String,
+    /// PEM file with the roots that sign the CA's HTTPS certificate; `None`
+    /// uses the platform's trust store.
+    pub root_pem: Option<PathBuf>,
+    /// Deadline for each HTTP request (headers and body).
+    pub request_timeout: Duration,
+}
+
+impl AcmeDirectory {
+    /// A directory with a 30 s request timeout and platform trust.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            root_pem: None,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Trusts the roots in `path` (every certificate in the file) for the CA's HTTPS.
+    pub fn with_root_pem(mut self, path: impl Into<PathBuf>) -> Self {
+        self.root_pem = Some(path.into());
+        self
+    }
+
+    fn builder(&self) -> Result<instant_acme::AccountBuilder, AcmeError> {
+        let allow_http = self.url.starts_with("http://");
+        let http =
+            TimedHttpClient::new(self.root_pem.as_deref(), allow_http, self.request_timeout)?;
+        Ok(Account::builder_with_http(Box::new(http)))
+    }
+}
+
+/// External account binding (RFC 8555 §7.3.4), for CAs that require one.
+#[derive(Clone)]
+pub struct ExternalAccountBinding {
+    /// The key identifier the CA issued.
+    pub key_id: String,
+    /// The raw (already base64-decoded) HMAC key.
+    pub hmac_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for ExternalAccountBinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalAccountBinding")
+            .field("key_id", &self.key_id)
+            .field("hmac_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Options for registering a new account.
+#[derive(Debug, Clone, Default)]
+pub struct NewAccountOptions {
+    /// Contact URLs, e.g. `mailto:ops@example.com`.
+    pub contact: Vec<String>,
+    /// External account binding, if the CA requires it.
+    pub eab: Option<ExternalAccountBinding>,
+}
+
+/// How fast to poll the CA while it validates and issues.
+///
+/// The defaults poll quickly so measured latency is the server's, not ours;
+/// the CA's `Retry-After` overrides them when present.
+#[derive(Debug, Clone, Copy)]
+pub struct PollPolicy {
+    /// Wait before the first poll.
+    pub initial_delay: Duration,
+    /// Multiplier applied to the delay after each poll.
+    pub backoff: f32,
+    /// Give up waiting after this long (per wait: ready, then certificate).
+    pub timeout: Duration,
+}
+
+impl Default for PollPolicy {
+    fn default() -> Self {
+        Self {
+            // 20, 26, 34, 44, 57, 74, 96 ms...: a fast CA is seen within
+            // one short step, a slow one is not hammered for long.
+            initial_delay: Duration::from_millis(20),
+            backoff: 1.3,
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl PollPolicy {
+    fn retry(&self) -> RetryPolicy {
+        RetryPolicy::new()
+            .initial_delay(self.initial_delay)
+            .backoff(self.backoff)
+            .timeout(self.timeout)
+    }
+}
+
+/// Which key the certificate gets.
+#[derive(Debug, Clone)]
+pub enum KeyChoice {
+    /// A fresh key of this algorithm (the default is ECDSA P-256).
+    Generate(KeyAlgorithm),
+    /// Reuse this key, e.g. when clients pin it.
+    Reuse(CertificateKey),
+}
+
+impl Default for KeyChoice {
+    fn default() -> Self {
+        Self::Generate(KeyAlgorithm::default())
+    }
+}
+
+/// One certificate request.
+#[derive(Debug, Clone, Default)]
+pub struct OrderRequest {
+    /// DNS names (`*.` for wildcards) or IP addresses; the first is the main name.
+    pub names: Vec<String>,
+    /// An ACME profile advertised in the directory's `meta.profiles`.
+    pub profile: Option<String>,
+    /// ARI: the certificate this order replaces (RFC 9773).
+    pub replaces: Option<CertificateIdentifier<'static>>,
+    /// Key for the new certificate.
+    pub key: KeyChoice,
+    /// Polling behaviour.
+    pub poll: PollPolicy,
+}
+
+impl OrderRequest {
+    /// A request for `names` with a fresh P-256 key and default polling.
+    pub fn new<S: Into<String>>(names: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            names: names.into_iter().map(Into::into).collect(),
+            ..Self::default()
+        }
+    }
+}
+
+/// Where the time of one order went, to tell the CA's latency from ours.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepTimings {
+    /// `newOrder` round trip.
+    pub new_order: Duration,
+    /// Fetching authorizations, presenting responses, and the challenge POSTs.
+    pub challenges: Duration,
+    /// Waiting for the CA to validate (order `ready`).
+    pub validation: Duration,
+    /// The `finalize` round trip.
+    pub finalize: Duration,
+    /// Waiting for issuance and downloading the chain.
+    pub download: Duration,
+}
+
+/// The result of a completed order.
+#[derive(Debug, Clone)]
+pub struct IssuedCertificate {
+    /// The order URL, for the issuance ledger and the CA's support.
+    pub order_url: String,
+    /// The names requested.
+    pub names: Vec<String>,
+    /// The chain as the CA sent it (PEM, leaf first).
+    pub chain_pem: String,
+    /// The chain in DER, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The certificate's private key (never log it).
+    pub key: CertificateKey,
+    /// Start of the leaf's validity.
+    pub not_before: OffsetDateTime,
+    /// End of the leaf's validity.
+    pub not_after: OffsetDateTime,
+    /// Time spent in each step.
+    pub timings: StepTimings,
+}
+
+/// A registered ACME account bound to one CA.
+///
+/// Cheap to clone: clones share the HTTP connection pool.
+#[derive(Clone)]
+pub struct AcmeAccount {
+    account: Account,
+    directory_url: String,
+}
+
+impl std::fmt::Debug for AcmeAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcmeAccount")
+            .field("id", &self.account.id())
+            .field("directory", &self.directory_url)
+            .finish()
+    }
+}
+
+impl AcmeAccount {
+    /// Registers a new account (terms of service agreed) and returns the
+    /// credentials to persist; they hold the account's private key.
+    pub async fn create(
+        directory: &AcmeDirectory,
+        options: &NewAccountOptions,
+    ) -> Result<(Self, AccountCredentials), AcmeError> {
+        let contact: Vec<&str> = options.contact.iter().map(String::as_str).collect();
+        let eab = options
+            .eab
+            .as_ref()
+            .map(|eab| ExternalAccountKey::new(eab.key_id.clone(), &eab.hmac_key));
+        let (account, credentials) = directory
+            .builder()?
+            .create(
+                &NewAccount {
+                    contact: &contact,
+                    terms_of_service_agreed: true,
+                    only_return_existing: false,
+                },
+                directory.url.clone(),
+                eab.as_ref(),
+            )
+            .await
+            .map_err(|source| AcmeError::Protocol {
+                step: Step::Account,
+                names: directory.url.clone(),
+                source: Box::new(source),
+            })?;
+        debug!(account = account.id(), directory = %directory.url, "ACME account registered");
+        Ok((
+            Self {
+                account,
+                directory_url: directory.url.clone(),
+            },
+            credentials,
+        ))
+    }
+
+    /// Restores an account from persisted credentials (fetches the directory,
+    /// no account request).
+    pub async fn load(
+        directory: &AcmeDirectory,
+        credentials: AccountCredentials,
+    ) -> Result<Self, AcmeError> {
+        let account = directory
+            .builder()?
+            .from_credentials(credentials)
+            .await
+            .map_err(|source| AcmeError::Protocol {
+                step: Step::Account,
+                names: directory.url.clone(),
+                source: Box::new(source),
+            })?;
+        Ok(Self {
+            account,
+            directory_url: directory.url.clone(),
+        })
+    }
+
+    /// The account URL.
+    pub fn id(&self) -> &str {
+        self.account.id()
+    }
+
+    /// The underlying instant-acme account, for ARI, revocation and key rollover.
+    pub fn inner(&self) -> &Account {
+        &self.account
+    }
+
+    /// Runs one complete order: new order, challenges via `solver`,
+    /// finalize with our own CSR, download and check the chain.
+    pub async fn issue(
+        &self,
+        request: &OrderRequest,
+        solver: &dyn Solver,
+    ) -> Result<IssuedCertificate, AcmeError> {
+        let names = request.names.join(",");
+        let csr_err = |reason: String| AcmeError::Csr {
+            names: names.clone(),
+            reason,
+        };
+        if request.names.is_empty() {
+            return Err(csr_err("no names requested".into()));
+        }
+        let proto = |step: Step| {
+            let names = names.clone();
+            move |source| AcmeError::Protocol {
+                step,
+                names,
+                source: Box::new(source),
+            }
+        };
+
+        // Build the key and CSR before talking to the CA: a bad name or key
+        // then fails without spending an order against the CA's limits.
+        let key = match &request.key {
+            KeyChoice::Reuse(key) => key.clone(),
+            KeyChoice::Generate(KeyAlgorithm::Rsa2048) => {
+                // RSA generation takes tens of ms: keep it off the reactor.
+                tokio::task::spawn_blocking(|| CertificateKey::generate(KeyAlgorithm::Rsa2048))
+                    .await
+                    .map_err(|e| csr_err(e.to_string()))?
+                    .map_err(|e| csr_err(e.to_string()))?
+            }
+            KeyChoice::Generate(alg) => {
+                CertificateKey::generate(*alg).map_err(|e| csr_err(e.to_string()))?
+            }
+        };
+        let key_pair = key.key_pair().map_err(|e| csr_err(e.to_string()))?;
+        let mut params =
+            CertificateParams::new(request.names.clone()).map_err(|e| csr_err(e.to_string()))?;
+        // The CA takes names from the SANs; an empty subject is what
+        // Let's Encrypt recommends and avoids CN length limits.
+        params.distinguished_name = DistinguishedName::new();
+        let csr = params
+            .serialize_request(&key_pair)
+            .map_err(|e| csr_err(e.to_string()))?;
+
+        let identifiers: Vec<Identifier> = request
+            .names
+            .iter()
+            .map(|name| match name.parse::<IpAddr>() {
+                Ok(ip) => Identifier::Ip(ip),
+                Err(_) => Identifier::Dns(name.clone()),
+            })
+            .collect();
+        let mut new_order = NewOrder::new(&identifiers);
+        if let Some(profile) = &request.profile {
+            new_order = new_order.profile(profile);
+        }
+        if let Some(replaces) = &request.replaces {
+            new_order = new_order.replaces(replaces.clone());
+        }
+        let mut timings = StepTimings::default();
+        let mut mark = Instant::now();
+        let mut order = self
+            .account
+            .new_order(&new_order)
+            .await
+            .map_err(proto(Step::NewOrder))?;
+        let order_url = order.url().to_owned();
+        debug!(%order_url, %names, "order created");
+        timings.new_order = mark.elapsed();
+
+        // Always withdraw what we published, even when validation failed.
+        let mut presented = Vec::new();
+        let authorized = self
+            .authorize(
+                &mut order,
+                solver,
+                &names,
+                &request.poll,
+                &mut presented,
+                &mut timings,
+            )
+            .await;
+        for challenge in &presented {
+            if let Err(e) = solver.cleanup(challenge).await {
+                warn!(name = %challenge.identifier, error = %e, "challenge cleanup failed");
+            }
+        }
+        authorized?;
+
+        mark = Instant::now();
+        order
+            .finalize_csr(csr.der())
+            .await
+            .map_err(proto(Step::Finalize))?;
+        timings.finalize = mark.elapsed();
+
+        // Pebble and Boulder may already be `valid` in the finalize response;
+        // `certificate()` then downloads at once instead of sleeping first.
+        let started = Instant::now();
+        let chain_pem = match order.certificate().await {
+            Ok(Some(pem)) => pem,
+            Ok(None) => order
+                .poll_certificate(&request.poll.retry())
+                .await
+                .map_err(|e| {
+                    wait_error(
+                        e,
+                        Step::PollCertificate,
+                        &names,
+                        &order_url,
+                        started.elapsed(),
+                    )
+                })?,
+            Err(e) => return Err(proto(Step::PollCertificate)(e)),
+        };
+        timings.download = started.elapsed();
+
+        let bad = |reason: String| AcmeError::BadCertificate {
+            names: names.clone(),
+            order_url: order_url.clone(),
+            reason,
+        };
+        let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(format!("chain is not valid PEM: {e}")))?;
+        let leaf = chain
+            .first()
+            .ok_or_else(|| bad("empty certificate chain".into()))?;
+        let (not_before, not_after) =
+            check_leaf(leaf, &key_pair.subject_public_key_info(), &request.names).map_err(bad)?;
+
+        Ok(IssuedCertificate {
+            order_url,
+            names: request.names.clone(),
+            chain_pem,
+            chain,
+            key,
+            not_before,
+            not_after,
+            timings,
+        })
+    }
+
+    /// Presents every pending authorization's challenge, then tells the CA
+    /// to validate them all and waits until the order is `ready`.
+    async fn authorize(
+        &self,
+        order: &mut Order,
+        solver: &dyn Solver,
+        names: &str,
+        poll: &PollPolicy,
+        presented: &mut Vec<PendingChallenge>,
+        timings: &mut StepTimings,
+    ) -> Result<(), AcmeError> {
+        let mark = Instant::now();
+        let kind = solver.challenge_type();
+        let kind_name = challenge_name(&kind);
+        let proto = |step: Step| {
+            let names = names.to_owned();
+            move |source| AcmeError::Protocol {
+                step,
+                names,
+                source: Box::new(source),
+            }
+        };
+
+        // Phase 1: publish all responses first, so a slow solver (DNS
+        // propagation) is waited on once per order, not once per name.
+        let mut to_validate = Vec::new();
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let mut authz = authz.map_err(proto(Step::Authorization))?;
+            let name = authz.identifier().to_string();
+            match authz.status {
+                // Reused from an earlier order: nothing to prove.
+                AuthorizationStatus::Valid => continue,
+                AuthorizationStatus::Pending => {}
+                status => {
+                    let problem = authz.challenges.iter().find_map(|c| c.error.clone());
+                    return Err(AcmeError::Authorization(Box::new(FailedAuthorization {
+                        name,
+                        status,
+                        problem,
+                    })));
+                }
+            }
+            let offered = authz
+                .challenges
+                .iter()
+                .map(|c| challenge_name(&c.r#type))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let Some(challenge) = authz.challenge(kind.clone()) else {
+                return Err(AcmeError::ChallengeUnavailable {
+                    name,
+                    challenge: kind_name,
+                    offered,
+                });
+            };
+            let identifier = challenge.identifier();
+            let (identifier, is_ip) = match identifier.identifier {
+                Identifier::Dns(dns) => (dns.clone(), false),
+                Identifier::Ip(ip) => (ip.to_string(), true),
+                other => (format!("{other:?}"), false),
+            };
+            let wildcard = challenge.identifier().wildcard;
+            let key_auth = challenge.key_authorization();
+            let mut digest = [0u8; 32];
+            digest.copy_from_slice(key_auth.digest().as_ref());
+            let pending = PendingChallenge {
+                identifier,
+                wildcard,
+                is_ip,
+                token: challenge.token.clone(),
+                key_authorization: key_auth.as_str().to_owned(),
+                digest,
+                dns_value: key_auth.dns_value(),
+            };
+            solver
+                .present(&pending)
+                .await
+                .map_err(|source| AcmeError::Solver {
+                    name: name.clone(),
+                    challenge: kind_name.clone(),
+                    source,
+                })?;
+            presented.push(pending);
+            to_validate.push(name);
+        }
+
+        // Phase 2: the authorizations are cached in the order now, so this
+        // second pass makes only the challenge POSTs.
+        if !to_validate.is_empty() {
+            let mut authorizations = order.authorizations();
+            while let Some(authz) = authorizations.next().await {
+                let mut authz = authz.map_err(proto(Step::Authorization))?;
+                if authz.status != AuthorizationStatus::Pending {
+                    continue;
+                }
+                let name = authz.identifier().to_string();
+                if let Some(mut challenge) = authz.challenge(kind.clone()) {
+                    challenge
+                        .set_ready()
+                        .await
+                        .map_err(|source| AcmeError::Protocol {
+                            step: Step::ChallengeReady,
+                            names: name,
+                            source: Box::new(source),
+                        })?;
+                }
+            }
+        }
+
+        timings.challenges = mark.elapsed();
+        if order.state().status == OrderStatus::Ready {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let result = self.wait_ready(order, names, poll).await;
+        timings.validation = started.elapsed();
+        result
+    }
+
+    async fn wait_ready(
+        &self,
+        order: &mut Order,
+        names: &str,
+        poll: &PollPolicy,
+    ) -> Result<(), AcmeError> {
+        let started = Instant::now();
+        let order_url = order.url().to_owned();
+        match order.poll_ready(&poll.retry()).await {
+            Ok(OrderStatus::Ready) => Ok(()),
+            Ok(_) => Err(self.invalid_order(order, names, None).await),
+            Err(instant_acme::Error::Api(problem)) => Err(self
+                .invalid_order(order, names, Some(Box::new(problem)))
+                .await),
+            Err(e) => Err(wait_error(
+                e,
+                Step::PollReady,
+                names,
+                &order_url,
+                started.elapsed(),
+            )),
+        }
+    }
+
+    /// Collects the failed authorizations' reasons: an invalid order alone
+    /// says nothing about which name failed or why.
+    async fn invalid_order(
+        &self,
+        order: &mut Order,
+        names: &str,
+        problem: Option<Box<instant_acme::Problem>>,
+    ) -> AcmeError {
+        let mut failed = Vec::new();
+        let mut authorizations = order.authorizations();
+        while let Some(Ok(mut authz)) = authorizations.next().await {
+            // Best effort: the cached state predates validation.
+            if authz.refresh().await.is_err() {
+                continue;
+            }
+            if authz.status == AuthorizationStatus::Valid {
+                continue;
+            }
+            failed.push(FailedAuthorization {
+                name: authz.identifier().to_string(),
+                status: authz.status,
+                problem: authz.challenges.iter().find_map(|c| c.error.clone()),
+            });
+        }
+        AcmeError::OrderInvalid {
+            names: names.to_owned(),
+            order_url: order.url().to_owned(),
+            problem,
+            failed,
+        }
+    }
+}
+
+fn wait_error(
+    e: instant_acme::Error,
+    step: Step,
+    names: &str,
+    order_url: &str,
+    waited: Duration,
+) -> AcmeError {
+    match e {
+        instant_acme::Error::Timeout(_) => AcmeError::Timeout {
+            step,
+            names: names.to_owned(),
+            order_url: order_url.to_owned(),
+            waited,
+        },
+        source => AcmeError::Protocol {
+            step,
+            names: names.to_owned(),
+            source: Box::new(source),
+        },
+    }
+}
+
+/// Refuses a leaf that is not for our key or misses a requested name: such
+/// a certificate would take the service down once deployed.
+fn check_leaf(
+    leaf: &CertificateDer<'_>,
+    our_spki: &[u8],
+    names: &[String],
+) -> Result<(OffsetDateTime, OffsetDateTime), String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| format!("leaf does not parse: {e}"))?;
+    if cert.public_key().raw != our_spki {
+        return Err("leaf public key is not the key we sent in the CSR".into());
+    }
+    let mut have = BTreeSet::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for general_name in &san.value.general_names {
+            match general_name {
+                GeneralName::DNSName(dns) => {
+                    have.insert(dns.to_ascii_lowercase());
+                }
+                GeneralName::IPAddress(bytes) => {
+                    let ip = match bytes.len() {
+                        4 => <[u8; 4]>::try_from(*bytes).ok().map(IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*bytes).ok().map(IpAddr::from),
+                        _ => None,
+                    };
+                    if let Some(ip) = ip {
+                        have.insert(ip.to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let missing: Vec<&str> = names
+        .iter()
+        .filter(|name| {
+            let want = match name.parse::<IpAddr>() {
+                Ok(ip) => ip.to_string(),
+                Err(_) => name.to_ascii_lowercase(),
+            };
+            !have.contains(&want)
+        })
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!("leaf lacks names: {}", missing.join(", ")));
+    }
+    let validity = cert.validity();
+    Ok((
+        validity.not_before.to_datetime(),
+        validity.not_after.to_datetime(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::KeyPair;
+
+    fn leaf(names: &[&str], key: &KeyPair) -> CertificateDer<'static> {
+        let params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        params.self_signed(key).expect("cert").der().clone()
+    }
+
+    /// DESIGN story 5: a certificate that drops a name must never be installed.
+    #[test]
+    fn leaf_missing_a_name_is_refused() {
+        let key = KeyPair::generate().expect("key");
+        let spki = key.subject_public_key_info();
+        let cert = leaf(&["a.example.test"], &key);
+        let names = vec!["a.example.test".to_owned(), "b.example.test".to_owned()];
+        let err = check_leaf(&cert, &spki, &names).expect_err("b is missing");
+        assert!(err.contains("b.example.test"), "{err}");
+    }
+
+    #[test]
+    fn leaf_for_another_key_is_refused() {
+        let ours = KeyPair::generate().expect("key");
+        let theirs = KeyPair::generate().expect("key");
+        let cert = leaf(&["a.example.test"], &theirs);
+        let err = check_leaf(
+            &cert,
+            &ours.subject_public_key_info(),
+            &["a.example.test".into()],
+        )
+        .expect_err("wrong key");
+        assert!(err.contains("public key"), "{err}");
+    }
+
+    #[test]
+    fn leaf_matches_names_case_insensitively_and_ips() {
+        let key = KeyPair::generate().expect("key");
+        let cert = leaf(&["a.example.test", "*.b.example.test", "192.0.2.7"], &key);
+        let names = vec![
+            "A.Example.Test".to_owned(),
+            "*.b.example.test".to_owned(),
+            "192.0.2.7".to_owned(),
+        ];
+        let (not_before, not_after) =
+            check_leaf(&cert, &key.subject_public_key_info(), &names).expect("matches");
+        assert!(not_after > not_before);
+    }
+}

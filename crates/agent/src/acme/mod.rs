@@ -1,0 +1,25 @@
+//! A small ACME (RFC 8555) client on instant-acme, shared by the agent and
+//! the `bench` command.
+//!
+//! The flow is always: new order → present challenges through a [`Solver`]
+//! → wait for `ready` → finalize with our own CSR (the key never leaves the
+//! agent) → wait for `valid` → download and check the chain.
+
+mod client;
+mod error;
+mod http;
+mod http01;
+mod key;
+mod solver;
+mod tlsalpn01;
+
+pub use client::{
+    AcmeAccount, AcmeDirectory, ExternalAccountBinding, IssuedCertificate, KeyChoice,
+    NewAccountOptions, OrderRequest, PollPolicy, StepTimings,
+};
+pub use error::{AcmeError, FailedAuthorization, Step};
+pub use http01::Http01Responder;
+pub use instant_acme::{AccountCredentials, CertificateIdentifier, Problem};
+pub use key::{CertificateKey, KeyAlgorithm};
+pub use solver::{ChallengeType, PendingChallenge, Solver, SolverError, SolverFuture};
+pub use tlsalpn01::TlsAlpn01Responder;
