@@ -37,9 +37,6 @@ pub struct OrderDoc {
     pub certificate_serial: Option<String>,
     /// ARI certID of the certificate this order replaces (RFC 9773 §5).
     pub replaces: Option<String>,
-    /// The CSR (base64url DER) accepted at finalize, kept so a restart
-    /// during `processing` can finish the issuance.
-    pub csr: Option<String>,
 }
 
 /// An authorization's document.

@@ -87,7 +87,7 @@ impl Store {
         credentials: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.writer().begin().await?;
         sqlx::query("DELETE FROM agent_accounts WHERE issuer = $1")
             .bind(issuer)
             .execute(&mut *tx)
@@ -120,7 +120,7 @@ impl Store {
         .bind(c.not_after)
         .bind(&c.order_url)
         .bind(c.obtained_at)
-        .execute(self.pool())
+        .execute(self.writer())
         .await?;
         Ok(())
     }

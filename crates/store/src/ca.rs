@@ -159,7 +159,7 @@ impl Store {
         .bind(&a.status)
         .bind(&a.data)
         .bind(a.created_at)
-        .execute(self.pool())
+        .execute(self.writer())
         .await;
         conflict_as(r, "account key")
     }
@@ -199,7 +199,7 @@ impl Store {
         .bind(&a.status)
         .bind(&a.data)
         .bind(&a.id)
-        .execute(self.pool())
+        .execute(self.writer())
         .await;
         conflict_as(r, "account key")
     }
@@ -211,7 +211,7 @@ impl Store {
         new_authzs: &[AuthzRow],
         now: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.writer().begin().await?;
         for a in new_authzs {
             sqlx::query(
                 "INSERT INTO ca_authzs (id, account_id, identifier, status, expires_at, data) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -251,17 +251,6 @@ impl Store {
         Ok(row.as_ref().map(order_from).transpose()?)
     }
 
-    /// Orders in one status, e.g. `processing` ones to finish after a restart.
-    pub async fn orders_with_status(&self, status: &str) -> Result<Vec<OrderRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, account_id, status, expires_at, data FROM ca_orders WHERE status = $1",
-        )
-        .bind(status)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows.iter().map(order_from).collect::<Result<_, _>>()?)
-    }
-
     /// Ids of an account's orders, newest first.
     pub async fn order_ids_for_account(
         &self,
@@ -297,7 +286,7 @@ impl Store {
         .bind(now)
         .bind(&order.id)
         .bind(expected)
-        .execute(self.pool())
+        .execute(self.writer())
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -360,7 +349,7 @@ impl Store {
         .bind(&authz.data)
         .bind(&authz.id)
         .bind(expected)
-        .execute(self.pool())
+        .execute(self.writer())
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -374,7 +363,7 @@ impl Store {
         order_expected: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.writer().begin().await?;
         let r = sqlx::query(
             "UPDATE ca_orders SET status = $1, data = $2, updated_at = $3 WHERE id = $4 AND status = $5",
         )
@@ -477,7 +466,7 @@ impl Store {
         .bind(reason)
         .bind(proven_spki_sha256)
         .bind(serial)
-        .execute(self.pool())
+        .execute(self.writer())
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -511,7 +500,7 @@ impl Store {
         .bind(spki_sha256)
         .bind(source_serial)
         .bind(at)
-        .execute(self.pool())
+        .execute(self.writer())
         .await?;
         Ok(())
     }
@@ -537,7 +526,7 @@ impl Store {
                 .bind(kid)
                 .bind(hmac_key_b64)
                 .bind(now)
-                .execute(self.pool())
+                .execute(self.writer())
                 .await;
         conflict_as(r, "EAB key id")
     }
@@ -560,7 +549,7 @@ impl Store {
         a: &AccountRow,
         kid: &str,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.writer().begin().await?;
         let r = sqlx::query(
             "UPDATE ca_eab_keys SET bound_account = $1 WHERE kid = $2 AND bound_account IS NULL",
         )

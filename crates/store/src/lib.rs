@@ -24,6 +24,10 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
+    /// Writes go through here. For SQLite it is one connection: SQLite has one
+    /// writer at a time anyway, and queueing in the pool is cheaper than
+    /// writers colliding on the file lock and sleeping in the busy handler.
+    writer: AnyPool,
 }
 
 impl Store {
@@ -56,18 +60,30 @@ impl Store {
         let options = AnyConnectOptions::from_str(url)?;
         let is_sqlite = url.starts_with("sqlite:");
         let pool = AnyPoolOptions::new()
-            // SQLite serialises writers anyway; a few readers beside them is enough.
             .max_connections(if is_sqlite { 8 } else { 16 })
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        let store = Store { pool };
-        migrate::run(&store.pool).await?;
+        let writer = if is_sqlite {
+            AnyPoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await?
+        } else {
+            pool.clone()
+        };
+        let store = Store { pool, writer };
+        migrate::run(&store.writer).await?;
         Ok(store)
     }
 
-    /// The underlying pool, for modules of this crate.
+    /// The pool for reads, for modules of this crate.
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The pool for writes (see the field's comment).
+    pub(crate) fn writer(&self) -> &AnyPool {
+        &self.writer
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use certkeeper_proto::jws::key_authorization;
 use certkeeper_proto::problem::{Problem, ProblemType};
-use certkeeper_proto::{Identifier, IdentifierType, Jwk, b64};
+use certkeeper_proto::{Identifier, IdentifierType, Jwk};
 use certkeeper_store::{AuthzRow, CertificateRow, OrderRow};
 use serde::Deserialize;
 
@@ -153,7 +153,6 @@ impl Ra {
             error: None,
             certificate_serial: None,
             replaces: req.replaces,
-            csr: None,
         };
         let row = OrderRow {
             id: new_id(),
@@ -220,7 +219,9 @@ impl Ra {
     }
 
     /// Derives a pending order's status from its authorizations and expiry
-    /// (RFC 8555 §7.1.6) and records the transition.
+    /// (RFC 8555 §7.1.6). `invalid` is recorded; `ready` is not: it follows
+    /// from the authorizations every time, and skipping the write saves a
+    /// commit on the hot path. Finalize compares-and-sets from the stored status.
     async fn refresh_order(&self, mut order: Order) -> Result<Order, CaError> {
         let now = self.now();
         let before = order.row.status.clone();
@@ -258,7 +259,7 @@ impl Ra {
                 order.row.status = "ready".into();
             }
         }
-        if order.row.status != before {
+        if order.row.status == "invalid" && before != "invalid" {
             order.row.data = to_json(&order.doc)?;
             if !self.store.update_order_if(&order.row, &before, now).await? {
                 // Someone else moved it: report what the store holds now.
@@ -395,7 +396,7 @@ impl Ra {
         order_id: &str,
         csr_der: &[u8],
     ) -> Result<Order, CaError> {
-        let mut order = self.order(account, order_id).await?;
+        let order = self.order(account, order_id).await?;
         if order.row.status != "ready" {
             return Err(CaError::acme(
                 ProblemType::OrderNotReady,
@@ -421,24 +422,30 @@ impl Ra {
                 "this public key is blocked after a proven key compromise; generate a new key",
             ));
         }
-        order.doc.csr = Some(b64::encode(csr_der));
-        order.row.status = "processing".into();
-        order.row.data = to_json(&order.doc)?;
-        if !self
-            .store
-            .update_order_if(&order.row, "ready", self.now())
-            .await?
-        {
-            return Err(CaError::acme(
-                ProblemType::OrderNotReady,
-                "order is already being finalized",
-            ));
-        }
-        self.issue(order, checked.spki_der).await
+        let stored_status = self.stored_order_status(&order.row.id).await?;
+        self.issue(order, &stored_status, checked.spki_der).await
     }
 
-    /// Signs the certificate of an order in `processing` and records it.
-    async fn issue(&self, mut order: Order, spki_der: Vec<u8>) -> Result<Order, CaError> {
+    /// The order status as stored (`ready` is derived, so it may read `pending`).
+    async fn stored_order_status(&self, id: &str) -> Result<String, CaError> {
+        let row = self
+            .store
+            .order_by_id(id)
+            .await?
+            .ok_or_else(|| CaError::NotFound(format!("order {id}")))?;
+        Ok(row.status)
+    }
+
+    /// Signs the certificate of a ready order, then records it and moves the
+    /// order to `valid` in one transaction, compared-and-set against the
+    /// stored status: of two racing finalizations only one certificate is
+    /// ever recorded or served (the loser's signature is discarded unseen).
+    async fn issue(
+        &self,
+        mut order: Order,
+        stored_status: &str,
+        spki_der: Vec<u8>,
+    ) -> Result<Order, CaError> {
         let now = self.now();
         let profile = self
             .policy
@@ -474,14 +481,13 @@ impl Ra {
                     Some(Problem::new(ProblemType::ServerInternal, "issuance failed"));
                 order.row.data = to_json(&order.doc)?;
                 self.store
-                    .update_order_if(&order.row, "processing", now)
+                    .update_order_if(&order.row, stored_status, now)
                     .await?;
                 return Err(e);
             }
         };
         order.row.status = "valid".into();
         order.doc.certificate_serial = Some(issued.serial.clone());
-        order.doc.csr = None;
         order.row.data = to_json(&order.doc)?;
         let cert = CertificateRow {
             serial: issued.serial.clone(),
@@ -501,13 +507,13 @@ impl Ra {
         };
         if !self
             .store
-            .insert_certificate(&cert, &order.row, "processing", now)
+            .insert_certificate(&cert, &order.row, stored_status, now)
             .await?
         {
-            return Err(CaError::Internal(format!(
-                "order {} left processing during issuance",
-                order.row.id
-            )));
+            return Err(CaError::acme(
+                ProblemType::OrderNotReady,
+                "order was finalized by a concurrent request",
+            ));
         }
         tracing::info!(serial = %cert.serial, names = %cert.names, "issued");
         Ok(order)
@@ -555,7 +561,7 @@ fn effective_authz_status(row: &AuthzRow, now: i64) -> &str {
     }
 }
 
-/// Resumes validations and issuances interrupted by a restart.
+/// Resumes validations interrupted by a restart.
 pub(super) async fn resume(ra: &Arc<Ra>) -> Result<(), CaError> {
     for row in ra.store.authzs_with_status("processing").await? {
         let doc: AuthzDoc = from_json("authorization", &row.data)?;
@@ -569,17 +575,6 @@ pub(super) async fn resume(ra: &Arc<Ra>) -> Result<(), CaError> {
         tracing::info!(authz = %row.id, "resuming validation interrupted by a restart");
         let ra = Arc::clone(ra);
         tokio::spawn(async move { ra.run_validation(Authz { row, doc }, idx, key).await });
-    }
-    for order in ra.store.orders_with_status("processing").await? {
-        let doc: OrderDoc = from_json("order", &order.data)?;
-        let Some(csr_b64) = doc.csr.clone() else {
-            continue;
-        };
-        let der = b64::decode(&csr_b64).map_err(|e| CaError::Internal(e.to_string()))?;
-        let checked = csr::check(&der, &doc.identifiers, &ra.policy.keys)?;
-        tracing::info!(order = %order.id, "resuming issuance interrupted by a restart");
-        ra.issue(Order { row: order, doc }, checked.spki_der)
-            .await?;
     }
     Ok(())
 }

@@ -36,8 +36,18 @@ pub enum BenchCommand {
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
-        BenchCommand::Ca { directory, concurrency, orders, root, http01_port, domain_suffix } => {
-            anyhow::ensure!(concurrency > 0 && orders > 0, "--concurrency and --orders must be at least 1");
+        BenchCommand::Ca {
+            directory,
+            concurrency,
+            orders,
+            root,
+            http01_port,
+            domain_suffix,
+        } => {
+            anyhow::ensure!(
+                concurrency > 0 && orders > 0,
+                "--concurrency and --orders must be at least 1"
+            );
             let opts = BenchOptions {
                 directory,
                 root_pem: root,
@@ -49,7 +59,11 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             };
             let report = bench::run(opts).await?;
             print!("{report}");
-            anyhow::ensure!(report.orders_failed == 0, "{} orders failed", report.orders_failed);
+            anyhow::ensure!(
+                report.orders_failed == 0,
+                "{} orders failed",
+                report.orders_failed
+            );
             Ok(())
         }
     }
