@@ -256,6 +256,10 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport, BenchError> {
                         tracing::debug!(%name, error = %e.report(), "bench order failed");
                         tally.failed += 1;
                         tally.first_error.get_or_insert_with(|| e.report());
+                        // A failing CA is not being measured any more (a hung
+                        // one would make every later order wait out its
+                        // timeout): hand out no further orders.
+                        next.store(opts.orders, Ordering::Relaxed);
                     }
                 }
             }

@@ -99,6 +99,11 @@ impl CertkeeperCa {
         self.launch()
     }
 
+    /// The CA's process id (benchmarks read its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Daemon::pid)
+    }
+
     /// The data directory (`--data`).
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")

@@ -51,6 +51,27 @@ const EXTRA_BIN_DIRS: &[&str] = &[
     "/usr/local/bin",
 ];
 
+/// CPU time (user + system) a process has used so far, from `/proc/PID/stat`.
+pub fn process_cpu_time(pid: u32) -> anyhow::Result<std::time::Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("unexpected /proc stat format")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| -> anyhow::Result<u64> {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .context("no utime/stime in /proc stat")
+    };
+    let ticks = field(11)? + field(12)?;
+    // Linux reports in USER_HZ, which is 100 on every architecture Debian ships.
+    Ok(std::time::Duration::from_millis(ticks * 10))
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago, for a peer to listen on.
 ///
 /// The port is released before returning, so another process could take it

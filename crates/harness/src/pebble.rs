@@ -95,6 +95,11 @@ impl Pebble {
         Ok(pebble)
     }
 
+    /// pebble's process id (benchmarks read its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.daemon.pid()
+    }
+
     /// The ACME directory URL, `https://localhost:PORT/dir`.
     pub fn directory_url(&self) -> String {
         format!("https://localhost:{}/dir", self.acme_port)

@@ -195,6 +195,11 @@ impl Daemon {
         })
     }
 
+    /// The peer's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The tail of the peer's log, for error messages.
     pub(crate) fn log_tail(&self) -> String {
         tail(&std::fs::read_to_string(&self.log).unwrap_or_default(), 40)

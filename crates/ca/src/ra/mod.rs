@@ -12,6 +12,7 @@ mod orders;
 mod revocation;
 
 pub use accounts::NewAccount;
+pub use orders::{Authz, NewOrder, Order};
 pub use revocation::Revoker;
 
 use std::sync::Arc;

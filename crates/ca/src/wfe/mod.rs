@@ -21,7 +21,7 @@ pub use nonce::Nonces;
 
 use crate::CaError;
 use crate::objects::{Urls, account_json, authz_json, challenge_json, order_json, rfc3339};
-use crate::ra::{Account, NewAccount, Ra, Revoker};
+use crate::ra::{Account, NewAccount, Order, Ra, Revoker};
 
 /// Largest request body accepted: ACME requests are small, a CSR is the
 /// biggest part (a 4096-bit RSA CSR is under 2 KiB).
@@ -168,6 +168,21 @@ impl Wfe {
         })
     }
 
+    /// Authenticates a request that must be signed by an account key (`kid`).
+    async fn authenticate_account(
+        &self,
+        headers: &HeaderMap,
+        path: &str,
+        body: &[u8],
+    ) -> Result<(Authed, Account), CaError> {
+        let mut a = self.authenticate(headers, path, body, KeyMode::Kid).await?;
+        let account = a
+            .account
+            .take()
+            .ok_or_else(|| CaError::Internal("kid without account".into()))?;
+        Ok((a, account))
+    }
+
     /// A JSON response with the headers every ACME response carries.
     fn reply(
         &self,
@@ -217,6 +232,17 @@ impl Wfe {
         }
         resp
     }
+}
+
+/// RFC 8555 §7.1.3 order object of an order.
+fn order_body(urls: &Urls, order: &Order) -> Value {
+    order_json(
+        urls,
+        &order.row.id,
+        &order.row.status,
+        order.row.expires_at,
+        &order.doc,
+    )
 }
 
 /// HTTP/2 carries the host in the `:authority` pseudo-header, not `Host`;
@@ -325,12 +351,9 @@ async fn new_account(State(w): W, headers: HeaderMap, body: Bytes) -> Response {
 
 async fn account(State(w): W, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
     respond(&w, &headers, async {
-        let a = w
-            .authenticate(&headers, &format!("/acme/acct/{id}"), &body, KeyMode::Kid)
+        let (a, account) = w
+            .authenticate_account(&headers, &format!("/acme/acct/{id}"), &body)
             .await?;
-        let account = a
-            .account
-            .ok_or_else(|| CaError::Internal("kid without account".into()))?;
         if account.row.id != id {
             return Err(CaError::unauthorized(
                 "an account may only read or change itself",
@@ -379,12 +402,9 @@ async fn account_orders(
 
 async fn key_change(State(w): W, headers: HeaderMap, body: Bytes) -> Response {
     respond(&w, &headers, async {
-        let a = w
-            .authenticate(&headers, "/acme/key-change", &body, KeyMode::Kid)
+        let (a, account) = w
+            .authenticate_account(&headers, "/acme/key-change", &body)
             .await?;
-        let account = a
-            .account
-            .ok_or_else(|| CaError::Internal("kid without account".into()))?;
         let inner = Jws::parse(&a.jws.payload)?;
         let account_url = a.urls.account(&account.row.id);
         let account =
@@ -398,20 +418,11 @@ async fn key_change(State(w): W, headers: HeaderMap, body: Bytes) -> Response {
 
 async fn new_order(State(w): W, headers: HeaderMap, body: Bytes) -> Response {
     respond(&w, &headers, async {
-        let a = w
-            .authenticate(&headers, "/acme/new-order", &body, KeyMode::Kid)
+        let (a, account) = w
+            .authenticate_account(&headers, "/acme/new-order", &body)
             .await?;
-        let account = a
-            .account
-            .ok_or_else(|| CaError::Internal("kid without account".into()))?;
         let order = w.ra.new_order(&account, a.jws.payload_json()?).await?;
-        let body = order_json(
-            &a.urls,
-            &order.row.id,
-            &order.row.status,
-            order.row.expires_at,
-            &order.doc,
-        );
+        let body = order_body(&a.urls, &order);
         Ok(w.reply(
             StatusCode::CREATED,
             &a.urls,
@@ -424,20 +435,11 @@ async fn new_order(State(w): W, headers: HeaderMap, body: Bytes) -> Response {
 
 async fn order(State(w): W, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
     respond(&w, &headers, async {
-        let a = w
-            .authenticate(&headers, &format!("/acme/order/{id}"), &body, KeyMode::Kid)
+        let (a, account) = w
+            .authenticate_account(&headers, &format!("/acme/order/{id}"), &body)
             .await?;
-        let account = a
-            .account
-            .ok_or_else(|| CaError::Internal("kid without account".into()))?;
         let order = w.ra.order(&account, &id).await?;
-        let body = order_json(
-            &a.urls,
-            &order.row.id,
-            &order.row.status,
-            order.row.expires_at,
-            &order.doc,
-        );
+        let body = order_body(&a.urls, &order);
         let mut resp = w.reply(StatusCode::OK, &a.urls, body, None);
         if order.row.status == "processing" {
             resp.headers_mut()
@@ -475,13 +477,7 @@ async fn finalize(
         let csr = b64::decode(&req.csr)
             .map_err(|_| CaError::acme(ProblemType::BadCsr, "csr is not base64url DER"))?;
         let order = w.ra.finalize(&account, &id, &csr).await?;
-        let body = order_json(
-            &a.urls,
-            &order.row.id,
-            &order.row.status,
-            order.row.expires_at,
-            &order.doc,
-        );
+        let body = order_body(&a.urls, &order);
         Ok(w.reply(
             StatusCode::OK,
             &a.urls,
@@ -494,12 +490,9 @@ async fn finalize(
 
 async fn authz(State(w): W, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
     respond(&w, &headers, async {
-        let a = w
-            .authenticate(&headers, &format!("/acme/authz/{id}"), &body, KeyMode::Kid)
+        let (a, account) = w
+            .authenticate_account(&headers, &format!("/acme/authz/{id}"), &body)
             .await?;
-        let account = a
-            .account
-            .ok_or_else(|| CaError::Internal("kid without account".into()))?;
         let authz = if a.jws.payload.is_empty() {
             w.ra.authz(&account, &id).await?
         } else {
@@ -535,10 +528,7 @@ async fn challenge(
 ) -> Response {
     respond(&w, &headers, async {
         let path = format!("/acme/chall/{authz_id}/{chall_id}");
-        let a = w.authenticate(&headers, &path, &body, KeyMode::Kid).await?;
-        let account = a
-            .account
-            .ok_or_else(|| CaError::Internal("kid without account".into()))?;
+        let (a, account) = w.authenticate_account(&headers, &path, &body).await?;
         let authz = if a.jws.payload.is_empty() {
             w.ra.authz(&account, &authz_id).await?
         } else {
