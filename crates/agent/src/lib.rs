@@ -3,4 +3,6 @@
 
 pub mod acme;
 pub mod bench;
+pub mod config;
+pub mod planner;
 pub mod resolver;

@@ -140,3 +140,100 @@ impl Store {
         Ok(row.as_ref().map(managed_from).transpose()?)
     }
 }
+
+/// Lifecycle state of one managed certificate.
+#[derive(Clone, Default)]
+pub struct AgentStateRow {
+    /// The managed certificate's name.
+    pub name: String,
+    /// Fingerprint of the configuration the state belongs to.
+    pub fingerprint: String,
+    /// URL of the order in flight.
+    pub order_url: Option<String>,
+    /// PKCS#8 PEM key of the order in flight. Never logged.
+    pub order_key_pem: Option<String>,
+    /// Consecutive failures.
+    pub failures: i64,
+    /// No attempt before this time, unix seconds.
+    pub next_attempt: i64,
+    /// The last failure, for `status`.
+    pub last_error: Option<String>,
+    /// ARI window start.
+    pub ari_start: Option<i64>,
+    /// ARI window end.
+    pub ari_end: Option<i64>,
+    /// Chosen renewal time inside the window.
+    pub ari_chosen: Option<i64>,
+    /// When to ask the CA for the window again (its Retry-After).
+    pub ari_next_poll: Option<i64>,
+}
+
+impl std::fmt::Debug for AgentStateRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentStateRow")
+            .field("name", &self.name)
+            .field("order_url", &self.order_url)
+            .field("failures", &self.failures)
+            .field("next_attempt", &self.next_attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// The lifecycle state of a managed certificate (default when never seen).
+    pub async fn agent_state(&self, name: &str) -> Result<AgentStateRow, StoreError> {
+        let row = sqlx::query(
+            "SELECT name, fingerprint, order_url, order_key_pem, failures, next_attempt, last_error, \
+             ari_start, ari_end, ari_chosen, ari_next_poll FROM agent_state WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(r) = row else {
+            return Ok(AgentStateRow {
+                name: name.to_string(),
+                ..Default::default()
+            });
+        };
+        Ok(AgentStateRow {
+            name: r.try_get("name")?,
+            fingerprint: r.try_get("fingerprint")?,
+            order_url: r.try_get("order_url")?,
+            order_key_pem: r.try_get("order_key_pem")?,
+            failures: r.try_get("failures")?,
+            next_attempt: r.try_get("next_attempt")?,
+            last_error: r.try_get("last_error")?,
+            ari_start: r.try_get("ari_start")?,
+            ari_end: r.try_get("ari_end")?,
+            ari_chosen: r.try_get("ari_chosen")?,
+            ari_next_poll: r.try_get("ari_next_poll")?,
+        })
+    }
+
+    /// Writes a managed certificate's lifecycle state (insert or replace).
+    pub async fn put_agent_state(&self, s: &AgentStateRow, now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO agent_state (name, fingerprint, order_url, order_key_pem, failures, next_attempt, last_error, \
+             ari_start, ari_end, ari_chosen, ari_next_poll, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             ON CONFLICT (name) DO UPDATE SET fingerprint = excluded.fingerprint, order_url = excluded.order_url, \
+             order_key_pem = excluded.order_key_pem, failures = excluded.failures, next_attempt = excluded.next_attempt, \
+             last_error = excluded.last_error, ari_start = excluded.ari_start, ari_end = excluded.ari_end, \
+             ari_chosen = excluded.ari_chosen, ari_next_poll = excluded.ari_next_poll, updated_at = excluded.updated_at",
+        )
+        .bind(&s.name)
+        .bind(&s.fingerprint)
+        .bind(&s.order_url)
+        .bind(&s.order_key_pem)
+        .bind(s.failures)
+        .bind(s.next_attempt)
+        .bind(&s.last_error)
+        .bind(s.ari_start)
+        .bind(s.ari_end)
+        .bind(s.ari_chosen)
+        .bind(s.ari_next_poll)
+        .bind(now)
+        .execute(self.writer())
+        .await?;
+        Ok(())
+    }
+}

@@ -10,7 +10,7 @@ mod error;
 pub mod files;
 mod migrate;
 
-pub use agent::ManagedCertRow;
+pub use agent::{AgentStateRow, ManagedCertRow};
 pub use ca::{AccountRow, AuthzRow, CertificateRow, OrderRow};
 pub use error::StoreError;
 

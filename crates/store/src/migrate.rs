@@ -12,6 +12,7 @@ use crate::StoreError;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_ca.sql")),
     (2, include_str!("migrations/0002_agent.sql")),
+    (3, include_str!("migrations/0003_agent_state.sql")),
 ];
 
 /// Applies the migrations the database has not seen yet, each in its own transaction.

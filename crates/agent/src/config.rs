@@ -1,0 +1,419 @@
+//! The agent's configuration file (TOML). Parsed into types at the edge:
+//! unknown keys, dangling issuer references and impossible combinations are
+//! errors that name the key and the fix. Every default is safe for production
+//! and documented in docs/config.md.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Data directory: the agent's database (certificates, keys, state).
+    #[serde(default = "default_data")]
+    pub data: PathBuf,
+    /// Process-wide settings.
+    #[serde(default)]
+    pub agent: AgentSettings,
+    /// Run the built-in CA in this process too.
+    pub builtin_ca: Option<BuiltinCa>,
+    /// ACME CAs certificates come from.
+    #[serde(default, rename = "issuer")]
+    pub issuers: Vec<IssuerConfig>,
+    /// Managed certificates.
+    #[serde(default, rename = "certificate")]
+    pub certificates: Vec<CertificateConfig>,
+}
+
+/// Process-wide settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSettings {
+    /// Built-in http-01 responder address (the CA connects to port 80 of the name).
+    #[serde(default = "default_http01_listen")]
+    pub http01_listen: SocketAddr,
+    /// Built-in tls-alpn-01 responder address (the CA connects to port 443).
+    #[serde(default = "default_tlsalpn01_listen")]
+    pub tlsalpn01_listen: SocketAddr,
+    /// How often the daemon re-plans when nothing is due sooner.
+    #[serde(default = "default_check_interval")]
+    pub check_interval_seconds: u64,
+    /// First retry delay after a failure; doubles per consecutive failure.
+    #[serde(default = "default_backoff_initial")]
+    pub backoff_initial_seconds: u64,
+    /// Longest retry delay.
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max_seconds: u64,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings {
+            http01_listen: default_http01_listen(),
+            tlsalpn01_listen: default_tlsalpn01_listen(),
+            check_interval_seconds: default_check_interval(),
+            backoff_initial_seconds: default_backoff_initial(),
+            backoff_max_seconds: default_backoff_max(),
+        }
+    }
+}
+
+/// The built-in CA, when the agent should run it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuiltinCa {
+    /// HTTPS listen address of its ACME directory.
+    #[serde(default = "default_ca_listen")]
+    pub listen: SocketAddr,
+    /// Port it validates http-01 on.
+    #[serde(default = "default_http01_port")]
+    pub http01_port: u16,
+}
+
+/// An ACME CA.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// Name certificates refer to.
+    pub name: String,
+    /// ACME directory URL.
+    pub directory: String,
+    /// `mailto:` contacts for the account.
+    #[serde(default)]
+    pub contact: Vec<String>,
+    /// External account binding, when the CA requires it.
+    pub eab: Option<EabConfig>,
+    /// PEM file of roots to trust for the CA's own HTTPS (private CAs, pebble).
+    pub root: Option<PathBuf>,
+    /// Preferred certificate profile (draft-ietf-acme-profiles).
+    pub profile: Option<String>,
+}
+
+/// External account binding credentials (RFC 8555 §7.3.4).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EabConfig {
+    /// Key id from the CA.
+    pub kid: String,
+    /// base64url HMAC key from the CA.
+    pub hmac_key: String,
+}
+
+impl std::fmt::Debug for EabConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EabConfig")
+            .field("kid", &self.kid)
+            .field("hmac_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Certificate key types.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyType {
+    /// ECDSA P-256: small, fast, universally supported.
+    #[default]
+    #[serde(rename = "ecdsa-p256")]
+    EcdsaP256,
+    /// ECDSA P-384.
+    #[serde(rename = "ecdsa-p384")]
+    EcdsaP384,
+    /// RSA 2048.
+    Rsa2048,
+    /// RSA 3072.
+    Rsa3072,
+    /// RSA 4096.
+    Rsa4096,
+}
+
+/// Challenge types.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub enum ChallengeType {
+    /// RFC 8555 §8.3.
+    #[default]
+    #[serde(rename = "http-01")]
+    Http01,
+    /// RFC 8737.
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+    /// RFC 8555 §8.4, through `dns_hook`.
+    #[serde(rename = "dns-01")]
+    Dns01,
+}
+
+/// A managed certificate.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// Unique name (used by `status`, `renew`, `issue` and in the store).
+    pub name: String,
+    /// DNS names and IP addresses.
+    pub names: Vec<String>,
+    /// Which `[[issuer]]` to order from.
+    pub issuer: String,
+    /// Key type for new keys.
+    #[serde(default)]
+    pub key: KeyType,
+    /// Keep the same key across renewals (default: a fresh key each time).
+    #[serde(default)]
+    pub reuse_key: bool,
+    /// Challenge type.
+    #[serde(default)]
+    pub challenge: ChallengeType,
+    /// http-01 by writing token files under this directory's
+    /// `.well-known/acme-challenge/` instead of the built-in responder.
+    pub webroot: Option<PathBuf>,
+    /// dns-01 through commands (until the RFC 2136 solver lands).
+    pub dns_hook: Option<DnsHook>,
+    /// Renew this long before expiry instead of at a third of the lifetime
+    /// left (ignored when the CA offers an ARI window).
+    pub renew_before_days: Option<f64>,
+    /// Where to deploy.
+    #[serde(default)]
+    pub deploy: Vec<DeployConfig>,
+}
+
+/// dns-01 hook commands, run by `sh -c` with `CERTKEEPER_DOMAIN`,
+/// `CERTKEEPER_TXT_NAME` and `CERTKEEPER_TXT_VALUE` in the environment.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsHook {
+    /// Publishes the TXT record.
+    pub present: String,
+    /// Removes it.
+    pub cleanup: String,
+    /// Waits this long after `present` for the record to propagate.
+    #[serde(default)]
+    pub propagation_seconds: u64,
+}
+
+/// A deploy target: a directory of PEM files and an optional reload command.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployConfig {
+    /// Directory for cert.pem, chain.pem, fullchain.pem, key.pem (0600).
+    pub dir: PathBuf,
+    /// Also write combined.pem (key + full chain, 0600).
+    #[serde(default)]
+    pub combined: bool,
+    /// Command run by `sh -c` after the files are in place.
+    pub reload: Option<String>,
+    /// Kill the reload command after this long.
+    #[serde(default = "default_reload_timeout")]
+    pub reload_timeout_seconds: u64,
+    /// Retries of a failing reload command.
+    #[serde(default = "default_reload_retries")]
+    pub reload_retries: u32,
+}
+
+fn default_data() -> PathBuf {
+    PathBuf::from("certkeeper-data")
+}
+fn default_http01_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 80))
+}
+fn default_tlsalpn01_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 443))
+}
+/// Five minutes: short enough to pick up ARI changes and retries promptly,
+/// long enough to cost nothing.
+fn default_check_interval() -> u64 {
+    300
+}
+/// cert-manager and CertMagic start retrying after minutes, not seconds:
+/// a failure that repeats at once only spends the CA's failure budget.
+fn default_backoff_initial() -> u64 {
+    300
+}
+/// A day: a certificate with a third of its lifetime left survives many retries.
+fn default_backoff_max() -> u64 {
+    86400
+}
+fn default_ca_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 14000))
+}
+fn default_http01_port() -> u16 {
+    80
+}
+fn default_reload_timeout() -> u64 {
+    30
+}
+fn default_reload_retries() -> u32 {
+    3
+}
+
+/// A configuration file that is unreadable or does not make sense.
+#[derive(Debug, thiserror::Error)]
+#[error("config {file}: {message}")]
+pub struct ConfigError {
+    file: String,
+    message: String,
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&text, &file)
+    }
+
+    /// Parses and validates a document.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let err = |message: String| ConfigError {
+            file: file.to_string(),
+            message,
+        };
+        let config: Config = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+        let mut issuers = BTreeSet::new();
+        for i in &config.issuers {
+            if !issuers.insert(i.name.as_str()) {
+                return Err(err(format!("[[issuer]] name {:?} is used twice", i.name)));
+            }
+            if !i.directory.starts_with("https://") {
+                return Err(err(format!(
+                    "[[issuer]] {:?}: directory must be an https:// URL",
+                    i.name
+                )));
+            }
+        }
+        let mut names = BTreeSet::new();
+        for c in &config.certificates {
+            let at = format!("[[certificate]] {:?}", c.name);
+            if !names.insert(c.name.as_str()) {
+                return Err(err(format!("{at}: name is used twice")));
+            }
+            if c.names.is_empty() {
+                return Err(err(format!(
+                    "{at}: names is empty; list the DNS names or IPs to cover"
+                )));
+            }
+            if !issuers.contains(c.issuer.as_str()) {
+                return Err(err(format!(
+                    "{at}: issuer {:?} is not defined; add an [[issuer]] with that name",
+                    c.issuer
+                )));
+            }
+            if c.names.iter().any(|n| n.starts_with("*.")) && c.challenge != ChallengeType::Dns01 {
+                return Err(err(format!(
+                    "{at}: wildcard names need challenge = \"dns-01\""
+                )));
+            }
+            if c.challenge == ChallengeType::Dns01 && c.dns_hook.is_none() {
+                return Err(err(format!(
+                    "{at}: challenge dns-01 needs a [certificate.dns_hook] with present and cleanup"
+                )));
+            }
+            if c.webroot.is_some() && c.challenge != ChallengeType::Http01 {
+                return Err(err(format!("{at}: webroot only applies to http-01")));
+            }
+            if let Some(days) = c.renew_before_days {
+                if !(days > 0.0 && days < 398.0) {
+                    return Err(err(format!(
+                        "{at}: renew_before_days must be between 0 and 398, not {days}"
+                    )));
+                }
+            }
+        }
+        if config.agent.backoff_initial_seconds == 0
+            || config.agent.backoff_max_seconds < config.agent.backoff_initial_seconds
+        {
+            return Err(err(
+                "agent: backoff_initial_seconds must be > 0 and <= backoff_max_seconds".into(),
+            ));
+        }
+        Ok(config)
+    }
+
+    /// The issuer a certificate refers to (validated at parse time).
+    pub fn issuer(&self, name: &str) -> Option<&IssuerConfig> {
+        self.issuers.iter().find(|i| i.name == name)
+    }
+
+    /// A certificate by name.
+    pub fn certificate(&self, name: &str) -> Option<&CertificateConfig> {
+        self.certificates.iter().find(|c| c.name == name)
+    }
+}
+
+impl CertificateConfig {
+    /// A fingerprint of everything that changes what would be issued: a
+    /// change skips the failure backoff (the operator fixed something).
+    pub fn fingerprint(&self, issuer: &IssuerConfig) -> String {
+        let mut names = self.names.clone();
+        names.sort();
+        format!(
+            "{}|{}|{:?}|{:?}|{}|{:?}|{:?}",
+            names.join(","),
+            issuer.directory,
+            self.key,
+            self.challenge,
+            self.reuse_key,
+            issuer.profile,
+            self.renew_before_days
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+data = "/var/lib/certkeeper"
+[[issuer]]
+name = "le"
+directory = "https://acme.example/directory"
+contact = ["mailto:ops@example.com"]
+
+[[certificate]]
+name = "web"
+names = ["example.com", "www.example.com"]
+issuer = "le"
+
+[[certificate.deploy]]
+dir = "/etc/ssl/web"
+reload = "systemctl reload nginx"
+"#;
+
+    #[test]
+    fn a_good_config_parses_with_defaults() {
+        let c = Config::parse(GOOD, "t").expect("valid");
+        let web = c.certificate("web").expect("web");
+        assert_eq!(web.key, KeyType::EcdsaP256);
+        assert_eq!(web.challenge, ChallengeType::Http01);
+        assert_eq!(web.deploy[0].reload_timeout_seconds, 30);
+        assert_eq!(c.agent.backoff_initial_seconds, 300);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let e = Config::parse(&GOOD.replace("reload =", "relaod ="), "t").expect_err("typo");
+        assert!(e.to_string().contains("relaod"), "{e}");
+    }
+
+    #[test]
+    fn dangling_issuer_is_rejected() {
+        let e = Config::parse(&GOOD.replace("issuer = \"le\"", "issuer = \"nope\""), "t")
+            .expect_err("dangling");
+        assert!(e.to_string().contains("\"nope\" is not defined"), "{e}");
+    }
+
+    #[test]
+    fn wildcards_need_dns01() {
+        let e = Config::parse(
+            &GOOD.replace("\"www.example.com\"", "\"*.example.com\""),
+            "t",
+        )
+        .expect_err("wildcard");
+        assert!(e.to_string().contains("dns-01"), "{e}");
+    }
+}
