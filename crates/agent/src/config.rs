@@ -315,12 +315,12 @@ impl Config {
             if c.webroot.is_some() && c.challenge != ChallengeType::Http01 {
                 return Err(err(format!("{at}: webroot only applies to http-01")));
             }
-            if let Some(days) = c.renew_before_days {
-                if !(days > 0.0 && days < 398.0) {
-                    return Err(err(format!(
-                        "{at}: renew_before_days must be between 0 and 398, not {days}"
-                    )));
-                }
+            if let Some(days) = c.renew_before_days
+                && !(days > 0.0 && days < 398.0)
+            {
+                return Err(err(format!(
+                    "{at}: renew_before_days must be between 0 and 398, not {days}"
+                )));
             }
         }
         if config.agent.backoff_initial_seconds == 0
@@ -345,13 +345,26 @@ impl Config {
 }
 
 impl CertificateConfig {
-    /// A fingerprint of everything that changes what would be issued: a
-    /// change skips the failure backoff (the operator fixed something).
-    pub fn fingerprint(&self, issuer: &IssuerConfig) -> String {
+    /// A fingerprint of everything that decides what is issued and how it
+    /// is validated: a change skips the failure backoff (the operator fixed
+    /// something, so retrying at once is the point).
+    pub fn fingerprint(&self, issuer: &IssuerConfig, agent: &AgentSettings) -> String {
         let mut names = self.names.clone();
         names.sort();
+        let solver = match self.challenge {
+            ChallengeType::Http01 => match &self.webroot {
+                Some(root) => format!("webroot {}", root.display()),
+                None => format!("listen {}", agent.http01_listen),
+            },
+            ChallengeType::TlsAlpn01 => format!("listen {}", agent.tlsalpn01_listen),
+            ChallengeType::Dns01 => self
+                .dns_hook
+                .as_ref()
+                .map(|h| format!("{} | {}", h.present, h.cleanup))
+                .unwrap_or_default(),
+        };
         format!(
-            "{}|{}|{:?}|{:?}|{}|{:?}|{:?}",
+            "{}|{}|{:?}|{:?}|{}|{:?}|{:?}|{solver}",
             names.join(","),
             issuer.directory,
             self.key,

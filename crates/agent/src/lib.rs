@@ -4,5 +4,8 @@
 pub mod acme;
 pub mod bench;
 pub mod config;
+pub mod daemon;
+pub mod deploy;
 pub mod planner;
 pub mod resolver;
+pub mod solvers;

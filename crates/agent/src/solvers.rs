@@ -17,8 +17,16 @@ pub struct WebrootSolver {
 impl WebrootSolver {
     fn path(&self, c: &PendingChallenge) -> Result<PathBuf, SolverError> {
         // Tokens are base64url (RFC 8555 §8.1); refuse anything that could escape the directory.
-        if c.token.is_empty() || !c.token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(SolverError::new(format!("refusing unsafe challenge token {:?}", c.token)));
+        if c.token.is_empty()
+            || !c
+                .token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(SolverError::new(format!(
+                "refusing unsafe challenge token {:?}",
+                c.token
+            )));
         }
         Ok(self.root.join(".well-known/acme-challenge").join(&c.token))
     }
@@ -32,8 +40,12 @@ impl Solver for WebrootSolver {
     fn present<'a>(&'a self, c: &'a PendingChallenge) -> SolverFuture<'a> {
         Box::pin(async move {
             let path = self.path(c)?;
-            certkeeper_store::files::write_atomic(&path, c.key_authorization.as_bytes(), certkeeper_store::files::PUBLIC)
-                .map_err(|e| SolverError::new(format!("writing {}: {e}", path.display())))
+            certkeeper_store::files::write_atomic(
+                &path,
+                c.key_authorization.as_bytes(),
+                certkeeper_store::files::PUBLIC,
+            )
+            .map_err(|e| SolverError::new(format!("writing {}: {e}", path.display())))
         })
     }
 
@@ -43,7 +55,10 @@ impl Solver for WebrootSolver {
             match tokio::fs::remove_file(&path).await {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(SolverError::new(format!("removing {}: {e}", path.display()))),
+                Err(e) => Err(SolverError::new(format!(
+                    "removing {}: {e}",
+                    path.display()
+                ))),
             }
         })
     }
@@ -69,16 +84,28 @@ async fn run_hook(command: &str, c: &PendingChallenge) -> Result<(), SolverError
     cmd.arg("-c")
         .arg(command)
         .env("CERTKEEPER_DOMAIN", &c.identifier)
-        .env("CERTKEEPER_TXT_NAME", format!("_acme-challenge.{}", c.identifier))
+        .env(
+            "CERTKEEPER_TXT_NAME",
+            format!("_acme-challenge.{}", c.identifier),
+        )
         .env("CERTKEEPER_TXT_VALUE", &c.dns_value)
         .kill_on_drop(true);
     let out = tokio::time::timeout(HOOK_TIMEOUT, cmd.output())
         .await
-        .map_err(|_| SolverError::new(format!("dns hook {command:?} timed out after {} s", HOOK_TIMEOUT.as_secs())))?
+        .map_err(|_| {
+            SolverError::new(format!(
+                "dns hook {command:?} timed out after {} s",
+                HOOK_TIMEOUT.as_secs()
+            ))
+        })?
         .map_err(|e| SolverError::new(format!("dns hook {command:?} could not start: {e}")))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(SolverError::new(format!("dns hook {command:?} failed ({}): {}", out.status, stderr.trim())));
+        return Err(SolverError::new(format!(
+            "dns hook {command:?} failed ({}): {}",
+            out.status,
+            stderr.trim()
+        )));
     }
     Ok(())
 }

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ExternalAccountKey,
-    Identifier, NewAccount, NewOrder, Order, OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeStatus,
+    ExternalAccountKey, Identifier, NewAccount, NewOrder, Order, OrderStatus, RetryPolicy,
 };
 use rcgen::{CertificateParams, DistinguishedName, PublicKeyData};
 use rustls_pki_types::CertificateDer;
@@ -285,6 +285,10 @@ impl AcmeAccount {
 
     /// Runs one complete order: new order, challenges via `solver`,
     /// finalize with our own CSR, download and check the chain.
+    ///
+    /// Equivalent to [`create_order`](Self::create_order) followed by
+    /// [`complete_order`](Self::complete_order), minus the chance to persist
+    /// the order in between: use those two when a restart must resume it.
     pub async fn issue(
         &self,
         request: &OrderRequest,
@@ -295,18 +299,6 @@ impl AcmeAccount {
             names: names.clone(),
             reason,
         };
-        if request.names.is_empty() {
-            return Err(csr_err("no names requested".into()));
-        }
-        let proto = |step: Step| {
-            let names = names.clone();
-            move |source| AcmeError::Protocol {
-                step,
-                names,
-                source: Box::new(source),
-            }
-        };
-
         // Build the key and CSR before talking to the CA: a bad name or key
         // then fails without spending an order against the CA's limits.
         let key = match &request.key {
@@ -322,16 +314,139 @@ impl AcmeAccount {
                 CertificateKey::generate(*alg).map_err(|e| csr_err(e.to_string()))?
             }
         };
-        let key_pair = key.key_pair().map_err(|e| csr_err(e.to_string()))?;
-        let mut params =
-            CertificateParams::new(request.names.clone()).map_err(|e| csr_err(e.to_string()))?;
-        // The CA takes names from the SANs; an empty subject is what
-        // Let's Encrypt recommends and avoids CN length limits.
-        params.distinguished_name = DistinguishedName::new();
-        let csr = params
-            .serialize_request(&key_pair)
-            .map_err(|e| csr_err(e.to_string()))?;
+        let csr = SignedCsr::new(&request.names, &key)?;
 
+        let mark = Instant::now();
+        let order = self.new_order(request).await?;
+        let timings = StepTimings {
+            new_order: mark.elapsed(),
+            ..StepTimings::default()
+        };
+        self.drive(
+            order,
+            &request.names,
+            key,
+            &csr,
+            solver,
+            &request.poll,
+            Drive::Fresh(timings),
+        )
+        .await
+    }
+
+    /// Creates the order (`newOrder`: identifiers, profile, `replaces`) and
+    /// returns its URL without driving it.
+    ///
+    /// The caller persists the URL together with the certificate key before
+    /// calling [`complete_order`](Self::complete_order), so that a restart
+    /// (even after `kill -9`) resumes this order instead of spending another
+    /// one against the CA's rate limits. `request.key` and `request.poll` are
+    /// not used here. `replaces` is dropped when the CA has no `renewalInfo`
+    /// in its directory (RFC 9773 §5: only send it to CAs that offer ARI).
+    pub async fn create_order(&self, request: &OrderRequest) -> Result<String, AcmeError> {
+        let order = self.new_order(request).await?;
+        Ok(order.url().to_owned())
+    }
+
+    /// Loads the order at `order_url` and drives it to a certificate from
+    /// wherever it is.
+    ///
+    /// - `pending`: presents challenges through `solver` for the
+    ///   authorizations still pending (valid ones are skipped, challenges
+    ///   already being validated are not triggered again), then finalizes;
+    /// - `ready`: finalizes with a CSR for `names` signed by `key`;
+    /// - `processing` / `valid`: only waits for and downloads the chain, so
+    ///   an order finalized before a crash is never finalized again;
+    /// - `invalid`: [`AcmeError::OrderInvalid`] with the CA's reasons.
+    ///
+    /// `names` and `key` must be the ones the order was created for and
+    /// finalized with; the order's identifiers are checked against `names`
+    /// before anything is sent, and the leaf against `key` after download.
+    /// On an error, [`AcmeError::needs_new_order`] says whether this order
+    /// is dead (discard it) or may be resumed again later.
+    pub async fn complete_order(
+        &self,
+        order_url: &str,
+        names: &[String],
+        key: &CertificateKey,
+        solver: &dyn Solver,
+        poll: &PollPolicy,
+    ) -> Result<IssuedCertificate, AcmeError> {
+        let csr = SignedCsr::new(names, key)?;
+        let order = self
+            .account
+            .order(order_url.to_owned())
+            .await
+            .map_err(|source| AcmeError::Protocol {
+                step: Step::LoadOrder,
+                names: names.join(","),
+                source: Box::new(source),
+            })?;
+        self.drive(
+            order,
+            names,
+            key.clone(),
+            &csr,
+            solver,
+            poll,
+            Drive::Resumed,
+        )
+        .await
+    }
+
+    /// Asks the CA when to renew `leaf` (RFC 9773 ACME Renewal Information).
+    ///
+    /// Returns the suggested window `(start, end)` and how long to wait
+    /// before asking again (the CA's `Retry-After`, as sent: the caller
+    /// clamps it to its own minimum and maximum poll interval). `Ok(None)`
+    /// when the CA's directory has no `renewalInfo` resource: renew on the
+    /// certificate's own schedule then.
+    pub async fn renewal_window(
+        &self,
+        leaf: &CertificateDer<'_>,
+    ) -> Result<Option<(OffsetDateTime, OffsetDateTime, Duration)>, AcmeError> {
+        let id = cert_id(leaf)?;
+        match self.account.renewal_info(&id).await {
+            Ok((info, retry_after)) => {
+                let window = info.suggested_window;
+                // RFC 9773 §4.2: a window whose end is not after its start is invalid.
+                if window.end <= window.start {
+                    return Err(AcmeError::BadRenewalInfo {
+                        cert_id: id.to_string(),
+                        reason: format!(
+                            "suggested window ends ({}) before it starts ({})",
+                            window.end, window.start
+                        ),
+                    });
+                }
+                Ok(Some((window.start, window.end, retry_after)))
+            }
+            // instant-acme checks the directory before sending anything.
+            Err(instant_acme::Error::Unsupported(_)) => Ok(None),
+            Err(source) => Err(AcmeError::Protocol {
+                step: Step::RenewalInfo,
+                names: id.to_string(),
+                source: Box::new(source),
+            }),
+        }
+    }
+
+    /// Sends `newOrder` for `request`; the shared first half of
+    /// [`issue`](Self::issue) and [`create_order`](Self::create_order).
+    async fn new_order(&self, request: &OrderRequest) -> Result<Order, AcmeError> {
+        let names = request.names.join(",");
+        if request.names.is_empty() {
+            return Err(AcmeError::Csr {
+                names,
+                reason: "no names requested".into(),
+            });
+        }
+        // The same check the CSR will get later, so a name we could never
+        // finalize does not cost an order.
+        CertificateParams::new(request.names.clone()).map_err(|e| AcmeError::Csr {
+            names: names.clone(),
+            reason: e.to_string(),
+        })?;
         let identifiers: Vec<Identifier> = request
             .names
             .iter()
@@ -340,67 +455,121 @@ impl AcmeAccount {
                 Err(_) => Identifier::Dns(name.clone()),
             })
             .collect();
-        let mut new_order = NewOrder::new(&identifiers);
-        if let Some(profile) = &request.profile {
-            new_order = new_order.profile(profile);
-        }
-        if let Some(replaces) = &request.replaces {
-            new_order = new_order.replaces(replaces.clone());
-        }
-        let mut timings = StepTimings::default();
-        let mut mark = Instant::now();
-        let mut order = self
-            .account
-            .new_order(&new_order)
-            .await
-            .map_err(proto(Step::NewOrder))?;
-        let order_url = order.url().to_owned();
-        debug!(%order_url, %names, "order created");
-        timings.new_order = mark.elapsed();
-
-        // Always withdraw what we published, even when validation failed.
-        let mut presented = Vec::new();
-        let authorized = self
-            .authorize(
-                &mut order,
-                solver,
-                &names,
-                &request.poll,
-                &mut presented,
-                &mut timings,
-            )
-            .await;
-        for challenge in &presented {
-            if let Err(e) = solver.cleanup(challenge).await {
-                warn!(name = %challenge.identifier, error = %e, "challenge cleanup failed");
+        let build = |with_replaces: bool| {
+            let mut new_order = NewOrder::new(&identifiers);
+            if let Some(profile) = &request.profile {
+                new_order = new_order.profile(profile);
             }
-        }
-        authorized?;
+            if let Some(replaces) = request.replaces.as_ref().filter(|_| with_replaces) {
+                new_order = new_order.replaces(replaces.clone());
+            }
+            new_order
+        };
+        let result = match self.account.new_order(&build(true)).await {
+            // Refused locally, nothing was sent: the CA has no ARI.
+            Err(instant_acme::Error::Unsupported(what)) if request.replaces.is_some() => {
+                debug!(%names, unsupported = what, "CA has no ARI; ordering without `replaces`");
+                self.account.new_order(&build(false)).await
+            }
+            other => other,
+        };
+        let order = result.map_err(|source| AcmeError::Protocol {
+            step: Step::NewOrder,
+            names: names.clone(),
+            source: Box::new(source),
+        })?;
+        debug!(order_url = order.url(), %names, "order created");
+        Ok(order)
+    }
 
-        mark = Instant::now();
-        order
-            .finalize_csr(csr.der())
-            .await
-            .map_err(proto(Step::Finalize))?;
-        timings.finalize = mark.elapsed();
+    /// Drives `order` from its current status to a checked certificate.
+    #[allow(clippy::too_many_arguments)]
+    async fn drive(
+        &self,
+        mut order: Order,
+        requested: &[String],
+        key: CertificateKey,
+        csr: &SignedCsr,
+        solver: &dyn Solver,
+        poll: &PollPolicy,
+        how: Drive,
+    ) -> Result<IssuedCertificate, AcmeError> {
+        let names = requested.join(",");
+        let order_url = order.url().to_owned();
+        let proto = |step: Step| {
+            let names = names.clone();
+            move |source| AcmeError::Protocol {
+                step,
+                names,
+                source: Box::new(source),
+            }
+        };
+        let (mut timings, resumed) = match how {
+            Drive::Fresh(timings) => (timings, false),
+            Drive::Resumed => (StepTimings::default(), true),
+        };
+        let status = order.state().status;
+        if resumed {
+            debug!(%order_url, %names, ?status, "resuming order");
+        }
+        match status {
+            OrderStatus::Invalid => {
+                let problem = order.state().error.clone().map(Box::new);
+                return Err(self.invalid_order(&mut order, &names, problem).await);
+            }
+            // Before finalizing a persisted order, make sure it is the one
+            // we think: a CSR for other names would make the CA reject it.
+            OrderStatus::Pending | OrderStatus::Ready if resumed => {
+                check_identifiers(&mut order, requested, &names).await?;
+            }
+            _ => {}
+        }
+
+        if status == OrderStatus::Pending {
+            // Always withdraw what we published, even when validation failed.
+            let mut presented = Vec::new();
+            let authorized = self
+                .authorize(
+                    &mut order,
+                    solver,
+                    &names,
+                    poll,
+                    &mut presented,
+                    &mut timings,
+                )
+                .await;
+            for challenge in &presented {
+                if let Err(e) = solver.cleanup(challenge).await {
+                    warn!(name = %challenge.identifier, error = %e, "challenge cleanup failed");
+                }
+            }
+            authorized?;
+        }
+
+        if order.state().status == OrderStatus::Ready {
+            let mark = Instant::now();
+            order
+                .finalize_csr(&csr.der)
+                .await
+                .map_err(proto(Step::Finalize))?;
+            timings.finalize = mark.elapsed();
+            crate::daemon::crash_point("finalized");
+        }
 
         // Pebble and Boulder may already be `valid` in the finalize response;
         // `certificate()` then downloads at once instead of sleeping first.
         let started = Instant::now();
         let chain_pem = match order.certificate().await {
             Ok(Some(pem)) => pem,
-            Ok(None) => order
-                .poll_certificate(&request.poll.retry())
-                .await
-                .map_err(|e| {
-                    wait_error(
-                        e,
-                        Step::PollCertificate,
-                        &names,
-                        &order_url,
-                        started.elapsed(),
-                    )
-                })?,
+            Ok(None) => order.poll_certificate(&poll.retry()).await.map_err(|e| {
+                wait_error(
+                    e,
+                    Step::PollCertificate,
+                    &names,
+                    &order_url,
+                    started.elapsed(),
+                )
+            })?,
             Err(e) => return Err(proto(Step::PollCertificate)(e)),
         };
         timings.download = started.elapsed();
@@ -416,12 +585,11 @@ impl AcmeAccount {
         let leaf = chain
             .first()
             .ok_or_else(|| bad("empty certificate chain".into()))?;
-        let (not_before, not_after) =
-            check_leaf(leaf, &key_pair.subject_public_key_info(), &request.names).map_err(bad)?;
+        let (not_before, not_after) = check_leaf(leaf, &csr.spki, requested).map_err(bad)?;
 
         Ok(IssuedCertificate {
             order_url,
-            names: request.names.clone(),
+            names: requested.to_vec(),
             chain_pem,
             chain,
             key,
@@ -529,6 +697,12 @@ impl AcmeAccount {
                 }
                 let name = authz.identifier().to_string();
                 if let Some(mut challenge) = authz.challenge(kind.clone()) {
+                    // A resumed order may have asked already: the CA is
+                    // validating (it sees our response again), and a second
+                    // POST would be refused by some CAs.
+                    if challenge.status != ChallengeStatus::Pending {
+                        continue;
+                    }
                     challenge
                         .set_ready()
                         .await
@@ -608,6 +782,92 @@ impl AcmeAccount {
     }
 }
 
+/// How [`AcmeAccount::drive`] got its order.
+enum Drive {
+    /// Just created by `issue`, with the `newOrder` time already measured.
+    Fresh(StepTimings),
+    /// Loaded from a persisted URL; its identifiers must be checked.
+    Resumed,
+}
+
+/// A CSR for the requested names, plus the key's SubjectPublicKeyInfo to
+/// check the issued leaf against.
+struct SignedCsr {
+    der: Vec<u8>,
+    spki: Vec<u8>,
+}
+
+impl SignedCsr {
+    fn new(names: &[String], key: &CertificateKey) -> Result<Self, AcmeError> {
+        let csr_err = |reason: String| AcmeError::Csr {
+            names: names.join(","),
+            reason,
+        };
+        if names.is_empty() {
+            return Err(csr_err("no names requested".into()));
+        }
+        let key_pair = key.key_pair().map_err(|e| csr_err(e.to_string()))?;
+        let mut params =
+            CertificateParams::new(names.to_vec()).map_err(|e| csr_err(e.to_string()))?;
+        // The CA takes names from the SANs; an empty subject is what
+        // Let's Encrypt recommends and avoids CN length limits.
+        params.distinguished_name = DistinguishedName::new();
+        let csr = params
+            .serialize_request(&key_pair)
+            .map_err(|e| csr_err(e.to_string()))?;
+        Ok(Self {
+            der: csr.der().to_vec(),
+            spki: key_pair.subject_public_key_info(),
+        })
+    }
+}
+
+/// The ARI certificate identifier (RFC 9773 §4.1: base64url AKI keyIdentifier
+/// "." base64url serial) of `leaf`, for [`OrderRequest::replaces`] and
+/// [`AcmeAccount::renewal_window`].
+pub fn cert_id(leaf: &CertificateDer<'_>) -> Result<CertificateIdentifier<'static>, AcmeError> {
+    CertificateIdentifier::try_from(leaf)
+        .map(CertificateIdentifier::into_owned)
+        .map_err(|reason| AcmeError::CertificateId { reason })
+}
+
+/// One name as the CA and the leaf spell it: DNS names are case-insensitive,
+/// IP addresses have one canonical text form.
+fn normalize_name(name: &str) -> String {
+    match name.parse::<IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => name.to_ascii_lowercase(),
+    }
+}
+
+/// Refuses to drive a persisted order whose identifiers are not `requested`.
+async fn check_identifiers(
+    order: &mut Order,
+    requested: &[String],
+    names: &str,
+) -> Result<(), AcmeError> {
+    let order_url = order.url().to_owned();
+    let mut have = BTreeSet::new();
+    let mut identifiers = order.identifiers();
+    while let Some(identifier) = identifiers.next().await {
+        let identifier = identifier.map_err(|source| AcmeError::Protocol {
+            step: Step::Authorization,
+            names: names.to_owned(),
+            source: Box::new(source),
+        })?;
+        have.insert(normalize_name(&identifier.to_string()));
+    }
+    let want: BTreeSet<String> = requested.iter().map(|n| normalize_name(n)).collect();
+    if have != want {
+        return Err(AcmeError::OrderMismatch {
+            order_url,
+            order_names: have.into_iter().collect::<Vec<_>>().join(","),
+            names: names.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 fn wait_error(
     e: instant_acme::Error,
     step: Step,
@@ -665,13 +925,7 @@ fn check_leaf(
     }
     let missing: Vec<&str> = names
         .iter()
-        .filter(|name| {
-            let want = match name.parse::<IpAddr>() {
-                Ok(ip) => ip.to_string(),
-                Err(_) => name.to_ascii_lowercase(),
-            };
-            !have.contains(&want)
-        })
+        .filter(|name| !have.contains(&normalize_name(name)))
         .map(String::as_str)
         .collect();
     if !missing.is_empty() {

@@ -26,6 +26,10 @@ pub enum Step {
     Finalize,
     /// Waiting for the order to become `valid` and downloading the chain.
     PollCertificate,
+    /// Loading a persisted order by its URL to resume it.
+    LoadOrder,
+    /// Fetching ACME renewal information (RFC 9773) for a certificate.
+    RenewalInfo,
 }
 
 impl fmt::Display for Step {
@@ -38,6 +42,8 @@ impl fmt::Display for Step {
             Self::PollReady => "wait for order ready",
             Self::Finalize => "finalize",
             Self::PollCertificate => "wait for certificate",
+            Self::LoadOrder => "load order",
+            Self::RenewalInfo => "renewal info",
         })
     }
 }
@@ -145,6 +151,36 @@ pub enum AcmeError {
         /// What went wrong.
         reason: String,
     },
+    /// A persisted order is for other names than the caller asked to complete.
+    #[error(
+        "order {order_url} is for [{order_names}], not [{names}]; discard it and create a new order"
+    )]
+    OrderMismatch {
+        /// URL of the order.
+        order_url: String,
+        /// The identifiers the CA has on the order.
+        order_names: String,
+        /// The names the caller wanted.
+        names: String,
+    },
+    /// The certificate carries no usable ARI identifier (RFC 9773 §4.1).
+    #[error(
+        "cannot identify the certificate for ACME renewal information: {reason}; renew it on its own schedule instead"
+    )]
+    CertificateId {
+        /// Why (typically: no Authority Key Identifier extension).
+        reason: String,
+    },
+    /// The CA's renewal information is unusable (RFC 9773 §4.2).
+    #[error(
+        "renewal information for certificate {cert_id} is unusable: {reason}; renew on the certificate's own schedule"
+    )]
+    BadRenewalInfo {
+        /// The ARI certificate identifier (`AKI.serial`).
+        cert_id: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The CA returned a chain we must not install (bad PEM, wrong key, missing names).
     #[error("the CA returned an unusable certificate for [{names}] (order {order_url}): {reason}")]
     BadCertificate {
@@ -204,8 +240,55 @@ impl AcmeError {
             Self::Csr { .. } => Some(Step::Finalize),
             Self::BadCertificate { .. } => Some(Step::PollCertificate),
             Self::RootPem { .. } => Some(Step::Account),
+            Self::OrderMismatch { .. } => Some(Step::LoadOrder),
+            Self::BadRenewalInfo { .. } => Some(Step::RenewalInfo),
+            Self::CertificateId { .. } => None,
         }
     }
+
+    /// Whether the order this error came from can never be completed, so a
+    /// resuming caller must discard the persisted order URL (and key, unless
+    /// reused on purpose) and create a new order, through the rate-limit
+    /// guard like any other. Timeouts, transport and solver errors are not
+    /// terminal: the same order can be resumed later.
+    pub fn needs_new_order(&self) -> bool {
+        match self {
+            Self::OrderInvalid { .. }
+            | Self::Authorization(_)
+            | Self::OrderMismatch { .. }
+            | Self::BadCertificate { .. } => true,
+            // The CA does not know the order (expired and purged, or
+            // another account's): 404 or 403 on loading it.
+            Self::Protocol {
+                step: Step::LoadOrder,
+                source,
+                ..
+            } => matches!(
+                source.as_ref(),
+                instant_acme::Error::Api(problem) if matches!(problem.status, Some(403 | 404))
+            ),
+            // A CA that validates inline (ours does) answers the challenge
+            // POST with the failed validation: the authorization is invalid,
+            // and with it the order (RFC 8555 §7.1.6).
+            Self::Protocol {
+                step: Step::ChallengeReady,
+                source,
+                ..
+            } => matches!(
+                source.as_ref(),
+                instant_acme::Error::Api(problem) if problem.r#type.as_deref().is_some_and(is_validation_problem)
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// RFC 8555 §6.7 problem types a failed validation reports.
+fn is_validation_problem(urn: &str) -> bool {
+    matches!(
+        urn.trim_start_matches("urn:ietf:params:acme:error:"),
+        "caa" | "connection" | "dns" | "incorrectResponse" | "tls" | "unauthorized"
+    )
 }
 
 /// Renders a problem document as "type: detail" without instant-acme's

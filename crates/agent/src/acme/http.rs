@@ -12,8 +12,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::Request;
 use hyper::body::Bytes;
+use hyper::{Request, StatusCode};
 use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -124,6 +124,7 @@ impl HttpClient for TimedHttpClient {
                     rsp.body = Box::new(TimedBody {
                         inner: rsp.body,
                         deadline,
+                        status: rsp.parts.status,
                         uri,
                     });
                     Ok(rsp)
@@ -140,6 +141,7 @@ impl HttpClient for TimedHttpClient {
 struct TimedBody {
     inner: Box<dyn BytesBody>,
     deadline: tokio::time::Instant,
+    status: StatusCode,
     uri: String,
 }
 
@@ -155,9 +157,104 @@ impl BytesBody for TimedBody {
     {
         Box::pin(async move {
             match tokio::time::timeout_at(self.deadline, self.inner.into_bytes()).await {
+                Ok(Ok(body)) if is_error(self.status) => {
+                    Ok(problem_body(self.status, &self.uri, body))
+                }
                 Ok(result) => result,
                 Err(_) => Err(format!("response body from {} timed out", self.uri).into()),
             }
         })
+    }
+}
+
+/// Whether instant-acme will parse this response's body as a problem document.
+fn is_error(status: StatusCode) -> bool {
+    !(status.is_informational() || status.is_success() || status.is_redirection())
+}
+
+/// Makes an error response's body a problem document that carries the HTTP
+/// status.
+///
+/// instant-acme parses every error body as RFC 7807 JSON. A bare `404` with
+/// an empty body (pebble, for an unknown order) or a proxy's HTML `502`
+/// would otherwise surface as "failed to (de)serialize JSON" with the status
+/// lost, and the agent could not tell "this order is gone" from "the CA is
+/// down".
+fn problem_body(status: StatusCode, uri: &str, body: Bytes) -> Bytes {
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Object(mut doc)) => {
+            if doc.contains_key("status") {
+                return body;
+            }
+            doc.insert("status".into(), status.as_u16().into());
+            serde_json::to_vec(&doc).map(Bytes::from).unwrap_or(body)
+        }
+        _ => {
+            let text = String::from_utf8_lossy(&body);
+            let snippet: String = text.trim().chars().take(200).collect();
+            let mut detail = format!("HTTP {status} from {uri} without a problem document");
+            if !snippet.is_empty() {
+                detail.push_str(": ");
+                detail.push_str(&snippet);
+            }
+            // No `type`: RFC 7807 §4.2 reads that as "about:blank", i.e.
+            // nothing beyond the status is known.
+            let doc = serde_json::json!({ "status": status.as_u16(), "detail": detail });
+            serde_json::to_vec(&doc).map(Bytes::from).unwrap_or(body)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: Bytes) -> instant_acme::Problem {
+        serde_json::from_slice(&body).expect("a problem document")
+    }
+
+    #[test]
+    fn bare_error_bodies_become_problems_with_the_status() {
+        let empty = parse(problem_body(
+            StatusCode::NOT_FOUND,
+            "https://ca.test/order/1",
+            Bytes::new(),
+        ));
+        assert_eq!(empty.status, Some(404));
+        assert_eq!(empty.r#type, None);
+        let detail = empty.detail.expect("detail");
+        assert!(
+            detail.contains("404") && detail.contains("/order/1"),
+            "{detail}"
+        );
+
+        let html = parse(problem_body(
+            StatusCode::BAD_GATEWAY,
+            "https://ca.test/dir",
+            Bytes::from_static(b"<html>bad gateway</html>"),
+        ));
+        assert_eq!(html.status, Some(502));
+        assert!(html.detail.expect("detail").contains("bad gateway"));
+    }
+
+    #[test]
+    fn problem_documents_keep_their_fields_and_gain_a_missing_status() {
+        let with_status = Bytes::from_static(
+            br#"{"type":"urn:ietf:params:acme:error:rateLimited","status":429,"detail":"slow down"}"#,
+        );
+        assert_eq!(
+            problem_body(StatusCode::TOO_MANY_REQUESTS, "u", with_status.clone()),
+            with_status
+        );
+        let without = parse(problem_body(
+            StatusCode::FORBIDDEN,
+            "u",
+            Bytes::from_static(br#"{"type":"urn:ietf:params:acme:error:unauthorized"}"#),
+        ));
+        assert_eq!(without.status, Some(403));
+        assert_eq!(
+            without.r#type.as_deref(),
+            Some("urn:ietf:params:acme:error:unauthorized")
+        );
     }
 }

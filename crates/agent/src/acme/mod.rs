@@ -4,6 +4,11 @@
 //! The flow is always: new order → present challenges through a [`Solver`]
 //! → wait for `ready` → finalize with our own CSR (the key never leaves the
 //! agent) → wait for `valid` → download and check the chain.
+//!
+//! [`AcmeAccount::create_order`] and [`AcmeAccount::complete_order`] split
+//! that flow after `newOrder`, so the agent can persist the order URL and
+//! key first and, after a crash, resume the same order from whatever state
+//! the CA has it in.
 
 mod client;
 mod error;
@@ -15,7 +20,7 @@ mod tlsalpn01;
 
 pub use client::{
     AcmeAccount, AcmeDirectory, ExternalAccountBinding, IssuedCertificate, KeyChoice,
-    NewAccountOptions, OrderRequest, PollPolicy, StepTimings,
+    NewAccountOptions, OrderRequest, PollPolicy, StepTimings, cert_id,
 };
 pub use error::{AcmeError, FailedAuthorization, Step};
 pub use http01::Http01Responder;

@@ -287,16 +287,16 @@ impl Ra {
 
 /// Account keys: RSA of at least 2048 bits, P-256, P-384 or Ed25519.
 fn check_account_key(key: &Jwk) -> Result<(), CaError> {
-    if let Jwk::Rsa { n, .. } = key {
-        if n.len() * 8 < 2048 {
-            return Err(CaError::acme(
-                ProblemType::BadPublicKey,
-                format!(
-                    "RSA account keys must have at least 2048 bits, this one has {}",
-                    n.len() * 8
-                ),
-            ));
-        }
+    if let Jwk::Rsa { n, .. } = key
+        && n.len() * 8 < 2048
+    {
+        return Err(CaError::acme(
+            ProblemType::BadPublicKey,
+            format!(
+                "RSA account keys must have at least 2048 bits, this one has {}",
+                n.len() * 8
+            ),
+        ));
     }
     Ok(())
 }

@@ -225,10 +225,10 @@ impl Wfe {
             HeaderValue::from_static("application/problem+json"),
         );
         self.common_headers(resp.headers_mut(), urls.as_ref());
-        if let (CaError::Conflict { location, .. }, Some(u)) = (&e, &urls) {
-            if let Ok(v) = HeaderValue::from_str(&format!("{}{location}", u.base)) {
-                resp.headers_mut().insert(header::LOCATION, v);
-            }
+        if let (CaError::Conflict { location, .. }, Some(u)) = (&e, &urls)
+            && let Ok(v) = HeaderValue::from_str(&format!("{}{location}", u.base))
+        {
+            resp.headers_mut().insert(header::LOCATION, v);
         }
         resp
     }
@@ -248,14 +248,13 @@ fn order_body(urls: &Urls, order: &Order) -> Value {
 /// HTTP/2 carries the host in the `:authority` pseudo-header, not `Host`;
 /// copy it over so every handler reads one place.
 async fn host_from_authority(mut req: axum::extract::Request) -> axum::extract::Request {
-    if !req.headers().contains_key(header::HOST) {
-        if let Some(v) = req
+    if !req.headers().contains_key(header::HOST)
+        && let Some(v) = req
             .uri()
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            req.headers_mut().insert(header::HOST, v);
-        }
+    {
+        req.headers_mut().insert(header::HOST, v);
     }
     req
 }

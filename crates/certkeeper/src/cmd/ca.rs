@@ -169,8 +169,8 @@ async fn list(data: &Path, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<34} {:<8} {:<20} {:<7} {}",
-        "SERIAL", "STATUS", "NOT AFTER", "REASON", "NAMES"
+        "{:<34} {:<8} {:<20} {:<7} NAMES",
+        "SERIAL", "STATUS", "NOT AFTER", "REASON"
     );
     for c in &certs {
         let reason = c

@@ -1,5 +1,6 @@
 //! The command tree.
 
+mod agent;
 mod bench;
 mod ca;
 mod status_page;
@@ -22,6 +23,36 @@ enum Command {
     Ca(ca::CaCommand),
     /// The main job: built-in CA, a certificate for localhost, an HTTPS status page.
     Up(up::UpArgs),
+    /// Show every managed certificate: names, issuer, expiry, next renewal, state, last error.
+    Status {
+        #[command(flatten)]
+        config: agent::ConfigArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Renew one certificate now if due (or at once with --force, skipping backoff).
+    Renew {
+        /// The [[certificate]] name.
+        name: String,
+        #[command(flatten)]
+        config: agent::ConfigArg,
+        /// Renew even if not due, ignoring failure backoff.
+        #[arg(long)]
+        force: bool,
+    },
+    /// One pass for one certificate: obtain it if missing, renew it if due (for cron).
+    Issue {
+        /// The [[certificate]] name.
+        name: String,
+        #[command(flatten)]
+        config: agent::ConfigArg,
+    },
+    /// Validate a configuration file without touching anything.
+    CheckConfig {
+        /// The file.
+        file: std::path::PathBuf,
+    },
     /// Load generators, to measure against a peer in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -33,5 +64,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ca(c) => ca::run(c).await,
         Command::Bench(c) => bench::run(c).await,
         Command::Up(a) => up::run(a).await,
+        Command::Status { config, json } => agent::status(&config.config, json).await,
+        Command::Renew {
+            name,
+            config,
+            force,
+        } => agent::once(&config.config, &name, force).await,
+        Command::Issue { name, config } => agent::once(&config.config, &name, false).await,
+        Command::CheckConfig { file } => agent::check_config(&file),
     }
 }

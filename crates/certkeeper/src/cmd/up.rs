@@ -25,6 +25,9 @@ const ISSUER: &str = "builtin";
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
+    /// Run the agent on this configuration instead of the embedded defaults.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Data directory: the agent's database, and the built-in CA under `builtin-ca/`.
     #[arg(long, default_value = "certkeeper-data")]
     data: PathBuf,
@@ -58,6 +61,9 @@ fn renew_at(c: &ManagedCertRow) -> i64 {
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    if let Some(config) = &args.config {
+        return crate::cmd::agent::daemon(config).await;
+    }
     let ca_dir = args.data.join("builtin-ca");
     let ca = certkeeper_ca::start(
         CaConfig {
@@ -146,14 +152,14 @@ fn rfc3339(t: i64) -> String {
 
 /// Loads the stored account for the built-in CA, or registers one.
 async fn account(store: &Store, directory: &AcmeDirectory) -> anyhow::Result<AcmeAccount> {
-    if let Some((url, credentials)) = store.agent_account(ISSUER).await? {
-        if url == directory.url {
-            let credentials = serde_json::from_str(&credentials)
-                .context("stored account credentials are corrupt")?;
-            return AcmeAccount::load(directory, credentials)
-                .await
-                .context("loading the stored ACME account");
-        }
+    if let Some((url, credentials)) = store.agent_account(ISSUER).await?
+        && url == directory.url
+    {
+        let credentials =
+            serde_json::from_str(&credentials).context("stored account credentials are corrupt")?;
+        return AcmeAccount::load(directory, credentials)
+            .await
+            .context("loading the stored ACME account");
     }
     let (account, credentials) = AcmeAccount::create(directory, &NewAccountOptions::default())
         .await

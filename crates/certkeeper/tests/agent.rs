@@ -1,0 +1,238 @@
+//! The agent through its CLI (`issue`, `renew`, `status`) against real CAs:
+//! pebble (with half of all nonces rejected) and our own CA. Issuance,
+//! deployment, forced renewal, crashes at exact steps (the next run finishes
+//! the same order), and failure backoff that survives restarts.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use certkeeper_harness::{Bind, CaOptions, CertkeeperCa, Pebble, free_port, openssl_verify};
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_certkeeper"))
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        Setup {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// Writes certkeeper.toml for one certificate `web` from one issuer.
+    fn config(&self, directory: &str, root: &Path, http01_port: u16, name: &str) -> PathBuf {
+        let deploy = self.path("deploy");
+        let text = format!(
+            r#"data = "{data}"
+[agent]
+http01_listen = "127.0.0.1:{http01_port}"
+backoff_initial_seconds = 600
+
+[[issuer]]
+name = "ca"
+directory = "{directory}"
+root = "{root}"
+
+[[certificate]]
+name = "web"
+names = ["{name}"]
+issuer = "ca"
+
+[[certificate.deploy]]
+dir = "{deploy}"
+reload = "touch {deploy}/reloaded"
+"#,
+            data = self.path("data").display(),
+            root = root.display(),
+            deploy = deploy.display(),
+        );
+        let path = self.path("certkeeper.toml");
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .arg("--config")
+            .arg(self.path("certkeeper.toml"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run certkeeper")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args, &[]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "certkeeper {args:?} failed:\n{text}");
+        text
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let text = self.ok(&["status", "--json"]);
+        let json = text.find('[').map(|i| &text[i..]).unwrap_or("[]");
+        serde_json::from_str::<serde_json::Value>(json).expect("status json")[0].clone()
+    }
+}
+
+fn issued_by(ca: &CertkeeperCa) -> usize {
+    ca.list()
+        .expect("ca list")
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0)
+}
+
+/// Issue, deploy (files, modes, reload), reuse on the next run, forced
+/// renewal — against pebble rejecting half of all nonces.
+#[test]
+fn pebble_issue_deploy_and_forced_renewal_despite_nonce_rejection() {
+    let bind = Bind::start().expect("BIND");
+    let pebble = Pebble::start(Some(&bind), &[("PEBBLE_WFE_NONCEREJECT", "50")]).expect("pebble");
+    let s = Setup::new();
+    s.config(
+        &pebble.directory_url(),
+        pebble.tls_ca_pem_path(),
+        pebble.http01_port(),
+        "agent.example.test",
+    );
+
+    let first = s.ok(&["issue", "web"]);
+    assert!(first.contains("obtained serial"), "{first}");
+    let deploy = s.path("deploy");
+    let root = pebble.issuing_root_pem_path().expect("pebble root");
+    openssl_verify(&root, &deploy.join("fullchain.pem")).expect("deployed chain verifies");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(deploy.join("key.pem"))
+        .expect("key.pem")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(deploy.join("reloaded").exists(), "reload command ran");
+    let serial = s.status()["serial"].as_str().expect("serial").to_string();
+
+    // A second run reuses the stored certificate: nothing due.
+    let again = s.ok(&["issue", "web"]);
+    assert!(again.contains("nothing due"), "{again}");
+    assert_eq!(s.status()["serial"].as_str(), Some(serial.as_str()));
+
+    let before = std::fs::read_to_string(deploy.join("fullchain.pem")).expect("fullchain");
+    s.ok(&["renew", "web", "--force"]);
+    let status = s.status();
+    assert_ne!(
+        status["serial"].as_str(),
+        Some(serial.as_str()),
+        "forced renewal must replace the certificate"
+    );
+    assert_eq!(status["state"], "valid");
+    let after = std::fs::read_to_string(deploy.join("fullchain.pem")).expect("fullchain");
+    assert_ne!(before, after, "the new certificate was deployed");
+}
+
+/// kill -9 right after the order is created, and right after finalize: the
+/// next run completes the same order; the CA issues exactly one certificate.
+#[test]
+fn a_crash_mid_order_is_finished_by_the_next_run() {
+    let bind = Bind::start().expect("BIND");
+    for (i, point) in ["order-created", "finalized"].iter().enumerate() {
+        let ca = CertkeeperCa::start(
+            bin(),
+            CaOptions {
+                dns_resolver: Some(bind.addr()),
+                ..Default::default()
+            },
+        )
+        .expect("CA");
+        let s = Setup::new();
+        s.config(
+            &ca.directory_url(),
+            &ca.root_pem_path(),
+            ca.http01_port(),
+            &format!("crash{i}.example.test"),
+        );
+        let crashed = s.run(&["issue", "web"], &[("CERTKEEPER_CRASH_AT", point)]);
+        assert!(
+            !crashed.status.success(),
+            "{point}: the crash point must abort"
+        );
+        assert_eq!(
+            s.status()["state"],
+            "order in flight",
+            "{point}: the order is recorded before it is driven"
+        );
+
+        let done = s.ok(&["issue", "web"]);
+        assert!(done.contains("obtained serial"), "{point}: {done}");
+        assert_eq!(issued_by(&ca), 1, "{point}: one certificate, not two");
+        assert_eq!(s.status()["state"], "valid");
+    }
+}
+
+/// A validation failure starts a backoff that a restart does not skip; a
+/// configuration change does.
+#[test]
+fn failure_backoff_survives_a_restart_and_yields_to_a_config_change() {
+    let bind = Bind::start().expect("BIND");
+    let ca = CertkeeperCa::start(
+        bin(),
+        CaOptions {
+            dns_resolver: Some(bind.addr()),
+            ..Default::default()
+        },
+    )
+    .expect("CA");
+    let s = Setup::new();
+    // The responder listens where the CA does not look: validation fails.
+    s.config(
+        &ca.directory_url(),
+        &ca.root_pem_path(),
+        free_port(),
+        "backoff.example.test",
+    );
+    let failed = s.run(&["issue", "web"], &[]);
+    assert!(!failed.status.success());
+    let status = s.status();
+    assert_eq!(status["state"], "failing", "{status}");
+    assert_eq!(status["failures"], 1);
+    assert!(
+        status["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("backoff.example.test"),
+        "{status}"
+    );
+
+    // A new process: still backing off, no new attempt.
+    let waited = s.ok(&["issue", "web"]);
+    assert!(waited.contains("nothing due"), "{waited}");
+    assert_eq!(
+        s.status()["failures"],
+        1,
+        "no attempt was made during the backoff"
+    );
+
+    // The operator fixes the port: the change skips the backoff.
+    s.config(
+        &ca.directory_url(),
+        &ca.root_pem_path(),
+        ca.http01_port(),
+        "backoff.example.test",
+    );
+    let fixed = s.ok(&["issue", "web"]);
+    assert!(fixed.contains("obtained serial"), "{fixed}");
+    assert_eq!(issued_by(&ca), 1);
+}
