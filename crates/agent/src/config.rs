@@ -27,6 +27,19 @@ pub struct Config {
     /// Managed certificates.
     #[serde(default, rename = "certificate")]
     pub certificates: Vec<CertificateConfig>,
+    /// An HTTPS status page served with one of the managed certificates.
+    pub status: Option<StatusConfig>,
+}
+
+/// The HTTPS status page: it serves a managed certificate through the
+/// hot-swapping resolver, so renewals are visible to real TLS clients.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// The `[[certificate]]` it serves.
+    pub certificate: String,
 }
 
 /// Process-wide settings.
@@ -320,6 +333,14 @@ impl Config {
             {
                 return Err(err(format!(
                     "{at}: renew_before_days must be between 0 and 398, not {days}"
+                )));
+            }
+        }
+        if let Some(status) = &config.status {
+            if !names.contains(status.certificate.as_str()) {
+                return Err(err(format!(
+                    "[status] certificate {:?} is not a [[certificate]] name",
+                    status.certificate
                 )));
             }
         }

@@ -204,7 +204,9 @@ impl Agent {
                 if let Some(c) = &latest {
                     self.ensure_deployed(&cert, c).await;
                 }
-                return Ok(Outcome::Waiting(until));
+                // Wake for the next ARI poll too: the CA may move the window.
+                let wake = state.ari_next_poll.map_or(until, |poll| until.min(poll));
+                return Ok(Outcome::Waiting(wake));
             }
             Action::Resume => self.resume(&cert, &issuer, &mut state).await,
             Action::Obtain => {
@@ -306,7 +308,7 @@ impl Agent {
                 state.ari_start = Some(start);
                 state.ari_end = Some(end);
                 // RFC 9773 §4.3: honour Retry-After, within sane bounds.
-                state.ari_next_poll = Some(now() + (retry_after.as_secs() as i64).clamp(60, 86400));
+                state.ari_next_poll = Some(now() + (retry_after.as_secs() as i64).clamp(1, 86400));
             }
             // The CA offers no ARI: ask again in a day, in case it starts to.
             Ok(None) => state.ari_next_poll = Some(now() + 86400),

@@ -36,8 +36,9 @@ pub struct Profile {
     pub name: String,
     /// Shown in the directory's `meta.profiles`.
     pub description: String,
-    /// Certificate lifetime.
-    pub validity_hours: i64,
+    /// Certificate lifetime, hours (fractions allowed: 0.05 is three
+    /// minutes, for tests of renewal against real time).
+    pub validity_hours: f64,
 }
 
 /// Identifier rules.
@@ -82,6 +83,8 @@ pub struct Lifetimes {
     pub crl_refresh_minutes: i64,
     /// CRL nextUpdate distance.
     pub crl_validity_hours: i64,
+    /// ARI `Retry-After`: how long clients wait before asking again.
+    pub ari_retry_after_seconds: u64,
 }
 
 /// A policy file that does not make sense.
@@ -93,6 +96,13 @@ pub struct PolicyError {
 }
 
 const KEY_TYPES: &[&str] = &["rsa2048", "rsa3072", "rsa4096", "ecdsa-p256", "ecdsa-p384"];
+
+impl Profile {
+    /// The lifetime in seconds.
+    pub fn validity_secs(&self) -> i64 {
+        (self.validity_hours * 3600.0) as i64
+    }
+}
 
 impl Policy {
     /// The built-in default policy.
@@ -120,9 +130,9 @@ impl Policy {
         let policy: Policy = toml::from_str(text).map_err(|e| err(e.to_string()))?;
         let mut seen = BTreeMap::new();
         for p in &policy.profiles {
-            if p.validity_hours <= 0 || p.validity_hours > 398 * 24 {
+            if !(p.validity_hours * 3600.0 >= 60.0 && p.validity_hours <= 398.0 * 24.0) {
                 return Err(err(format!(
-                    "profile {:?}: validity_hours must be between 1 and 9552 (398 days)",
+                    "profile {:?}: validity_hours must be between one minute and 9552 (398 days)",
                     p.name
                 )));
             }
@@ -160,10 +170,10 @@ mod tests {
     #[test]
     fn builtin_policy_parses() {
         let p = Policy::builtin();
-        assert_eq!(p.profile(None).map(|p| p.validity_hours), Some(2160));
+        assert_eq!(p.profile(None).map(|p| p.validity_hours), Some(2160.0));
         assert_eq!(
             p.profile(Some("shortlived")).map(|p| p.validity_hours),
-            Some(160)
+            Some(160.0)
         );
     }
 

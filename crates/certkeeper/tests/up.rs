@@ -2,15 +2,11 @@
 //! built-in CA, served on an HTTPS status page; restarts reuse the stored
 //! certificate instead of ordering again (DESIGN.md story 1).
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use certkeeper_harness::free_port;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use certkeeper_harness::{free_port, served_serial};
 
 struct Up {
     child: Child,
@@ -53,38 +49,12 @@ fn start(data: &Path, ports: &Ports) -> Up {
     }
 }
 
-/// The serial of the certificate the status page presents, after a real
-/// TLS handshake that verifies it against the built-in CA's root.
-fn served_serial(root: &Path, port: u16) -> Option<String> {
-    let root = CertificateDer::from_pem_file(root).ok()?;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(root).ok()?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .ok()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let mut conn =
-        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").ok()?)
-            .ok()?;
-    let mut sock = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    sock.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    while conn.is_handshaking() {
-        conn.complete_io(&mut sock).ok()?;
-    }
-    let leaf = conn.peer_certificates()?.first()?.clone();
-    use x509_parser::prelude::FromDer;
-    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&leaf).ok()?;
-    Some(hex::encode(cert.raw_serial()))
-}
-
 fn wait_served(root: &Path, up: &Up, within: Duration) -> String {
     let deadline = Instant::now() + within;
     loop {
         if let Some(serial) = root
             .exists()
-            .then(|| served_serial(root, up.status_port))
+            .then(|| served_serial(root, up.status_port, "localhost"))
             .flatten()
         {
             return serial;

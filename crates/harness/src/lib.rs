@@ -72,6 +72,48 @@ pub fn process_cpu_time(pid: u32) -> anyhow::Result<std::time::Duration> {
     Ok(std::time::Duration::from_millis(ticks * 10))
 }
 
+/// The serial (lowercase hex) of the certificate a TLS server on
+/// 127.0.0.1:`port` presents for `name`, after a full handshake verified
+/// against `root_pem`; `None` when nothing answers or verification fails.
+pub fn served_serial(root_pem: &Path, port: u16, name: &str) -> Option<String> {
+    use rustls::pki_types::pem::PemObject;
+    use std::sync::Arc;
+    let root = rustls::pki_types::CertificateDer::from_pem_file(root_pem).ok()?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root).ok()?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let server_name = rustls::pki_types::ServerName::try_from(name.to_string()).ok()?;
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), server_name).ok()?;
+    let mut sock = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).ok()?;
+    }
+    let leaf = conn.peer_certificates()?.first()?.clone();
+    openssl_serial_of_der(&leaf)
+}
+
+/// A DER certificate's serial as lowercase hex, via `openssl x509`.
+fn openssl_serial_of_der(der: &[u8]) -> Option<String> {
+    use std::io::Write;
+    let mut child = Command::new(require_peer("openssl"))
+        .args(["x509", "-inform", "DER", "-noout", "-serial"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    child.stdin.take()?.write_all(der).ok()?;
+    let out = child.wait_with_output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Some(text.trim().strip_prefix("serial=")?.to_lowercase())
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago, for a peer to listen on.
 ///
 /// The port is released before returning, so another process could take it

@@ -89,6 +89,8 @@ pub struct CertificateRow {
     pub revoked_spki_sha256: Option<String>,
     /// When the certificate was signed, unix seconds.
     pub issued_at: i64,
+    /// ARI certID of the certificate this one replaced (RFC 9773 §5).
+    pub replaces: Option<String>,
 }
 
 fn account_from(row: &AnyRow) -> Result<AccountRow, sqlx::Error> {
@@ -138,13 +140,14 @@ fn certificate_from(row: &AnyRow) -> Result<CertificateRow, sqlx::Error> {
         revocation_reason: row.try_get("revocation_reason")?,
         revoked_spki_sha256: row.try_get("revoked_spki_sha256")?,
         issued_at: row.try_get("issued_at")?,
+        replaces: row.try_get("replaces")?,
     })
 }
 
 /// The certificate columns in `certificate_from` order, as a literal so queries stay `&'static str`.
 macro_rules! cert_columns {
     () => {
-        "serial, account_id, order_id, names, spki_sha256, not_before, not_after, profile, chain_pem, status, revoked_at, revocation_reason, revoked_spki_sha256, issued_at"
+        "serial, account_id, order_id, names, spki_sha256, not_before, not_after, profile, chain_pem, status, revoked_at, revocation_reason, revoked_spki_sha256, issued_at, replaces"
     };
 }
 
@@ -380,7 +383,7 @@ impl Store {
         sqlx::query(concat!(
             "INSERT INTO ca_certificates (",
             cert_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         ))
         .bind(&cert.serial)
         .bind(&cert.account_id)
@@ -396,6 +399,7 @@ impl Store {
         .bind(cert.revocation_reason)
         .bind(&cert.revoked_spki_sha256)
         .bind(cert.issued_at)
+        .bind(&cert.replaces)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

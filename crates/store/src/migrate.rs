@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_ca.sql")),
     (2, include_str!("migrations/0002_agent.sql")),
     (3, include_str!("migrations/0003_agent_state.sql")),
+    (4, include_str!("migrations/0004_ca_replaces.sql")),
 ];
 
 /// Applies the migrations the database has not seen yet, each in its own transaction.

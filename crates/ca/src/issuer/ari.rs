@@ -28,7 +28,8 @@ pub fn renewal_window(not_before: i64, not_after: i64, revoked: bool, now: i64) 
     } else {
         not_after - validity / 3
     };
-    let spread = validity / 100;
+    // RFC 9773 §4.2: end must be after start, even for very short lifetimes.
+    let spread = (validity / 100).max(1);
     RenewalWindow {
         start: ideal - spread,
         end: ideal + spread,
@@ -73,6 +74,12 @@ mod tests {
         let na = 160 * 3600 - 1;
         let w = renewal_window(0, na, false, 0);
         assert_eq!(w.start, na - 80 * 3600 - 5760);
+    }
+
+    #[test]
+    fn tiny_lifetimes_still_get_a_window() {
+        let w = renewal_window(0, 89, false, 0);
+        assert!(w.start < w.end);
     }
 
     #[test]

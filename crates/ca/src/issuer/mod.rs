@@ -69,7 +69,8 @@ pub fn sha256_hex(data: &[u8]) -> String {
 }
 
 /// Boulder backdates notBefore by an hour so clients with slow clocks accept
-/// a certificate at once.
+/// a certificate at once; never more than a tenth of the lifetime, so a very
+/// short-lived certificate is not born half expired.
 const BACKDATE_SECS: i64 = 3600;
 
 impl Pki {
@@ -87,7 +88,8 @@ impl Pki {
             CaError::Internal(format!("prepare: key not usable by the signer: {e}"))
         })?;
 
-        let not_before = time::OffsetDateTime::from_unix_timestamp(now - BACKDATE_SECS)
+        let backdate = BACKDATE_SECS.min(request.validity_secs / 10);
+        let not_before = time::OffsetDateTime::from_unix_timestamp(now - backdate)
             .map_err(|e| CaError::Internal(e.to_string()))?;
         let mut params = CertificateParams::default();
         params.not_before = not_before;

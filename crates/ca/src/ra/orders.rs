@@ -466,7 +466,7 @@ impl Ra {
             names: names.clone(),
             spki_der,
             profile: profile.name.clone(),
-            validity_secs: profile.validity_hours * 3600,
+            validity_secs: profile.validity_secs(),
         };
         let signed = self
             .pki
@@ -504,6 +504,7 @@ impl Ra {
             revocation_reason: None,
             revoked_spki_sha256: None,
             issued_at: now,
+            replaces: order.doc.replaces.clone(),
         };
         if !self
             .store

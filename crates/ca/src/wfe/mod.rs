@@ -26,8 +26,6 @@ use crate::ra::{Account, NewAccount, Order, Ra, Revoker};
 /// Largest request body accepted: ACME requests are small, a CSR is the
 /// biggest part (a 4096-bit RSA CSR is under 2 KiB).
 pub const MAX_BODY: usize = 64 * 1024;
-/// Boulder's ARI polling interval: six hours.
-const ARI_RETRY_AFTER_SECS: u64 = 21600;
 /// The terms of service the directory advertises.
 const TERMS: &str = "certkeeper private CA: certificates are issued for testing and private use, without warranty.\n";
 
@@ -624,7 +622,7 @@ async fn renewal_info(State(w): W, headers: HeaderMap, Path(cert_id): Path<Strin
         let window = w.ra.renewal_info(&cert_id).await?;
         let body = json!({ "suggestedWindow": { "start": rfc3339(window.start), "end": rfc3339(window.end) } });
         let mut resp = axum::Json(body).into_response();
-        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(ARI_RETRY_AFTER_SECS));
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(w.ra.policy().lifetimes.ari_retry_after_seconds));
         Ok(resp)
     })
     .await

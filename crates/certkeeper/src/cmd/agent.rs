@@ -12,6 +12,8 @@ use certkeeper_ca::{CaConfig, SystemClock};
 use certkeeper_store::Store;
 use clap::Args;
 
+use crate::cmd::status_page;
+
 /// `--config FILE`, shared by the agent commands.
 #[derive(Debug, Args)]
 pub struct ConfigArg {
@@ -83,17 +85,58 @@ pub async fn once(path: &Path, name: &str, force: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `certkeeper up --config FILE`: the daemon.
-pub async fn daemon(path: &Path) -> anyhow::Result<()> {
-    let mut agent = agent(path).await?;
-    let ca = start_builtin_ca(agent.config()).await?;
-    if let Some(ca) = &ca {
-        println!("built-in CA: {}", ca.directory_url);
+/// The daemon (`certkeeper up`): the built-in CA if configured, a first
+/// pass over every certificate, the status page, then passes forever.
+pub async fn daemon(config: Config) -> anyhow::Result<()> {
+    let store = Store::open_dir(&config.data)
+        .await
+        .with_context(|| format!("opening the store in {}", config.data.display()))?;
+    let ca = start_builtin_ca(&config).await?;
+    let mut agent = Agent::new(config.clone(), store.clone());
+    for cert in &config.certificates {
+        match agent.run_once(&cert.name, false).await {
+            Ok(Outcome::Obtained(serial)) => println!("{}: obtained serial {serial}", cert.name),
+            Ok(Outcome::Waiting(_)) => {
+                println!("{}: current certificate reused from the store", cert.name)
+            }
+            Err(e) => println!("{}: {e:#} (will retry after the backoff)", cert.name),
+        }
     }
-    println!(
-        "certkeeper agent: {} certificate(s) managed; Ctrl-C stops",
-        agent.config().certificates.len()
-    );
+    println!("certkeeper is up");
+    println!("  data:        {} (SQLite)", config.data.display());
+    if let Some(ca) = &ca {
+        println!(
+            "  built-in CA: {} (root: {})",
+            ca.directory_url,
+            config.data.join("builtin-ca/ca/root.pem").display()
+        );
+    }
+    for row in agent.status().await? {
+        println!(
+            "  certificate: {} [{}] {}, serial {}, valid until {}, renews at {}",
+            row.name,
+            row.names.join(","),
+            row.state,
+            row.serial.as_deref().unwrap_or("-"),
+            row.not_after.as_deref().unwrap_or("-"),
+            row.next_renewal.as_deref().unwrap_or("-")
+        );
+    }
+    if let Some(status) = &config.status {
+        let resolver = agent.resolver(&status.certificate).await?;
+        let page = status_page::serve(status.listen, resolver, store, &status.certificate)
+            .await
+            .with_context(|| format!("cannot serve the status page on {}", status.listen))?;
+        println!("  status page: https://localhost:{}/", page.port());
+        if config.builtin_ca.is_some() {
+            println!(
+                "  try:         curl --cacert {} https://localhost:{}/",
+                config.data.join("builtin-ca/ca/root.pem").display(),
+                page.port()
+            );
+        }
+    }
+    println!("Ctrl-C stops.");
     tokio::select! {
         r = agent.run_forever() => r.map_err(Into::into),
         _ = tokio::signal::ctrl_c() => { println!("stopping"); Ok(()) }

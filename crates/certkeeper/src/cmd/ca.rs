@@ -162,6 +162,7 @@ async fn list(data: &Path, json: bool) -> anyhow::Result<()> {
                     "revocation_reason": c.revocation_reason,
                     "key_proven_at_revocation": c.revoked_spki_sha256.is_some(),
                     "spki_sha256": c.spki_sha256,
+                    "replaces": c.replaces,
                 })
             })
             .collect();

@@ -1,6 +1,6 @@
-//! The HTTPS status page `certkeeper up` serves, with the managed certificate
-//! itself (through the hot-swapping resolver), so a browser or curl sees the
-//! certificate working.
+//! The HTTPS status page: served with a managed certificate itself (through
+//! the hot-swapping resolver), so a browser or curl sees the certificate
+//! working and renewals take effect without a restart.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,11 +23,18 @@ impl StatusPage {
     }
 }
 
-/// Binds `listen` and serves the page in the background.
+#[derive(Clone)]
+struct Page {
+    store: Store,
+    name: String,
+}
+
+/// Binds `listen` and serves the page for certificate `name` in the background.
 pub async fn serve(
     listen: SocketAddr,
     resolver: Arc<CertResolver>,
     store: Store,
+    name: &str,
 ) -> anyhow::Result<StatusPage> {
     let listener = std::net::TcpListener::bind(listen)?;
     listener.set_nonblocking(true)?;
@@ -35,7 +42,10 @@ pub async fn serve(
     let tls = RustlsConfig::from_config(Arc::new(resolver.server_config()?));
     let app = axum::Router::new()
         .route("/", axum::routing::get(page))
-        .with_state(store);
+        .with_state(Page {
+            store,
+            name: name.to_string(),
+        });
     let server = axum_server::from_tcp_rustls(listener, tls)?;
     tokio::spawn(async move {
         if let Err(e) = server.serve(app.into_make_service()).await {
@@ -45,8 +55,8 @@ pub async fn serve(
     Ok(StatusPage { addr })
 }
 
-async fn page(State(store): State<Store>) -> Html<String> {
-    let body = match store.latest_managed_cert("localhost").await {
+async fn page(State(p): State<Page>) -> Html<String> {
+    let body = match p.store.latest_managed_cert(&p.name).await {
         Ok(Some(c)) => format!(
             "<h1>certkeeper is up</h1><table>\
              <tr><th>certificate</th><td>{}</td></tr>\
