@@ -595,11 +595,8 @@ async fn generate_key(kind: KeyType) -> Result<CertificateKey, AgentError> {
         KeyType::EcdsaP256 => KeyAlgorithm::EcdsaP256,
         KeyType::EcdsaP384 => KeyAlgorithm::EcdsaP384,
         KeyType::Rsa2048 => KeyAlgorithm::Rsa2048,
-        other => {
-            return Err(AgentError::Config(format!(
-                "key type {other:?} is not supported yet; use ecdsa-p256, ecdsa-p384 or rsa2048"
-            )));
-        }
+        KeyType::Rsa3072 => KeyAlgorithm::Rsa3072,
+        KeyType::Rsa4096 => KeyAlgorithm::Rsa4096,
     };
     // RSA generation takes tens of milliseconds: off the reactor.
     tokio::task::spawn_blocking(move || CertificateKey::generate(alg))

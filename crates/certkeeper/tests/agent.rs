@@ -182,24 +182,17 @@ fn a_crash_mid_order_is_finished_by_the_next_run() {
     }
 }
 
-/// A validation failure starts a backoff that a restart does not skip; a
-/// configuration change does.
+/// A validation failure at pebble starts a backoff that a restart does not
+/// skip; a configuration change does.
 #[test]
 fn failure_backoff_survives_a_restart_and_yields_to_a_config_change() {
     let bind = Bind::start().expect("BIND");
-    let ca = CertkeeperCa::start(
-        bin(),
-        CaOptions {
-            dns_resolver: Some(bind.addr()),
-            ..Default::default()
-        },
-    )
-    .expect("CA");
+    let pebble = Pebble::start(Some(&bind), &[("PEBBLE_WFE_NONCEREJECT", "0")]).expect("pebble");
     let s = Setup::new();
-    // The responder listens where the CA does not look: validation fails.
+    // The responder listens where pebble does not look: validation fails.
     s.config(
-        &ca.directory_url(),
-        &ca.root_pem_path(),
+        &pebble.directory_url(),
+        pebble.tls_ca_pem_path(),
         free_port(),
         "backoff.example.test",
     );
@@ -227,12 +220,161 @@ fn failure_backoff_survives_a_restart_and_yields_to_a_config_change() {
 
     // The operator fixes the port: the change skips the backoff.
     s.config(
-        &ca.directory_url(),
-        &ca.root_pem_path(),
-        ca.http01_port(),
+        &pebble.directory_url(),
+        pebble.tls_ca_pem_path(),
+        pebble.http01_port(),
         "backoff.example.test",
     );
     let fixed = s.ok(&["issue", "web"]);
     assert!(fixed.contains("obtained serial"), "{fixed}");
-    assert_eq!(issued_by(&ca), 1);
+    assert_eq!(s.status()["state"], "valid");
+}
+
+/// dns-01 through the exec hook, with real `nsupdate` (TSIG) writing to BIND,
+/// which pebble resolves through: a wildcard, on an RSA-3072 key.
+#[test]
+fn dns01_hook_with_nsupdate_gets_a_wildcard() {
+    let bind = Bind::start().expect("BIND");
+    let pebble = Pebble::start(Some(&bind), &[("PEBBLE_WFE_NONCEREJECT", "0")]).expect("pebble");
+    let s = Setup::new();
+    // The hook an operator would write: one script, add or delete.
+    let hook = s.path("nsupdate-hook.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nprintf 'server 127.0.0.1 {port}\\nzone example.test.\\nupdate %s %s. 60 TXT \"%s\"\\nsend\\n' \"$1\" \"$CERTKEEPER_TXT_NAME\" \"$CERTKEEPER_TXT_VALUE\" | nsupdate -y {alg}:{key}:{secret}\n",
+            port = bind.port(),
+            alg = bind.tsig_algorithm(),
+            key = bind.tsig_key_name(),
+            secret = bind.tsig_secret_b64(),
+        ),
+    )
+    .expect("hook");
+    let text = format!(
+        r#"data = "{data}"
+[[issuer]]
+name = "ca"
+directory = "{directory}"
+root = "{root}"
+
+[[certificate]]
+name = "wild"
+names = ["dns.example.test", "*.dns.example.test"]
+issuer = "ca"
+key = "rsa3072"
+challenge = "dns-01"
+
+[certificate.dns_hook]
+present = "sh {hook} add"
+cleanup = "sh {hook} delete"
+"#,
+        data = s.path("data").display(),
+        directory = pebble.directory_url(),
+        root = pebble.tls_ca_pem_path().display(),
+        hook = hook.display(),
+    );
+    std::fs::write(s.path("certkeeper.toml"), text).expect("config");
+    let out = s.ok(&["issue", "wild"]);
+    assert!(out.contains("obtained serial"), "{out}");
+    assert!(
+        bind.dig("_acme-challenge.dns.example.test", "TXT")
+            .expect("dig")
+            .is_empty(),
+        "cleanup removed the TXT records"
+    );
+}
+
+/// http-01 through a webroot served by a web server nobody here wrote
+/// (Python's http.server) on the port pebble validates.
+#[test]
+fn webroot_served_by_another_web_server() {
+    let bind = Bind::start().expect("BIND");
+    let pebble = Pebble::start(Some(&bind), &[("PEBBLE_WFE_NONCEREJECT", "0")]).expect("pebble");
+    let s = Setup::new();
+    let webroot = s.path("www");
+    std::fs::create_dir_all(&webroot).expect("webroot");
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Server(
+        Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &pebble.http01_port().to_string(),
+                "--directory",
+            ])
+            .arg(&webroot)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 http.server"),
+    );
+    s.config(
+        &pebble.directory_url(),
+        pebble.tls_ca_pem_path(),
+        free_port(),
+        "webroot.example.test",
+    );
+    let text = std::fs::read_to_string(s.path("certkeeper.toml")).expect("config");
+    let text = text.replace(
+        "issuer = \"ca\"\n",
+        &format!("issuer = \"ca\"\nwebroot = \"{}\"\n", webroot.display()),
+    );
+    std::fs::write(s.path("certkeeper.toml"), text).expect("config");
+    // Python needs a moment to listen; the agent's backoff would otherwise bite.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let out = s.ok(&["issue", "web"]);
+    assert!(out.contains("obtained serial"), "{out}");
+    let left = std::fs::read_dir(webroot.join(".well-known/acme-challenge"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "challenge files are cleaned up");
+}
+
+/// `check-config` names the problem and the fix, and touches nothing.
+#[test]
+fn check_config_names_the_problem() {
+    let s = Setup::new();
+    let path = s.config(
+        "https://ca.example/directory",
+        Path::new("/nonexistent.pem"),
+        80,
+        "a.example.test",
+    );
+    let ok = Command::new(bin())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    std::fs::write(
+        &path,
+        std::fs::read_to_string(&path)
+            .expect("read")
+            .replace("issuer = \"ca\"\n", "issuer = \"other\"\n"),
+    )
+    .expect("write");
+    let bad = Command::new(bin())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("issuer \"other\" is not defined"), "{err}");
+    assert!(
+        !s.path("data").exists(),
+        "check-config must not create the data directory"
+    );
 }

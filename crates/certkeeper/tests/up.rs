@@ -94,7 +94,7 @@ fn up_serves_localhost_and_restarts_reuse_the_certificate() {
     assert_eq!(issued_count(&data), 1);
 
     // Restart loop: every start must reuse the stored certificate.
-    for _ in 0..10 {
+    for _ in 0..20 {
         let up = start(&data, &ports);
         assert_eq!(
             wait_served(&root, &up, Duration::from_secs(30)),

@@ -303,9 +303,12 @@ impl AcmeAccount {
         // then fails without spending an order against the CA's limits.
         let key = match &request.key {
             KeyChoice::Reuse(key) => key.clone(),
-            KeyChoice::Generate(KeyAlgorithm::Rsa2048) => {
-                // RSA generation takes tens of ms: keep it off the reactor.
-                tokio::task::spawn_blocking(|| CertificateKey::generate(KeyAlgorithm::Rsa2048))
+            KeyChoice::Generate(
+                alg @ (KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096),
+            ) => {
+                // RSA generation takes tens of ms to seconds: keep it off the reactor.
+                let alg = *alg;
+                tokio::task::spawn_blocking(move || CertificateKey::generate(alg))
                     .await
                     .map_err(|e| csr_err(e.to_string()))?
                     .map_err(|e| csr_err(e.to_string()))?

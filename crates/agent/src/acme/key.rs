@@ -17,6 +17,10 @@ pub enum KeyAlgorithm {
     EcdsaP384,
     /// RSA 2048 for old clients (key generation takes tens of milliseconds).
     Rsa2048,
+    /// RSA, 3072-bit modulus.
+    Rsa3072,
+    /// RSA, 4096-bit modulus.
+    Rsa4096,
 }
 
 /// A certificate private key in PKCS#8.
@@ -34,6 +38,12 @@ impl CertificateKey {
             KeyAlgorithm::EcdsaP256 => KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?,
             KeyAlgorithm::EcdsaP384 => KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384)?,
             KeyAlgorithm::Rsa2048 => KeyPair::generate_for(&PKCS_RSA_SHA256)?,
+            KeyAlgorithm::Rsa3072 => {
+                KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, rcgen::RsaKeySize::_3072)?
+            }
+            KeyAlgorithm::Rsa4096 => {
+                KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, rcgen::RsaKeySize::_4096)?
+            }
         };
         Ok(Self {
             pkcs8: PrivatePkcs8KeyDer::from(pair.serialize_der()),
@@ -50,7 +60,13 @@ impl CertificateKey {
         } else if alg == &PKCS_ECDSA_P384_SHA384 {
             KeyAlgorithm::EcdsaP384
         } else if alg == &PKCS_RSA_SHA256 {
-            KeyAlgorithm::Rsa2048
+            // The RSAPublicKey DER grows with the modulus: ~270 bytes for
+            // 2048 bits, ~400 for 3072, ~526 for 4096.
+            match pair.public_key_raw().len() {
+                0..=300 => KeyAlgorithm::Rsa2048,
+                301..=450 => KeyAlgorithm::Rsa3072,
+                _ => KeyAlgorithm::Rsa4096,
+            }
         } else {
             return Err(rcgen::Error::UnsupportedSignatureAlgorithm);
         };
