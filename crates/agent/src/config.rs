@@ -336,13 +336,13 @@ impl Config {
                 )));
             }
         }
-        if let Some(status) = &config.status {
-            if !names.contains(status.certificate.as_str()) {
-                return Err(err(format!(
-                    "[status] certificate {:?} is not a [[certificate]] name",
-                    status.certificate
-                )));
-            }
+        if let Some(status) = &config.status
+            && !names.contains(status.certificate.as_str())
+        {
+            return Err(err(format!(
+                "[status] certificate {:?} is not a [[certificate]] name",
+                status.certificate
+            )));
         }
         if config.agent.backoff_initial_seconds == 0
             || config.agent.backoff_max_seconds < config.agent.backoff_initial_seconds

@@ -22,10 +22,10 @@ impl Drop for Daemon {
 fn wait_for_serial_change(root: &Path, port: u16, from: Option<&str>, within: Duration) -> String {
     let deadline = Instant::now() + within;
     loop {
-        if let Some(serial) = served_serial(root, port, "ari.example.test") {
-            if Some(serial.as_str()) != from {
-                return serial;
-            }
+        if let Some(serial) = served_serial(root, port, "ari.example.test")
+            && Some(serial.as_str()) != from
+        {
+            return serial;
         }
         assert!(
             Instant::now() < deadline,
