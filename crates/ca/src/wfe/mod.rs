@@ -374,17 +374,9 @@ async fn account_orders(
     body: Bytes,
 ) -> Response {
     respond(&w, &headers, async {
-        let a = w
-            .authenticate(
-                &headers,
-                &format!("/acme/acct/{id}/orders"),
-                &body,
-                KeyMode::Kid,
-            )
+        let (a, account) = w
+            .authenticate_account(&headers, &format!("/acme/acct/{id}/orders"), &body)
             .await?;
-        let account = a
-            .account
-            .ok_or_else(|| CaError::Internal("kid without account".into()))?;
         if account.row.id != id {
             return Err(CaError::unauthorized(
                 "an account may only list its own orders",
@@ -459,17 +451,9 @@ async fn finalize(
     body: Bytes,
 ) -> Response {
     respond(&w, &headers, async {
-        let a = w
-            .authenticate(
-                &headers,
-                &format!("/acme/order/{id}/finalize"),
-                &body,
-                KeyMode::Kid,
-            )
+        let (a, account) = w
+            .authenticate_account(&headers, &format!("/acme/order/{id}/finalize"), &body)
             .await?;
-        let account = a
-            .account
-            .ok_or_else(|| CaError::Internal("kid without account".into()))?;
         let req: Finalize = a.jws.payload_json()?;
         let csr = b64::decode(&req.csr)
             .map_err(|_| CaError::acme(ProblemType::BadCsr, "csr is not base64url DER"))?;
