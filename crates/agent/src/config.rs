@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::limits::{CaLimits, LimitsConfig};
+
 /// The whole file.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,6 +63,10 @@ pub struct AgentSettings {
     /// Longest retry delay.
     #[serde(default = "default_backoff_max")]
     pub backoff_max_seconds: u64,
+    /// New orders per issuer account per minute, across all certificates
+    /// (and processes sharing the data directory).
+    #[serde(default = "default_max_orders_per_minute")]
+    pub max_orders_per_minute: u32,
 }
 
 impl Default for AgentSettings {
@@ -71,6 +77,7 @@ impl Default for AgentSettings {
             check_interval_seconds: default_check_interval(),
             backoff_initial_seconds: default_backoff_initial(),
             backoff_max_seconds: default_backoff_max(),
+            max_orders_per_minute: default_max_orders_per_minute(),
         }
     }
 }
@@ -104,6 +111,16 @@ pub struct IssuerConfig {
     pub root: Option<PathBuf>,
     /// Preferred certificate profile (draft-ietf-acme-profiles).
     pub profile: Option<String>,
+    /// The CA's rate limits, enforced before contacting it: a preset name
+    /// or a table (default: by directory URL, see docs/config.md).
+    pub limits: Option<LimitsConfig>,
+}
+
+impl IssuerConfig {
+    /// The limits in force for this issuer (validated at parse time).
+    pub fn ca_limits(&self) -> CaLimits {
+        CaLimits::for_issuer(self.limits.as_ref(), &self.directory).unwrap_or_default()
+    }
 }
 
 /// External account binding credentials (RFC 8555 §7.3.4).
@@ -247,6 +264,12 @@ fn default_backoff_initial() -> u64 {
 fn default_backoff_max() -> u64 {
     86400
 }
+/// Twenty a minute: far below any public CA's per-account order limit
+/// (Let's Encrypt: 300 per 3 hours, refilled one per 36 s), yet no wait for
+/// a handful of certificates.
+fn default_max_orders_per_minute() -> u32 {
+    20
+}
 fn default_ca_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 14000))
 }
@@ -296,6 +319,9 @@ impl Config {
                     "[[issuer]] {:?}: directory must be an https:// URL",
                     i.name
                 )));
+            }
+            if let Err(e) = CaLimits::for_issuer(i.limits.as_ref(), &i.directory) {
+                return Err(err(format!("[[issuer]] {:?}: {e}", i.name)));
             }
         }
         let mut names = BTreeSet::new();
@@ -349,6 +375,12 @@ impl Config {
         {
             return Err(err(
                 "agent: backoff_initial_seconds must be > 0 and <= backoff_max_seconds".into(),
+            ));
+        }
+        if config.agent.max_orders_per_minute == 0 {
+            return Err(err(
+                "agent: max_orders_per_minute must be > 0 (it caps new orders per issuer account)"
+                    .into(),
             ));
         }
         Ok(config)
@@ -449,5 +481,44 @@ reload = "systemctl reload nginx"
         )
         .expect_err("wildcard");
         assert!(e.to_string().contains("dns-01"), "{e}");
+    }
+
+    #[test]
+    fn limits_take_a_preset_or_a_table_and_default_safely() {
+        let c = Config::parse(GOOD, "t").expect("valid");
+        assert_eq!(c.agent.max_orders_per_minute, 20);
+        assert_eq!(c.issuers[0].ca_limits(), CaLimits::default());
+
+        let le = GOOD.replace(
+            "https://acme.example/directory",
+            crate::limits::LETSENCRYPT_DIRECTORY,
+        );
+        let c = Config::parse(&le, "t").expect("valid");
+        assert_eq!(c.issuers[0].ca_limits(), CaLimits::letsencrypt());
+
+        let table = GOOD.replace(
+            "contact = [",
+            "limits = { certificates_per_fqdn_set = { count = 2, period_seconds = 3600 } }\ncontact = [",
+        );
+        let c = Config::parse(&table, "t").expect("valid");
+        let limits = c.issuers[0].ca_limits();
+        assert_eq!(
+            limits.certificates_per_fqdn_set,
+            Some(crate::limits::Limit {
+                count: 2,
+                period_seconds: 3600
+            })
+        );
+        assert_eq!(limits.certificates_per_domain, None);
+
+        let bad = GOOD.replace("contact = [", "limits = \"letsencrypt-prod\"\ncontact = [");
+        let e = Config::parse(&bad, "t").expect_err("unknown preset");
+        assert!(e.to_string().contains("not a preset"), "{e}");
+        let zero = GOOD.replace(
+            "[[certificate]]",
+            "[agent]\nmax_orders_per_minute = 0\n\n[[certificate]]",
+        );
+        let e = Config::parse(&zero, "t").expect_err("zero");
+        assert!(e.to_string().contains("max_orders_per_minute"), "{e}");
     }
 }

@@ -20,6 +20,7 @@ use crate::acme::{
 };
 use crate::config::{CertificateConfig, ChallengeType, Config, IssuerConfig, KeyType};
 use crate::deploy::{DeployError, FileTarget, ReloadCommand};
+use crate::limits::{self, Limit, LimitKind, Usage};
 use crate::planner::{self, Action, AriWindow, CertView};
 use crate::resolver::CertResolver;
 use crate::solvers::{ExecDnsSolver, WebrootSolver};
@@ -40,6 +41,16 @@ pub enum AgentError {
     /// A local step failed (key, responder, parsing).
     #[error("{0}")]
     Local(String),
+    /// Nothing was sent to the CA: a known limit is used up or the CA asked
+    /// not to be contacted yet. No retry before `until` (unix seconds), and
+    /// `--force` does not change that.
+    #[error("{message}")]
+    NotBefore {
+        /// Which limit or answer, the count, the window, and the time.
+        message: String,
+        /// When an attempt can succeed.
+        until: i64,
+    },
 }
 
 /// What one pass over a certificate did.
@@ -49,6 +60,39 @@ pub enum Outcome {
     Waiting(i64),
     /// A certificate was obtained (serial).
     Obtained(String),
+}
+
+/// How a new order relates to the CA's renewal rules.
+#[derive(Debug, Clone, Copy, Default)]
+struct OrderPlan {
+    /// Send ARI `replaces` for the current certificate.
+    replaces: bool,
+    /// The renewal follows the CA's ARI window (not forced): CAs exempt it
+    /// from some limits.
+    ari_scheduled: bool,
+}
+
+/// One line of `certkeeper limits`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LimitStatus {
+    /// Issuer name.
+    pub issuer: String,
+    /// `CertificatesPerFQDNSet`, `CertificatesPerDomain`,
+    /// `NewOrdersPerAccount` or `Retry-After`.
+    pub limit: String,
+    /// What is counted: the set, the registered domain, the account.
+    pub subject: String,
+    /// Used in the window now.
+    pub used: u32,
+    /// Allowed in the window.
+    pub max: u32,
+    /// The window, e.g. `168h`.
+    pub window: String,
+    /// The window, seconds.
+    pub window_seconds: u64,
+    /// When one more fits (or the CA's Retry-After ends), RFC 3339; `None`
+    /// when one fits now.
+    pub next_free: Option<String>,
 }
 
 /// One line of `certkeeper status`.
@@ -100,6 +144,8 @@ pub struct Agent {
     resolvers: HashMap<String, Arc<CertResolver>>,
     /// Deploy targets whose files are current but whose reload failed.
     reload_pending: HashSet<(String, PathBuf)>,
+    /// Certificates from before the ledger keys existed have been keyed.
+    ledger_keyed: bool,
 }
 
 impl Agent {
@@ -113,6 +159,7 @@ impl Agent {
             tlsalpn01: None,
             resolvers: HashMap::new(),
             reload_pending: HashSet::new(),
+            ledger_keyed: false,
         }
     }
 
@@ -179,7 +226,11 @@ impl Agent {
         let mut state = self.store.agent_state(name).await?;
         let latest = self.store.latest_managed_cert(name).await?;
         let fingerprint = cert.fingerprint(&issuer, &self.config.agent);
-        if latest.is_some() {
+        let set = limits::identifier_set(&cert.names);
+        // The CA said "not before": no request for this set at all, ARI
+        // polls included, whatever the planner or the operator wants.
+        let deferred = self.store.retry_after(&issuer.name, &set, now()).await?;
+        if latest.is_some() && deferred.is_none() {
             self.poll_ari(&issuer, latest.as_ref(), &mut state).await;
         }
         let view = CertView {
@@ -199,8 +250,8 @@ impl Agent {
         };
         let action =
             planner::plan(&view, now()).map_err(|e| AgentError::Config(format!("{name}: {e}")))?;
-        let result = match action {
-            Action::Wait { until } => {
+        let result = match (action, deferred) {
+            (Action::Wait { until }, _) => {
                 if let Some(c) = &latest {
                     self.ensure_deployed(&cert, c).await;
                 }
@@ -208,26 +259,43 @@ impl Agent {
                 let wake = state.ari_next_poll.map_or(until, |poll| until.min(poll));
                 return Ok(Outcome::Waiting(wake));
             }
-            Action::Resume => self.resume(&cert, &issuer, &mut state).await,
-            Action::Obtain => {
+            (_, Some((until, reason))) => Err((
+                AgentError::NotBefore {
+                    message: format!(
+                        "certkeeper: {} asked not to be contacted for [{set}] before {} (Retry-After); nothing sent. Its answer: {reason}",
+                        issuer.name,
+                        rfc3339(until)
+                    ),
+                    until,
+                },
+                false,
+            )),
+            (Action::Resume, None) => self.resume(&cert, &issuer, &mut state).await,
+            (Action::Obtain, None) => {
                 self.obtain(
                     &cert,
                     &issuer,
                     &mut state,
                     latest.as_ref(),
-                    false,
+                    OrderPlan::default(),
                     &fingerprint,
                 )
                 .await
             }
-            Action::Renew { reason, replaces } => {
+            (Action::Renew { reason, replaces }, None) => {
                 tracing::info!(certificate = %name, %reason, "renewing");
+                // A forced renewal is not the CA's ARI schedule: it gets no
+                // exemption from the set limit, even when `replaces` is sent.
+                let order = OrderPlan {
+                    replaces,
+                    ari_scheduled: replaces && !forced,
+                };
                 self.obtain(
                     &cert,
                     &issuer,
                     &mut state,
                     latest.as_ref(),
-                    replaces,
+                    order,
                     &fingerprint,
                 )
                 .await
@@ -256,11 +324,15 @@ impl Agent {
             }
             Err((e, order_is_dead)) => {
                 state.failures += 1;
-                let delay = planner::backoff(
-                    state.failures as u32,
-                    self.config.agent.backoff_initial_seconds as i64,
-                    self.config.agent.backoff_max_seconds as i64,
-                );
+                let delay = match &e {
+                    // The time it can work, not a guess that grows.
+                    AgentError::NotBefore { until, .. } => (until - now()).max(1),
+                    _ => planner::backoff(
+                        state.failures as u32,
+                        self.config.agent.backoff_initial_seconds as i64,
+                        self.config.agent.backoff_max_seconds as i64,
+                    ),
+                };
                 state.next_attempt = now() + delay;
                 state.last_error = Some(e.to_string());
                 if order_is_dead {
@@ -329,9 +401,15 @@ impl Agent {
         issuer: &IssuerConfig,
         state: &mut AgentStateRow,
         latest: Option<&ManagedCertRow>,
-        replaces: bool,
+        plan: OrderPlan,
         fingerprint: &str,
     ) -> Result<ManagedCertRow, (AgentError, bool)> {
+        // Before anything reaches the CA: a certificate the CA would refuse
+        // must not cost an order (nor its account lookup).
+        self.check_limits(cert, issuer, plan.ari_scheduled)
+            .await
+            .map_err(|e| (e, false))?;
+        let replaces = plan.replaces;
         let key = match (cert.reuse_key, latest) {
             (true, Some(c)) => CertificateKey::from_pem(&c.key_pem)
                 .map_err(|e| (AgentError::Local(e.to_string()), false))?,
@@ -347,9 +425,18 @@ impl Agent {
             request.replaces = acme::cert_id(&leaf).ok();
         }
         let account = self.account(issuer).await.map_err(|e| (e, false))?;
-        let order_url = retry_bad_nonce(|| account.create_order(&request))
+        let set = limits::identifier_set(&cert.names);
+        self.throttle_orders(issuer).await.map_err(|e| (e, false))?;
+        // Recorded before it is sent: a refused or lost order still counts
+        // against the CA's per-account limit.
+        self.store
+            .record_agent_order(&issuer.name, &set, now())
             .await
-            .map_err(|e| (acme_error(&e), false))?;
+            .map_err(|e| (e.into(), false))?;
+        let order_url = match retry_bad_nonce(|| account.create_order(&request)).await {
+            Ok(url) => url,
+            Err(e) => return Err((self.acme_failure(issuer, &set, &e).await, false)),
+        };
         // Before driving the order: a crash from here on resumes this order.
         state.order_url = Some(order_url);
         state.order_key_pem = Some(key_pem);
@@ -381,8 +468,15 @@ impl Agent {
         let issued = retry_bad_nonce(|| {
             account.complete_order(&url, &cert.names, &key, solver.as_ref(), &poll)
         })
-        .await
-        .map_err(|e| (acme_error(&e), e.needs_new_order()))?;
+        .await;
+        let issued = match issued {
+            Ok(issued) => issued,
+            Err(e) => {
+                let set = limits::identifier_set(&cert.names);
+                let dead = e.needs_new_order();
+                return Err((self.acme_failure(issuer, &set, &e).await, dead));
+            }
+        };
         let leaf = issued
             .chain
             .first()
@@ -400,6 +494,8 @@ impl Agent {
             not_after: issued.not_after.unix_timestamp(),
             order_url: url,
             obtained_at: now(),
+            identifier_set: limits::identifier_set(&issued.names),
+            registered_domains: limits::registered_domains(&issued.names).join(","),
         };
         self.store
             .insert_managed_cert(&row)
@@ -465,9 +561,10 @@ impl Agent {
                         issuer.name
                     ))
                 })?;
-                AcmeAccount::load(&directory, credentials)
-                    .await
-                    .map_err(|e| acme_error(&e))?
+                match AcmeAccount::load(&directory, credentials).await {
+                    Ok(account) => account,
+                    Err(e) => return Err(self.acme_failure(issuer, "", &e).await),
+                }
             }
             _ => {
                 let eab = match &issuer.eab {
@@ -484,9 +581,11 @@ impl Agent {
                     eab,
                 };
                 let (account, credentials) =
-                    retry_bad_nonce(|| AcmeAccount::create(&directory, &options))
-                        .await
-                        .map_err(|e| acme_error(&e))?;
+                    match retry_bad_nonce(|| AcmeAccount::create(&directory, &options)).await {
+                        Ok(created) => created,
+                        // Account-wide: every set waits.
+                        Err(e) => return Err(self.acme_failure(issuer, "", &e).await),
+                    };
                 let json = serde_json::to_string(&credentials)
                     .map_err(|e| AgentError::Local(e.to_string()))?;
                 self.store
@@ -497,6 +596,195 @@ impl Agent {
         };
         self.accounts.insert(issuer.name.clone(), account.clone());
         Ok(account)
+    }
+
+    /// Turns a CA error into the agent's, persisting its Retry-After (if
+    /// any) for `set` (`""`: the whole account) so no process sends another
+    /// request for it before then.
+    async fn acme_failure(&self, issuer: &IssuerConfig, set: &str, e: &AcmeError) -> AgentError {
+        let Some(wait) = e.retry_after() else {
+            return acme_error(e);
+        };
+        let until = now() + wait.as_secs().max(1) as i64;
+        let report = e.report();
+        if let Err(store) = self
+            .store
+            .put_retry_after(&issuer.name, set, until, &report)
+            .await
+        {
+            tracing::warn!(issuer = %issuer.name, error = %store, "cannot record the CA's Retry-After");
+        }
+        AgentError::NotBefore {
+            message: format!(
+                "{report}; certkeeper sends nothing for [{set}] to {} before {}",
+                issuer.name,
+                rfc3339(until)
+            ),
+            until,
+        }
+    }
+
+    /// Gives ledger keys to certificates recorded before the ledger existed
+    /// (once per process), so they count against the limits too.
+    async fn key_ledger(&mut self) -> Result<(), AgentError> {
+        if self.ledger_keyed {
+            return Ok(());
+        }
+        for row in self.store.ledger_unkeyed().await? {
+            let names: Vec<String> = row.names.split(',').map(str::to_string).collect();
+            self.store
+                .set_ledger_keys(
+                    &row.issuer,
+                    &row.serial,
+                    &limits::identifier_set(&names),
+                    &limits::registered_domains(&names).join(","),
+                )
+                .await?;
+        }
+        self.ledger_keyed = true;
+        Ok(())
+    }
+
+    /// How much of each of the issuer's limits one more certificate for
+    /// `names` would draw on, per the ledger. `ari_scheduled` and whether
+    /// the set was issued before decide the CA's published exemptions.
+    async fn limit_usage(
+        &mut self,
+        names: &[String],
+        issuer: &IssuerConfig,
+        ari_scheduled: bool,
+    ) -> Result<Vec<(Usage, String)>, AgentError> {
+        self.key_ledger().await?;
+        let limits = issuer.ca_limits();
+        let set = limits::identifier_set(names);
+        let t = now();
+        let since = |l: Limit| t - l.period_seconds as i64;
+        let mut out = Vec::new();
+        if let Some(l) = limits.certificates_per_fqdn_set
+            && !(ari_scheduled && limits.ari_renewals_exempt_from_fqdn_set)
+        {
+            let times = self
+                .store
+                .ledger_set_times(&issuer.name, &set, since(l))
+                .await?;
+            out.push((
+                Usage::from_times(LimitKind::CertificatesPerFQDNSet, l, &times, t),
+                format!("certificates for [{set}]"),
+            ));
+        }
+        let renewal = self.store.ledger_has_set(&issuer.name, &set).await?;
+        if let Some(l) = limits.certificates_per_domain
+            && !(renewal && limits.renewals_exempt_from_domain)
+        {
+            for domain in limits::registered_domains(names) {
+                let times = self
+                    .store
+                    .ledger_domain_times(&issuer.name, &domain, since(l))
+                    .await?;
+                out.push((
+                    Usage::from_times(LimitKind::CertificatesPerDomain, l, &times, t),
+                    format!("certificates under {domain}"),
+                ));
+            }
+        }
+        if let Some(l) = limits.new_orders_per_account {
+            let times = self.store.agent_order_times(&issuer.name, since(l)).await?;
+            out.push((
+                Usage::from_times(LimitKind::NewOrdersPerAccount, l, &times, t),
+                "new orders by this account".to_string(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Refuses, without contacting the CA, a certificate that would exceed
+    /// one of its known limits; the error says which, and when it fits.
+    async fn check_limits(
+        &mut self,
+        cert: &CertificateConfig,
+        issuer: &IssuerConfig,
+        ari_scheduled: bool,
+    ) -> Result<(), AgentError> {
+        let usage = self.limit_usage(&cert.names, issuer, ari_scheduled).await?;
+        let full = usage
+            .iter()
+            .filter_map(|(u, what)| u.next_free.map(|until| (u, what, until)))
+            .max_by_key(|(_, _, until)| *until);
+        if let Some((u, what, until)) = full {
+            return Err(AgentError::NotBefore {
+                message: format!(
+                    "certkeeper: {}: {} {what} in the last {} at {}; next possible at {} (refused locally, nothing sent to the CA)",
+                    u.kind,
+                    u.used,
+                    limits::window_text(u.limit.period_seconds),
+                    issuer.name,
+                    rfc3339(until)
+                ),
+                until,
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits until the issuer's account has sent fewer than
+    /// `max_orders_per_minute` orders in the last minute (counted in the
+    /// store, so every certificate and process sharing it is included).
+    async fn throttle_orders(&self, issuer: &IssuerConfig) -> Result<(), AgentError> {
+        let max = self.config.agent.max_orders_per_minute.max(1) as usize;
+        loop {
+            let t = now();
+            let times = self.store.agent_order_times(&issuer.name, t - 60).await?;
+            if times.len() < max {
+                return Ok(());
+            }
+            let wait = (times[times.len() - max] + 60 - t).clamp(1, 60) as u64;
+            tracing::info!(issuer = %issuer.name, wait_secs = wait, max, "order throttle: waiting for a slot");
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+        }
+    }
+
+    /// Every limit of every issuer for the configured certificates, and the
+    /// CA's Retry-After deadlines in force: `certkeeper limits`.
+    pub async fn limits(&mut self) -> Result<Vec<LimitStatus>, AgentError> {
+        let mut out: Vec<LimitStatus> = Vec::new();
+        let t = now();
+        for cert in self.config.certificates.clone() {
+            let Some(issuer) = self.config.issuer(&cert.issuer).cloned() else {
+                continue;
+            };
+            let set = limits::identifier_set(&cert.names);
+            for (u, what) in self.limit_usage(&cert.names, &issuer, false).await? {
+                let row = LimitStatus {
+                    issuer: issuer.name.clone(),
+                    limit: u.kind.to_string(),
+                    subject: what,
+                    used: u.used,
+                    max: u.limit.count,
+                    window: limits::window_text(u.limit.period_seconds),
+                    window_seconds: u.limit.period_seconds,
+                    next_free: u.next_free.map(rfc3339),
+                };
+                if !out.contains(&row) {
+                    out.push(row);
+                }
+            }
+            if let Some((until, _)) = self.store.retry_after(&issuer.name, &set, t).await? {
+                let row = LimitStatus {
+                    issuer: issuer.name.clone(),
+                    limit: "Retry-After".into(),
+                    subject: format!("requests for [{set}]"),
+                    used: 0,
+                    max: 0,
+                    window: "-".into(),
+                    window_seconds: 0,
+                    next_free: Some(rfc3339(until)),
+                };
+                if !out.contains(&row) {
+                    out.push(row);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The solver for a certificate's challenge; built-in responders are

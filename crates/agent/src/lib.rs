@@ -6,6 +6,7 @@ pub mod bench;
 pub mod config;
 pub mod daemon;
 pub mod deploy;
+pub mod limits;
 pub mod planner;
 pub mod resolver;
 pub mod solvers;

@@ -29,6 +29,15 @@ pub enum CaError {
         /// Path of the existing resource, sent as `Location`.
         location: String,
     },
+    /// A rate limit denied the request (429 `rateLimited`); the WFE sends
+    /// `retry_after_secs` as `Retry-After`, as Boulder does.
+    #[error("rate limited: {detail}")]
+    RateLimited {
+        /// Names the limit, its count and window, and when to retry.
+        detail: String,
+        /// Seconds until the request would be allowed.
+        retry_after_secs: u64,
+    },
     /// Our fault. The detail is logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -46,6 +55,16 @@ impl CaError {
     /// `malformed`: the request does not parse or breaks a protocol rule.
     pub fn malformed(detail: impl Into<String>) -> CaError {
         CaError::acme(ProblemType::Malformed, detail)
+    }
+
+    /// Seconds the client must wait before retrying, when the error says so.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            CaError::RateLimited {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        }
     }
 
     /// `unauthorized`: the requester may not do this.

@@ -26,6 +26,9 @@ pub struct Policy {
     pub revocation: RevocationPolicy,
     /// Object lifetimes.
     pub lifetimes: Lifetimes,
+    /// Rate limits; a file without `[limits]` gets Let's Encrypt's defaults.
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 /// A certificate profile (draft-aaron-acme-profiles): a named validity.
@@ -85,6 +88,70 @@ pub struct Lifetimes {
     pub crl_validity_hours: i64,
     /// ARI `Retry-After`: how long clients wait before asking again.
     pub ari_retry_after_seconds: u64,
+}
+
+/// The rate limits, one GCRA bucket family each. Names are Boulder's
+/// (`ratelimits/names.go`) so operators can read Let's Encrypt's docs.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// New accounts per client IP address.
+    #[serde(rename = "NewRegistrationsPerIPAddress")]
+    pub new_registrations_per_ip_address: LimitConfig,
+    /// New orders per account.
+    #[serde(rename = "NewOrdersPerAccount")]
+    pub new_orders_per_account: LimitConfig,
+    /// Certificates per registered domain (or IPv4 address, or IPv6 /64).
+    #[serde(rename = "CertificatesPerDomain")]
+    pub certificates_per_domain: LimitConfig,
+    /// Certificates per exact identifier set.
+    #[serde(rename = "CertificatesPerFQDNSet")]
+    pub certificates_per_fqdn_set: LimitConfig,
+    /// Failed validations per identifier per account.
+    #[serde(rename = "FailedAuthorizationsPerDomainPerAccount")]
+    pub failed_authorizations_per_domain_per_account: LimitConfig,
+}
+
+impl Default for Limits {
+    /// Let's Encrypt's published defaults (<https://letsencrypt.org/docs/rate-limits/>).
+    fn default() -> Limits {
+        const H: u64 = 3600;
+        Limits {
+            new_registrations_per_ip_address: LimitConfig::new(10, 3 * H),
+            new_orders_per_account: LimitConfig::new(300, 3 * H),
+            certificates_per_domain: LimitConfig::new(50, 168 * H),
+            certificates_per_fqdn_set: LimitConfig::new(5, 168 * H),
+            failed_authorizations_per_domain_per_account: LimitConfig::new(5, H),
+        }
+    }
+}
+
+/// One limit: `count` per `period_seconds`, at most `burst` at once.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    /// Requests allowed per period.
+    pub count: u64,
+    /// The period, seconds.
+    pub period_seconds: u64,
+    /// Capacity of a full bucket; `count` when unset (Boulder's default too).
+    pub burst: Option<u64>,
+}
+
+impl LimitConfig {
+    /// `count` per `period_seconds` with burst = count.
+    pub const fn new(count: u64, period_seconds: u64) -> LimitConfig {
+        LimitConfig {
+            count,
+            period_seconds,
+            burst: None,
+        }
+    }
+
+    /// The burst in force.
+    pub fn burst(&self) -> u64 {
+        self.burst.unwrap_or(self.count)
+    }
 }
 
 /// A policy file that does not make sense.
@@ -153,6 +220,31 @@ impl Policy {
                 )));
             }
         }
+        for (name, l) in [
+            (
+                "NewRegistrationsPerIPAddress",
+                &policy.limits.new_registrations_per_ip_address,
+            ),
+            ("NewOrdersPerAccount", &policy.limits.new_orders_per_account),
+            (
+                "CertificatesPerDomain",
+                &policy.limits.certificates_per_domain,
+            ),
+            (
+                "CertificatesPerFQDNSet",
+                &policy.limits.certificates_per_fqdn_set,
+            ),
+            (
+                "FailedAuthorizationsPerDomainPerAccount",
+                &policy.limits.failed_authorizations_per_domain_per_account,
+            ),
+        ] {
+            if l.count == 0 || l.period_seconds == 0 || l.burst() == 0 {
+                return Err(err(format!(
+                    "limits.{name}: count, period_seconds and burst must be at least 1"
+                )));
+            }
+        }
         Ok(policy)
     }
 
@@ -175,6 +267,18 @@ mod tests {
             p.profile(Some("shortlived")).map(|p| p.validity_hours),
             Some(160.0)
         );
+    }
+
+    #[test]
+    fn builtin_limits_are_lets_encrypts() {
+        let p = Policy::builtin();
+        assert_eq!(
+            p.limits.certificates_per_fqdn_set,
+            LimitConfig::new(5, 604800)
+        );
+        assert_eq!(p.limits.certificates_per_domain.burst(), 50);
+        let bad = format!("{DEFAULT_POLICY}\n[limits.Nope]\ncount = 1\nperiod_seconds = 1\n");
+        assert!(Policy::parse(&bad, "t").is_err());
     }
 
     #[test]

@@ -148,7 +148,8 @@ pub async fn start(config: CaConfig, clock: Arc<dyn Clock>) -> Result<RunningCa,
         .http_builder()
         .http1()
         .header_read_timeout(Some(Duration::from_secs(10)));
-    let server = tokio::spawn(server.serve(app.into_make_service()));
+    let server =
+        tokio::spawn(server.serve(app.into_make_service_with_connect_info::<SocketAddr>()));
 
     let refresh_every =
         Duration::from_secs((policy.lifetimes.crl_refresh_minutes.max(1) * 60) as u64);

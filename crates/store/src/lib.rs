@@ -6,12 +6,14 @@
 
 mod agent;
 mod ca;
+mod ca_limits;
 mod error;
 pub mod files;
 mod migrate;
 
-pub use agent::{AgentStateRow, ManagedCertRow};
+pub use agent::{AgentStateRow, ManagedCertRow, UnkeyedLedgerRow};
 pub use ca::{AccountRow, AuthzRow, CertificateRow, OrderRow};
+pub use ca_limits::LimitOverrideRow;
 pub use error::StoreError;
 
 use std::path::Path;

@@ -14,6 +14,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_agent.sql")),
     (3, include_str!("migrations/0003_agent_state.sql")),
     (4, include_str!("migrations/0004_ca_replaces.sql")),
+    (5, include_str!("migrations/0005_ca_limits.sql")),
+    (6, include_str!("migrations/0006_agent_ledger.sql")),
 ];
 
 /// Applies the migrations the database has not seen yet, each in its own transaction.

@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 use x509_parser::extensions::GeneralName;
 
 use super::error::{AcmeError, FailedAuthorization, Step};
-use super::http::TimedHttpClient;
+use super::http::{RetryAfterCell, TimedHttpClient};
 use super::key::{CertificateKey, KeyAlgorithm};
 use super::solver::{PendingChallenge, Solver, challenge_name};
 
@@ -49,11 +49,16 @@ impl AcmeDirectory {
         self
     }
 
-    fn builder(&self) -> Result<instant_acme::AccountBuilder, AcmeError> {
+    fn builder(&self) -> Result<(instant_acme::AccountBuilder, RetryAfterCell), AcmeError> {
         let allow_http = self.url.starts_with("http://");
-        let http =
-            TimedHttpClient::new(self.root_pem.as_deref(), allow_http, self.request_timeout)?;
-        Ok(Account::builder_with_http(Box::new(http)))
+        let retry_after = RetryAfterCell::default();
+        let http = TimedHttpClient::new(
+            self.root_pem.as_deref(),
+            allow_http,
+            self.request_timeout,
+            retry_after.clone(),
+        )?;
+        Ok((Account::builder_with_http(Box::new(http)), retry_after))
     }
 }
 
@@ -202,6 +207,7 @@ pub struct IssuedCertificate {
 pub struct AcmeAccount {
     account: Account,
     directory_url: String,
+    retry_after: RetryAfterCell,
 }
 
 impl std::fmt::Debug for AcmeAccount {
@@ -225,8 +231,8 @@ impl AcmeAccount {
             .eab
             .as_ref()
             .map(|eab| ExternalAccountKey::new(eab.key_id.clone(), &eab.hmac_key));
-        let (account, credentials) = directory
-            .builder()?
+        let (builder, retry_after) = directory.builder()?;
+        let (account, credentials) = builder
             .create(
                 &NewAccount {
                     contact: &contact,
@@ -237,16 +243,22 @@ impl AcmeAccount {
                 eab.as_ref(),
             )
             .await
-            .map_err(|source| AcmeError::Protocol {
-                step: Step::Account,
-                names: directory.url.clone(),
-                source: Box::new(source),
+            .map_err(|source| {
+                with_retry_after(
+                    &retry_after,
+                    AcmeError::Protocol {
+                        step: Step::Account,
+                        names: directory.url.clone(),
+                        source: Box::new(source),
+                    },
+                )
             })?;
         debug!(account = account.id(), directory = %directory.url, "ACME account registered");
         Ok((
             Self {
                 account,
                 directory_url: directory.url.clone(),
+                retry_after,
             },
             credentials,
         ))
@@ -258,18 +270,24 @@ impl AcmeAccount {
         directory: &AcmeDirectory,
         credentials: AccountCredentials,
     ) -> Result<Self, AcmeError> {
-        let account = directory
-            .builder()?
+        let (builder, retry_after) = directory.builder()?;
+        let account = builder
             .from_credentials(credentials)
             .await
-            .map_err(|source| AcmeError::Protocol {
-                step: Step::Account,
-                names: directory.url.clone(),
-                source: Box::new(source),
+            .map_err(|source| {
+                with_retry_after(
+                    &retry_after,
+                    AcmeError::Protocol {
+                        step: Step::Account,
+                        names: directory.url.clone(),
+                        source: Box::new(source),
+                    },
+                )
             })?;
         Ok(Self {
             account,
             directory_url: directory.url.clone(),
+            retry_after,
         })
     }
 
@@ -347,7 +365,11 @@ impl AcmeAccount {
     /// not used here. `replaces` is dropped when the CA has no `renewalInfo`
     /// in its directory (RFC 9773 §5: only send it to CAs that offer ARI).
     pub async fn create_order(&self, request: &OrderRequest) -> Result<String, AcmeError> {
-        let order = self.new_order(request).await?;
+        self.retry_after.clear();
+        let order = self
+            .new_order(request)
+            .await
+            .map_err(|e| with_retry_after(&self.retry_after, e))?;
         Ok(order.url().to_owned())
     }
 
@@ -368,6 +390,20 @@ impl AcmeAccount {
     /// On an error, [`AcmeError::needs_new_order`] says whether this order
     /// is dead (discard it) or may be resumed again later.
     pub async fn complete_order(
+        &self,
+        order_url: &str,
+        names: &[String],
+        key: &CertificateKey,
+        solver: &dyn Solver,
+        poll: &PollPolicy,
+    ) -> Result<IssuedCertificate, AcmeError> {
+        self.retry_after.clear();
+        self.complete_order_inner(order_url, names, key, solver, poll)
+            .await
+            .map_err(|e| with_retry_after(&self.retry_after, e))
+    }
+
+    async fn complete_order_inner(
         &self,
         order_url: &str,
         names: &[String],
@@ -939,6 +975,20 @@ fn check_leaf(
         validity.not_before.to_datetime(),
         validity.not_after.to_datetime(),
     ))
+}
+
+/// Attaches the CA's Retry-After to the error of the step that drew a 429
+/// or 503, so the caller can obey it.
+fn with_retry_after(cell: &RetryAfterCell, e: AcmeError) -> AcmeError {
+    match cell.take() {
+        Some(at) => AcmeError::RetryLater {
+            retry_after: at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default(),
+            source: Box::new(e),
+        },
+        None => e,
+    }
 }
 
 #[cfg(test)]

@@ -191,13 +191,32 @@ pub enum AcmeError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The CA refused for now (429 or 503) and said when to come back.
+    #[error("{source}; the CA asks not to retry for {}s", retry_after.as_secs())]
+    RetryLater {
+        /// How long from when the CA answered.
+        retry_after: Duration,
+        /// The refusal itself.
+        #[source]
+        source: Box<AcmeError>,
+    },
 }
 
 impl AcmeError {
+    /// The CA's `Retry-After` on a 429/503, so the caller can persist it and
+    /// send nothing before it passes.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RetryLater { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
     /// The CA's problem document, so callers can react to `rateLimited`,
     /// `badNonce` and friends without parsing messages.
     pub fn problem(&self) -> Option<&Problem> {
         match self {
+            Self::RetryLater { source, .. } => source.problem(),
             Self::Protocol { source, .. } => match source.as_ref() {
                 instant_acme::Error::Api(problem) => Some(problem),
                 _ => None,
@@ -232,6 +251,7 @@ impl AcmeError {
     /// The step that failed, for metrics and ledger records.
     pub fn step(&self) -> Option<Step> {
         match self {
+            Self::RetryLater { source, .. } => source.step(),
             Self::Protocol { step, .. } | Self::Timeout { step, .. } => Some(*step),
             Self::Authorization(_) | Self::ChallengeUnavailable { .. } | Self::Solver { .. } => {
                 Some(Step::Authorization)
@@ -253,6 +273,7 @@ impl AcmeError {
     /// terminal: the same order can be resumed later.
     pub fn needs_new_order(&self) -> bool {
         match self {
+            Self::RetryLater { source, .. } => source.needs_new_order(),
             Self::OrderInvalid { .. }
             | Self::Authorization(_)
             | Self::OrderMismatch { .. }

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
@@ -28,11 +28,52 @@ use super::error::AcmeError;
 type Hyper = HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>;
 type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
+/// The last `Retry-After` a CA sent with a 429 or 503, as an absolute time.
+///
+/// instant-acme turns an error response into a problem document and drops
+/// its headers, so the deadline is kept here, shared with the
+/// [`AcmeAccount`](super::AcmeAccount) that owns the client, which attaches
+/// it to the error of the step that failed. The agent runs one request at a
+/// time per account, so "last" is the failing request's.
+#[derive(Clone, Default, Debug)]
+pub(crate) struct RetryAfterCell(Arc<std::sync::Mutex<Option<SystemTime>>>);
+
+impl RetryAfterCell {
+    /// Forgets any earlier answer (before a step whose error is inspected).
+    pub(crate) fn clear(&self) {
+        if let Ok(mut v) = self.0.lock() {
+            *v = None;
+        }
+    }
+
+    /// The deadline the last 429/503 carried, if any, consumed.
+    pub(crate) fn take(&self) -> Option<SystemTime> {
+        self.0.lock().ok().and_then(|mut v| v.take())
+    }
+
+    fn set(&self, at: SystemTime) {
+        if let Ok(mut v) = self.0.lock() {
+            *v = Some(at);
+        }
+    }
+}
+
+/// Parses `Retry-After` (RFC 9110 §10.2.3: delay-seconds or an HTTP-date).
+/// A malformed value is ignored rather than guessed at.
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<SystemTime> {
+    let value = value.trim();
+    match value.parse::<u64>() {
+        Ok(secs) => Some(now + Duration::from_secs(secs)),
+        Err(_) => httpdate::parse_http_date(value).ok(),
+    }
+}
+
 /// An instant-acme `HttpClient` with explicit trust roots and a deadline on
 /// every request (headers and body).
 pub(crate) struct TimedHttpClient {
     inner: Hyper,
     timeout: Duration,
+    retry_after: RetryAfterCell,
 }
 
 impl TimedHttpClient {
@@ -45,6 +86,7 @@ impl TimedHttpClient {
         root_pem: Option<&Path>,
         allow_http: bool,
         timeout: Duration,
+        retry_after: RetryAfterCell,
     ) -> Result<Self, AcmeError> {
         // Name the provider explicitly: relying on the process default
         // panics when a second provider ever enters the dependency graph.
@@ -83,6 +125,7 @@ impl TimedHttpClient {
         Ok(Self {
             inner: HyperClient::builder(TokioExecutor::new()).build(connector),
             timeout,
+            retry_after,
         })
     }
 }
@@ -115,10 +158,25 @@ impl HttpClient for TimedHttpClient {
         let deadline = tokio::time::Instant::now() + timeout;
         let uri = req.uri().to_string();
         let fut = self.inner.request(req);
+        let retry_after = self.retry_after.clone();
         Box::pin(async move {
             match tokio::time::timeout_at(deadline, fut).await {
                 Ok(Ok(rsp)) => {
                     let mut rsp = BytesResponse::from(rsp);
+                    // The only place the header is still visible: keep the
+                    // CA's "not before" for the step that will fail.
+                    if matches!(
+                        rsp.parts.status,
+                        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+                    ) && let Some(at) = rsp
+                        .parts
+                        .headers
+                        .get(hyper::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| parse_retry_after(v, SystemTime::now()))
+                    {
+                        retry_after.set(at);
+                    }
                     // The body is read later by instant-acme; carry the same
                     // deadline so a CA that stalls mid-body still times out.
                     rsp.body = Box::new(TimedBody {
@@ -208,6 +266,20 @@ fn problem_body(status: StatusCode, uri: &str, body: Bytes) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(
+            parse_retry_after(" 3600 ", now),
+            Some(now + Duration::from_secs(3600))
+        );
+        assert_eq!(
+            parse_retry_after("Thu, 01 Jan 1970 00:01:40 GMT", now),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(100))
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
 
     fn parse(body: Bytes) -> instant_acme::Problem {
         serde_json::from_slice(&body).expect("a problem document")

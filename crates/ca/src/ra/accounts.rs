@@ -71,6 +71,7 @@ impl Ra {
         key: &Jwk,
         req: NewAccount,
         url: &str,
+        client_ip: Option<std::net::IpAddr>,
     ) -> Result<(Account, bool), CaError> {
         check_account_key(key)?;
         let thumbprint = key.thumbprint();
@@ -102,6 +103,33 @@ impl Ra {
             }
             None => None,
         };
+        // Boulder spends NewRegistrationsPerIPAddress only for a registration
+        // that would create an account, and refunds it when creation fails.
+        let limit_txns: Vec<super::limits::Txn> = client_ip
+            .map(|ip| {
+                super::limits::Txn::new(
+                    super::limits::LimitName::NewRegistrationsPerIPAddress,
+                    ip.to_string(),
+                    super::limits::Mode::CheckAndSpend,
+                )
+            })
+            .into_iter()
+            .collect();
+        self.limits_spend(&limit_txns).await?;
+        let created = self.create_account(key, req, thumbprint, eab_kid).await;
+        if created.is_err() {
+            self.limits_refund(&limit_txns).await;
+        }
+        created
+    }
+
+    async fn create_account(
+        &self,
+        key: &Jwk,
+        req: NewAccount,
+        thumbprint: String,
+        eab_kid: Option<String>,
+    ) -> Result<(Account, bool), CaError> {
         let doc = AccountDoc {
             key: key.to_json(),
             contact: req.contact,

@@ -8,6 +8,7 @@
 mod accounts;
 mod csr;
 mod identifiers;
+pub mod limits;
 mod orders;
 mod revocation;
 

@@ -10,6 +10,7 @@ use certkeeper_proto::{Identifier, IdentifierType, Jwk};
 use certkeeper_store::{AuthzRow, CertificateRow, OrderRow};
 use serde::Deserialize;
 
+use super::limits::{LimitName, Mode, Txn, fqdn_set_key, registered_domain};
 use super::{Account, Ra, csr, from_json, identifiers, new_id, new_token, to_json};
 use crate::CaError;
 use crate::issuer::{LeafRequest, RenewalWindow, parse_cert_id, renewal_window};
@@ -20,6 +21,21 @@ use crate::va::Validation;
 /// `processing`: loopback validations finish well inside it, so most clients
 /// see the result without polling, and a slow peer never holds a request long.
 const INLINE_VALIDATION_WAIT: Duration = Duration::from_secs(3);
+
+/// How far back an issuance of the same identifier set makes an order a
+/// renewal, exempt from NewOrdersPerAccount and CertificatesPerDomain (Let's
+/// Encrypt: "renewals" are orders for a set issued in the last 120 days).
+const RENEWAL_LOOKBACK_SECS: i64 = 120 * 86400;
+
+/// Which limits an order escapes.
+#[derive(Clone, Copy, Debug, Default)]
+struct Exemptions {
+    /// ARI renewal (`replaces` a certificate of the account whose window has
+    /// opened): Boulder exempts these from every limit.
+    all: bool,
+    /// Renewal of a recently issued identifier set.
+    renewal: bool,
+}
 
 /// The newOrder payload (RFC 8555 §7.4).
 #[derive(Debug, Deserialize)]
@@ -109,6 +125,58 @@ impl Ra {
         if let Some(replaces) = &req.replaces {
             self.check_replaces(account, replaces, &idents).await?;
         }
+        let exempt = self
+            .limit_exemptions(account, req.replaces.as_deref(), &idents)
+            .await?;
+        let limit_txns = new_order_txns(account, &idents, exempt);
+        self.limits_spend(&limit_txns).await?;
+        let created = self
+            .create_order(account, req.replaces, idents, profile.name.clone())
+            .await;
+        if created.is_err() {
+            self.limits_refund(&limit_txns).await;
+        }
+        created
+    }
+
+    /// Which limits an order escapes (see [`Exemptions`]).
+    async fn limit_exemptions(
+        &self,
+        account: &Account,
+        replaces: Option<&str>,
+        idents: &[Identifier],
+    ) -> Result<Exemptions, CaError> {
+        let now = self.now();
+        let mut exempt = Exemptions::default();
+        if let Some(cert_id) = replaces
+            && let Ok((_, serial)) = parse_cert_id(cert_id)
+            && let Some(cert) = self.store.certificate_by_serial(&serial).await?
+            && cert.account_id == account.row.id
+        {
+            let window = renewal_window(
+                cert.not_before,
+                cert.not_after,
+                cert.status == "revoked",
+                now,
+            );
+            // Inside the window, or past its start: the renewal ARI asked for.
+            exempt.all = now >= window.start;
+        }
+        exempt.renewal = self
+            .store
+            .issued_names_since(&names_column(idents), now - RENEWAL_LOOKBACK_SECS)
+            .await?;
+        Ok(exempt)
+    }
+
+    /// Stores a new order (limits already spent) with its new authorizations.
+    async fn create_order(
+        &self,
+        account: &Account,
+        replaces: Option<String>,
+        idents: Vec<Identifier>,
+        profile: String,
+    ) -> Result<Order, CaError> {
         let now = self.now();
         let lt = &self.policy.lifetimes;
         let mut authz_ids = Vec::with_capacity(idents.len());
@@ -149,10 +217,10 @@ impl Ra {
         let doc = OrderDoc {
             identifiers: idents,
             authz_ids,
-            profile: profile.name.clone(),
+            profile,
             error: None,
             certificate_serial: None,
-            replaces: req.replaces,
+            replaces,
         };
         let row = OrderRow {
             id: new_id(),
@@ -378,6 +446,14 @@ impl Ra {
                 chall.status = "invalid".into();
                 chall.error = Some(crate::wfe::problem::problem_for(&e));
                 authz.row.status = "invalid".into();
+                let txn = Txn::new(
+                    LimitName::FailedAuthorizationsPerDomainPerAccount,
+                    format!("{}:{}", authz.row.account_id, job.value),
+                    Mode::SpendOnly,
+                );
+                if let Err(e) = self.limits_spend(&[txn]).await {
+                    tracing::error!(error = %e, "cannot count the failed authorization");
+                }
             }
         }
         authz.row.data = match to_json(&authz.doc) {
@@ -442,7 +518,7 @@ impl Ra {
     /// ever recorded or served (the loser's signature is discarded unseen).
     async fn issue(
         &self,
-        mut order: Order,
+        order: Order,
         stored_status: &str,
         spki_der: Vec<u8>,
     ) -> Result<Order, CaError> {
@@ -462,6 +538,48 @@ impl Ra {
             .iter()
             .map(|i| i.value.clone())
             .collect();
+        // Certificate limits are checked at newOrder and spent here, before
+        // signing. Boulder spends them after issuance without checking
+        // (tolerating overshoot under a race); we check-and-spend atomically
+        // so racing finalizations can never exceed the limit, and refund
+        // when the issuance then fails.
+        let account = self
+            .store
+            .account_by_id(&order.row.account_id)
+            .await?
+            .ok_or_else(|| CaError::Internal("order without account".into()))?;
+        let account = Account {
+            doc: from_json("account", &account.data)?,
+            row: account,
+        };
+        let exempt = self
+            .limit_exemptions(
+                &account,
+                order.doc.replaces.as_deref(),
+                &order.doc.identifiers,
+            )
+            .await?;
+        let limit_txns = issuance_txns(&order.doc.identifiers, exempt);
+        self.limits_spend(&limit_txns).await?;
+        let result = self
+            .sign_and_record(order, stored_status, spki_der, profile, names, now)
+            .await;
+        if result.is_err() {
+            self.limits_refund(&limit_txns).await;
+        }
+        result
+    }
+
+    /// The signing half of [`Ra::issue`], after the limits are spent.
+    async fn sign_and_record(
+        &self,
+        mut order: Order,
+        stored_status: &str,
+        spki_der: Vec<u8>,
+        profile: &crate::policy::Profile,
+        names: Vec<String>,
+        now: i64,
+    ) -> Result<Order, CaError> {
         let request = LeafRequest {
             names: names.clone(),
             spki_der,
@@ -552,6 +670,71 @@ impl Ra {
             self.now(),
         ))
     }
+}
+
+/// The `names` column of a certificate for these identifiers (as `issue` writes it).
+fn names_column(idents: &[Identifier]) -> String {
+    idents
+        .iter()
+        .map(|i| i.value.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Unique CertificatesPerDomain keys of an order.
+fn domain_keys(idents: &[Identifier]) -> std::collections::BTreeSet<String> {
+    idents.iter().map(registered_domain).collect()
+}
+
+/// newOrder's limits (Boulder `ra.NewOrder` → `newOrderLimitTransactions`):
+/// spend NewOrdersPerAccount; check failed authorizations and the
+/// certificate limits that finalize will spend.
+fn new_order_txns(account: &Account, idents: &[Identifier], exempt: Exemptions) -> Vec<Txn> {
+    if exempt.all {
+        return Vec::new();
+    }
+    let mut txns: Vec<Txn> = idents
+        .iter()
+        .map(|i| {
+            Txn::new(
+                LimitName::FailedAuthorizationsPerDomainPerAccount,
+                format!("{}:{}", account.row.id, i.value.trim_start_matches("*.")),
+                Mode::Check,
+            )
+        })
+        .collect();
+    if !exempt.renewal {
+        txns.push(Txn::new(
+            LimitName::NewOrdersPerAccount,
+            account.row.id.clone(),
+            Mode::CheckAndSpend,
+        ));
+    }
+    txns.extend(certificate_txns(idents, exempt, Mode::Check));
+    txns
+}
+
+/// finalize's limits: the certificate limits, spent.
+fn issuance_txns(idents: &[Identifier], exempt: Exemptions) -> Vec<Txn> {
+    if exempt.all {
+        return Vec::new();
+    }
+    certificate_txns(idents, exempt, Mode::CheckAndSpend)
+}
+
+fn certificate_txns(idents: &[Identifier], exempt: Exemptions, mode: Mode) -> Vec<Txn> {
+    let mut txns = Vec::new();
+    if !exempt.renewal {
+        for key in domain_keys(idents) {
+            txns.push(Txn::new(LimitName::CertificatesPerDomain, key, mode));
+        }
+    }
+    txns.push(Txn::new(
+        LimitName::CertificatesPerFQDNSet,
+        fqdn_set_key(idents),
+        mode,
+    ));
+    txns
 }
 
 /// Authorization status as of `now` (RFC 8555 §7.1.6: expiry is implicit).

@@ -223,6 +223,11 @@ impl Wfe {
             HeaderValue::from_static("application/problem+json"),
         );
         self.common_headers(resp.headers_mut(), urls.as_ref());
+        // RFC 8555 §6.6: a rateLimited problem SHOULD come with Retry-After.
+        if let Some(secs) = e.retry_after() {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if let (CaError::Conflict { location, .. }, Some(u)) = (&e, &urls)
             && let Ok(v) = HeaderValue::from_str(&format!("{}{location}", u.base))
         {
@@ -328,13 +333,25 @@ async fn new_nonce_get(State(w): W) -> Response {
     resp
 }
 
-async fn new_account(State(w): W, headers: HeaderMap, body: Bytes) -> Response {
+async fn new_account(
+    State(w): W,
+    ext: axum::http::Extensions,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    // The peer address, for NewRegistrationsPerIPAddress; absent when the
+    // router is served without connect info (in-process tests).
+    let client_ip = ext
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
     respond(&w, &headers, async {
         let a = w
             .authenticate(&headers, "/acme/new-account", &body, KeyMode::Jwk)
             .await?;
         let req: NewAccount = a.jws.payload_json()?;
-        let (account, created) = w.ra.new_account(&a.jwk, req, &a.jws.protected.url).await?;
+        let (account, created) =
+            w.ra.new_account(&a.jwk, req, &a.jws.protected.url, client_ip)
+                .await?;
         let status = if created {
             StatusCode::CREATED
         } else {
@@ -428,13 +445,9 @@ async fn order(State(w): W, headers: HeaderMap, Path(id): Path<String>, body: By
             .authenticate_account(&headers, &format!("/acme/order/{id}"), &body)
             .await?;
         let order = w.ra.order(&account, &id).await?;
-        let body = order_body(&a.urls, &order);
-        let mut resp = w.reply(StatusCode::OK, &a.urls, body, None);
-        if order.row.status == "processing" {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        Ok(resp)
+        // Finalization is synchronous, so an order is never left `processing`
+        // and needs no Retry-After here.
+        Ok(w.reply(StatusCode::OK, &a.urls, order_body(&a.urls, &order), None))
     })
     .await
 }

@@ -10,6 +10,9 @@ use crate::CaError;
 pub fn problem_for(e: &CaError) -> Problem {
     match e {
         CaError::Acme { kind, detail } => Problem::new(*kind, detail.clone()),
+        CaError::RateLimited { detail, .. } => {
+            Problem::new(ProblemType::RateLimited, detail.clone())
+        }
         CaError::NotFound(what) => {
             Problem::new(ProblemType::Malformed, format!("{what} not found")).with_status(404)
         }

@@ -70,6 +70,41 @@ pub async fn status(path: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `certkeeper limits`: per issuer, each limit the agent enforces for the
+/// configured certificates, how much is used, and when the next slot frees.
+/// Reads the store only: nothing is sent to any CA.
+pub async fn limits(path: &Path, json: bool) -> anyhow::Result<()> {
+    let rows = agent(path).await?.limits().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<10} {:<24} {:>11} {:>7} {:<21} SUBJECT",
+        "ISSUER", "LIMIT", "USED/LIMIT", "WINDOW", "NEXT FREE"
+    );
+    for r in &rows {
+        let used = if r.limit == "Retry-After" {
+            "-".to_string()
+        } else {
+            format!("{}/{}", r.used, r.max)
+        };
+        println!(
+            "{:<10} {:<24} {:>11} {:>7} {:<21} {}",
+            r.issuer,
+            r.limit,
+            used,
+            r.window,
+            r.next_free.as_deref().unwrap_or("now"),
+            r.subject
+        );
+    }
+    if rows.is_empty() {
+        println!("no limits configured (see `limits` under [[issuer]] in docs/config.md)");
+    }
+    Ok(())
+}
+
 /// `certkeeper renew NAME [--force]` and `certkeeper issue NAME`: one pass
 /// over one certificate, as cron would run it.
 pub async fn once(path: &Path, name: &str, force: bool) -> anyhow::Result<()> {

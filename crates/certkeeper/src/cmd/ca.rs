@@ -61,6 +61,23 @@ pub enum CaCommand {
     },
     /// Print the built-in default policy, to copy and edit.
     Policy,
+    /// Show rate limits (policy defaults plus per-key overrides), or add an
+    /// override with `--set NAME:KEY=COUNT/PERIOD_SECONDS[/BURST]`.
+    Limits {
+        /// Data directory of the CA.
+        #[arg(long, default_value = "certkeeper-data")]
+        data: PathBuf,
+        /// Policy file the CA serves with (default: the built-in policy).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Add or replace an override, e.g.
+        /// `CertificatesPerFQDNSet:a.example.com,b.example.com=20/604800`.
+        #[arg(long)]
+        set: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub async fn run(cmd: CaCommand) -> anyhow::Result<()> {
@@ -120,6 +137,12 @@ pub async fn run(cmd: CaCommand) -> anyhow::Result<()> {
             println!("hmac key: {key}");
             Ok(())
         }
+        CaCommand::Limits {
+            data,
+            policy,
+            set,
+            json,
+        } => limits(&data, policy.as_deref(), set.as_deref(), json).await,
         CaCommand::Policy => {
             print!("{}", certkeeper_ca::policy::DEFAULT_POLICY);
             Ok(())
@@ -188,5 +211,116 @@ async fn list(data: &Path, json: bool) -> anyhow::Result<()> {
         );
     }
     println!("{} certificate(s)", certs.len());
+    Ok(())
+}
+
+/// Parses `NAME:KEY=COUNT/PERIOD_SECONDS[/BURST]`. The name never holds a
+/// `:` and the numbers never a `=`, so keys may hold both (IPv6, account:name).
+fn parse_override(spec: &str) -> anyhow::Result<certkeeper_store::LimitOverrideRow> {
+    use certkeeper_ca::ra::limits::LimitName;
+    let usage = "expected NAME:KEY=COUNT/PERIOD_SECONDS[/BURST]";
+    let (name, rest) = spec.split_once(':').with_context(|| usage)?;
+    let (key, numbers) = rest.rsplit_once('=').with_context(|| usage)?;
+    let name = LimitName::parse(name).with_context(|| {
+        let known: Vec<&str> = LimitName::ALL.iter().map(|n| n.as_str()).collect();
+        format!("unknown limit {name:?}; use one of {known:?}")
+    })?;
+    anyhow::ensure!(!key.is_empty(), "empty bucket key: {usage}");
+    let numbers: Vec<i64> = numbers
+        .split('/')
+        .map(|n| n.trim().parse::<i64>())
+        .collect::<Result<_, _>>()
+        .with_context(|| usage)?;
+    let (count, period, burst) = match numbers[..] {
+        [c, p] => (c, p, c),
+        [c, p, b] => (c, p, b),
+        _ => anyhow::bail!("{usage}"),
+    };
+    anyhow::ensure!(
+        count >= 1 && period >= 1 && burst >= 1,
+        "count, period and burst must be at least 1"
+    );
+    Ok(certkeeper_store::LimitOverrideRow {
+        limit_name: name.as_str().to_string(),
+        bucket_key: key.to_string(),
+        count,
+        period_seconds: period,
+        burst,
+    })
+}
+
+async fn limits(
+    data: &Path,
+    policy: Option<&Path>,
+    set: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use certkeeper_ca::ra::limits::LimitName;
+    let policy = match policy {
+        Some(path) => Policy::load(path)?,
+        None => Policy::builtin(),
+    };
+    let store = open_existing(data).await?;
+    if let Some(spec) = set {
+        let row = parse_override(spec)?;
+        store.set_limit_override(&row).await?;
+        if !json {
+            println!(
+                "override set: {}:{} = {} per {}s (burst {})",
+                row.limit_name, row.bucket_key, row.count, row.period_seconds, row.burst
+            );
+            return Ok(());
+        }
+    }
+    let overrides = store.limit_overrides().await?;
+    if json {
+        let defaults: Vec<_> = LimitName::ALL
+            .iter()
+            .map(|n| {
+                let c = n.default_in(&policy.limits);
+                serde_json::json!({
+                    "name": n.as_str(),
+                    "count": c.count,
+                    "period_seconds": c.period_seconds,
+                    "burst": c.burst(),
+                })
+            })
+            .collect();
+        let overrides: Vec<_> = overrides
+            .iter()
+            .map(|o| {
+                serde_json::json!({
+                    "name": o.limit_name,
+                    "key": o.bucket_key,
+                    "count": o.count,
+                    "period_seconds": o.period_seconds,
+                    "burst": o.burst,
+                })
+            })
+            .collect();
+        let out = serde_json::json!({ "defaults": defaults, "overrides": overrides });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "{:<42} {:>7} {:>14} {:>7}  KEY",
+        "LIMIT", "COUNT", "PERIOD (s)", "BURST"
+    );
+    for n in LimitName::ALL {
+        let c = n.default_in(&policy.limits);
+        println!(
+            "{:<42} {:>7} {:>14} {:>7}  (default)",
+            n.as_str(),
+            c.count,
+            c.period_seconds,
+            c.burst()
+        );
+    }
+    for o in &overrides {
+        println!(
+            "{:<42} {:>7} {:>14} {:>7}  {}",
+            o.limit_name, o.count, o.period_seconds, o.burst, o.bucket_key
+        );
+    }
     Ok(())
 }

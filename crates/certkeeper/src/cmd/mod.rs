@@ -48,6 +48,14 @@ enum Command {
         #[command(flatten)]
         config: agent::ConfigArg,
     },
+    /// Show each issuer's rate limits as the agent counts them: used / limit / window / next free slot.
+    Limits {
+        #[command(flatten)]
+        config: agent::ConfigArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a configuration file without touching anything.
     CheckConfig {
         /// The file.
@@ -71,6 +79,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             force,
         } => agent::once(&config.config, &name, force).await,
         Command::Issue { name, config } => agent::once(&config.config, &name, false).await,
+        Command::Limits { config, json } => agent::limits(&config.config, json).await,
         Command::CheckConfig { file } => agent::check_config(&file),
     }
 }

@@ -11,6 +11,7 @@ use certkeeper_agent::config::{
     AgentSettings, BuiltinCa, CertificateConfig, ChallengeType, Config, IssuerConfig, KeyType,
     StatusConfig,
 };
+use certkeeper_agent::limits::LimitsConfig;
 use clap::Args;
 
 #[derive(Debug, Args)]
@@ -56,6 +57,8 @@ fn defaults(args: &UpArgs) -> Config {
             eab: None,
             root: Some(args.data.join("builtin-ca/ca/root.pem")),
             profile: None,
+            // Our own CA: hold the agent to the limits it enforces.
+            limits: Some(LimitsConfig::Preset("builtin".into())),
         }],
         certificates: vec![CertificateConfig {
             name: "localhost".into(),
