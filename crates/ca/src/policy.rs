@@ -29,6 +29,9 @@ pub struct Policy {
     /// Rate limits; a file without `[limits]` gets Let's Encrypt's defaults.
     #[serde(default)]
     pub limits: Limits,
+    /// Pausing an identifier for an account after consecutive failed validations.
+    #[serde(default)]
+    pub pausing: Pausing,
 }
 
 /// A certificate profile (draft-aaron-acme-profiles): a named validity.
@@ -91,6 +94,26 @@ pub struct Lifetimes {
 }
 
 /// The rate limits, one GCRA bucket family each. Names are Boulder's
+/// Let's Encrypt pauses an identifier for an account that keeps failing to
+/// validate it (a client stuck in a loop spends CA resources for nothing);
+/// only the operator's unpause, or a success before the threshold, clears it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pausing {
+    /// Consecutive failed validations that pause; 0 disables pausing.
+    pub consecutive_failures: i64,
+}
+
+impl Default for Pausing {
+    fn default() -> Self {
+        // Let's Encrypt's threshold (about 1152 failures: a client retrying
+        // every hour would take 48 days to reach it).
+        Pausing {
+            consecutive_failures: 1152,
+        }
+    }
+}
+
 /// (`ratelimits/names.go`) so operators can read Let's Encrypt's docs.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]

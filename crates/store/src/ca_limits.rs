@@ -143,6 +143,77 @@ impl Store {
         .await?;
         Ok(n > 0)
     }
+
+    /// Records a validation outcome for pausing: a success clears the count,
+    /// a failure adds one and pauses at `threshold` (0: never). Returns
+    /// whether the identifier is paused now.
+    pub async fn record_validation(
+        &self,
+        account_id: &str,
+        identifier: &str,
+        success: bool,
+        threshold: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        if success {
+            sqlx::query("DELETE FROM ca_paused WHERE account_id = $1 AND identifier = $2 AND paused_at IS NULL")
+                .bind(account_id)
+                .bind(identifier)
+                .execute(self.writer())
+                .await?;
+            return Ok(false);
+        }
+        let mut tx = self.writer().begin().await?;
+        sqlx::query(
+            "INSERT INTO ca_paused (account_id, identifier, failures, paused_at) VALUES ($1, $2, 1, NULL) \
+             ON CONFLICT (account_id, identifier) DO UPDATE SET failures = ca_paused.failures + 1",
+        )
+        .bind(account_id)
+        .bind(identifier)
+        .execute(&mut *tx)
+        .await?;
+        let paused = threshold > 0
+            && sqlx::query(
+                "UPDATE ca_paused SET paused_at = $1 WHERE account_id = $2 AND identifier = $3 \
+                 AND paused_at IS NULL AND failures >= $4",
+            )
+            .bind(now)
+            .bind(account_id)
+            .bind(identifier)
+            .bind(threshold)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+        tx.commit().await?;
+        Ok(paused)
+    }
+
+    /// The consecutive-failure count of a paused identifier, if it is paused.
+    pub async fn paused_failures(
+        &self,
+        account_id: &str,
+        identifier: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(
+            "SELECT failures FROM ca_paused WHERE account_id = $1 AND identifier = $2 AND paused_at IS NOT NULL",
+        )
+        .bind(account_id)
+        .bind(identifier)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|r| r.try_get("failures")).transpose()?)
+    }
+
+    /// Lifts a pause (the operator's decision); false when it was not paused.
+    pub async fn unpause(&self, account_id: &str, identifier: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("DELETE FROM ca_paused WHERE account_id = $1 AND identifier = $2")
+            .bind(account_id)
+            .bind(identifier)
+            .execute(self.writer())
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
 }
 
 fn override_from(row: &sqlx::any::AnyRow) -> Result<LimitOverrideRow, sqlx::Error> {

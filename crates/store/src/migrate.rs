@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/0004_ca_replaces.sql")),
     (5, include_str!("migrations/0005_ca_limits.sql")),
     (6, include_str!("migrations/0006_agent_ledger.sql")),
+    (7, include_str!("migrations/0007_ca_paused.sql")),
 ];
 
 /// Applies the migrations the database has not seen yet, each in its own transaction.

@@ -125,6 +125,7 @@ impl Ra {
         if let Some(replaces) = &req.replaces {
             self.check_replaces(account, replaces, &idents).await?;
         }
+        self.check_not_paused(account, &idents).await?;
         let exempt = self
             .limit_exemptions(account, req.replaces.as_deref(), &idents)
             .await?;
@@ -137,6 +138,29 @@ impl Ra {
             self.limits_refund(&limit_txns).await;
         }
         created
+    }
+
+    /// Let's Encrypt's pausing: an identifier this account failed to validate
+    /// too many times in a row takes no new orders until an operator unpauses it.
+    async fn check_not_paused(
+        &self,
+        account: &Account,
+        idents: &[Identifier],
+    ) -> Result<(), CaError> {
+        for ident in idents {
+            let value = ident.value.trim_start_matches("*.");
+            if let Some(failures) = self.store.paused_failures(&account.row.id, value).await? {
+                return Err(CaError::acme(
+                    ProblemType::RateLimited,
+                    format!(
+                        "account {} is paused for {value} after {failures} consecutive failed validations; fix \
+                         validation, then ask the CA operator to run `certkeeper ca unpause --account {} --identifier {value}`",
+                        account.row.id, account.row.id
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Which limits an order escapes (see [`Exemptions`]).
@@ -433,6 +457,26 @@ impl Ra {
         };
         let outcome = self.va.validate(&job).await;
         let now = self.now();
+        let threshold = self.policy.pausing.consecutive_failures;
+        match self
+            .store
+            .record_validation(
+                &authz.row.account_id,
+                &job.value,
+                outcome.is_ok(),
+                threshold,
+                now,
+            )
+            .await
+        {
+            Ok(true) => {
+                tracing::warn!(account = %authz.row.account_id, identifier = %job.value, threshold, "identifier paused")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record the validation outcome for pausing")
+            }
+        }
         let chall = &mut authz.doc.challenges[idx];
         match outcome {
             Ok(()) => {

@@ -61,6 +61,18 @@ pub enum CaCommand {
     },
     /// Print the built-in default policy, to copy and edit.
     Policy,
+    /// Lift the pause on an identifier for an account (after repeated failed validations).
+    Unpause {
+        /// Data directory of the CA.
+        #[arg(long, default_value = "certkeeper-data")]
+        data: PathBuf,
+        /// Account id (the last segment of its account URL).
+        #[arg(long)]
+        account: String,
+        /// The paused identifier.
+        #[arg(long)]
+        identifier: String,
+    },
     /// Show rate limits (policy defaults plus per-key overrides), or add an
     /// override with `--set NAME:KEY=COUNT/PERIOD_SECONDS[/BURST]`.
     Limits {
@@ -143,6 +155,19 @@ pub async fn run(cmd: CaCommand) -> anyhow::Result<()> {
             set,
             json,
         } => limits(&data, policy.as_deref(), set.as_deref(), json).await,
+        CaCommand::Unpause {
+            data,
+            account,
+            identifier,
+        } => {
+            let store = open_existing(&data).await?;
+            if store.unpause(&account, &identifier).await? {
+                println!("unpaused {identifier} for account {account}");
+                Ok(())
+            } else {
+                anyhow::bail!("{identifier} is not paused for account {account}")
+            }
+        }
         CaCommand::Policy => {
             print!("{}", certkeeper_ca::policy::DEFAULT_POLICY);
             Ok(())
