@@ -10,7 +10,33 @@
 
 use sqlx::Row;
 
-use crate::{Store, StoreError};
+use crate::{AuthzRow, CertificateRow, OrderRow, Store, StoreError};
+
+/// A write a limit spend pays for, committed in the same transaction.
+#[derive(Debug)]
+pub enum Guarded<'a> {
+    /// A new order with its new authorizations (newOrder).
+    Order {
+        /// The order.
+        order: &'a OrderRow,
+        /// Its authorizations that do not exist yet.
+        authzs: &'a [AuthzRow],
+        /// Now, unix seconds.
+        now: i64,
+    },
+    /// An issued certificate and its order's move to `valid` (finalize),
+    /// compared-and-set against `expected`.
+    Certificate {
+        /// The certificate.
+        cert: &'a CertificateRow,
+        /// The order in its new state.
+        order: &'a OrderRow,
+        /// The order status it must still have.
+        expected: &'a str,
+        /// Now, unix seconds.
+        now: i64,
+    },
+}
 
 /// An operator's override of one limit for one bucket key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,13 +66,21 @@ impl Store {
     }
 
     /// Atomic read-modify-write of several buckets: reads their TATs, hands
-    /// them to `decide` (same order as `buckets`), writes the TATs it returns
-    /// (`(index, new_tat)`), and commits, all in one transaction on the
-    /// single writer connection, so concurrent spenders are serialised and
-    /// the last unit of a limit is spent exactly once.
-    pub async fn limit_update<R, F>(&self, buckets: &[String], decide: F) -> Result<R, StoreError>
+    /// them to `decide` (same order as `buckets`), and, when it says to
+    /// proceed, writes the TATs it returns (`(index, new_tat)`) together with
+    /// the `guarded` write, in one transaction on the single writer
+    /// connection. Concurrent spenders are serialised, the last unit of a
+    /// limit is spent exactly once, and a spend never outlives the write it
+    /// paid for (one commit, one fsync). Returns `decide`'s value and whether
+    /// the writes were committed (false: denied, or the guarded order moved).
+    pub async fn limit_update<R, F>(
+        &self,
+        buckets: &[String],
+        decide: F,
+        guarded: Option<Guarded<'_>>,
+    ) -> Result<(R, bool), StoreError>
     where
-        F: FnOnce(&[Option<i64>]) -> (Vec<(usize, i64)>, R),
+        F: FnOnce(&[Option<i64>]) -> (Vec<(usize, i64)>, R, bool),
     {
         let mut tx = self.writer().begin().await?;
         let mut tats = Vec::with_capacity(buckets.len());
@@ -58,7 +92,10 @@ impl Store {
                     .await?;
             tats.push(tat);
         }
-        let (writes, result) = decide(&tats);
+        let (writes, result, proceed) = decide(&tats);
+        if !proceed {
+            return Ok((result, false));
+        }
         for (i, tat) in writes {
             let Some(bucket) = buckets.get(i) else {
                 continue;
@@ -72,8 +109,25 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        match guarded {
+            None => {}
+            Some(Guarded::Order { order, authzs, now }) => {
+                crate::ca::insert_order_tx(&mut tx, order, authzs, now).await?;
+            }
+            Some(Guarded::Certificate {
+                cert,
+                order,
+                expected,
+                now,
+            }) => {
+                if !crate::ca::insert_certificate_tx(&mut tx, cert, order, expected, now).await? {
+                    // Dropping the transaction rolls the spend back too.
+                    return Ok((result, false));
+                }
+            }
+        }
         tx.commit().await?;
-        Ok(result)
+        Ok((result, true))
     }
 
     /// The override for one limit and bucket key, if an operator set one.
@@ -237,13 +291,20 @@ mod tests {
         let b = vec!["L:k".to_string()];
         assert_eq!(store.limit_tat("L:k").await.expect("read"), None);
         let seen = store
-            .limit_update(&b, |tats| (vec![(0, 42)], tats.to_vec()))
+            .limit_update(&b, |tats| (vec![(0, 42)], tats.to_vec(), true), None)
             .await
             .expect("update");
-        assert_eq!(seen, vec![None]);
+        assert_eq!(seen, (vec![None], true));
+        assert_eq!(store.limit_tat("L:k").await.expect("read"), Some(42));
+        // A denied decision writes nothing.
+        let denied = store
+            .limit_update(&b, |_| (vec![(0, 99)], (), false), None)
+            .await
+            .expect("update");
+        assert_eq!(denied, ((), false));
         assert_eq!(store.limit_tat("L:k").await.expect("read"), Some(42));
         store
-            .limit_update(&b, |_| (vec![(0, 43)], ()))
+            .limit_update(&b, |_| (vec![(0, 43)], (), true), None)
             .await
             .expect("update");
         assert_eq!(store.limit_tat("L:k").await.expect("read"), Some(43));

@@ -13,7 +13,7 @@ mod migrate;
 
 pub use agent::{AgentStateRow, ManagedCertRow, UnkeyedLedgerRow};
 pub use ca::{AccountRow, AuthzRow, CertificateRow, OrderRow};
-pub use ca_limits::LimitOverrideRow;
+pub use ca_limits::{Guarded, LimitOverrideRow};
 pub use error::StoreError;
 
 use std::path::Path;

@@ -115,7 +115,7 @@ impl Ra {
             })
             .into_iter()
             .collect();
-        self.limits_spend(&limit_txns).await?;
+        self.limits_spend(&limit_txns, None).await?;
         let created = self.create_account(key, req, thumbprint, eab_kid).await;
         if created.is_err() {
             self.limits_refund(&limit_txns).await;

@@ -17,6 +17,7 @@ use certkeeper_store::StoreError;
 use super::Ra;
 use crate::CaError;
 use crate::policy::LimitConfig;
+use certkeeper_store::Guarded;
 
 /// Milliseconds per second: TATs are stored in milliseconds.
 const MS: i64 = 1000;
@@ -304,11 +305,14 @@ impl Ra {
     /// Applies a batch of transactions atomically at `now` (seconds): if any
     /// checking transaction is denied, nothing is written and the denial that
     /// lifts LAST is returned (Boulder's `BatchSpend` merges decisions the
-    /// same way); otherwise every spending transaction is written.
-    pub(crate) async fn limits_spend(&self, txns: &[Txn]) -> Result<(), CaError> {
-        if txns.is_empty() {
-            return Ok(());
-        }
+    /// same way); otherwise every spending transaction is written, together
+    /// with the `guarded` write in the same commit. Returns false when the
+    /// guarded write lost a compare-and-set (nothing was written then).
+    pub(crate) async fn limits_spend(
+        &self,
+        txns: &[Txn],
+        guarded: Option<Guarded<'_>>,
+    ) -> Result<bool, CaError> {
         let now_s = self.now();
         let now = now_s.saturating_mul(MS);
         let mut limits = Vec::with_capacity(txns.len());
@@ -318,31 +322,34 @@ impl Ra {
         let buckets: Vec<String> = txns.iter().map(Txn::bucket).collect();
         let denied = self
             .store
-            .limit_update(&buckets, |tats| {
-                let mut writes = Vec::new();
-                let mut worst: Option<(usize, Decision)> = None;
-                for (i, t) in txns.iter().enumerate() {
-                    let d = maybe_spend(&limits[i], tats[i], now, 1);
-                    if !d.allowed {
-                        if t.mode != Mode::SpendOnly
-                            && worst.is_none_or(|(_, w)| d.retry_in_ms > w.retry_in_ms)
-                        {
-                            worst = Some((i, d));
+            .limit_update(
+                &buckets,
+                |tats| {
+                    let mut writes = Vec::new();
+                    let mut worst: Option<(usize, Decision)> = None;
+                    for (i, t) in txns.iter().enumerate() {
+                        let d = maybe_spend(&limits[i], tats[i], now, 1);
+                        if !d.allowed {
+                            if t.mode != Mode::SpendOnly
+                                && worst.is_none_or(|(_, w)| d.retry_in_ms > w.retry_in_ms)
+                            {
+                                worst = Some((i, d));
+                            }
+                            continue;
                         }
-                        continue;
+                        if t.mode != Mode::Check {
+                            writes.push((i, d.new_tat));
+                        }
                     }
-                    if t.mode != Mode::Check {
-                        writes.push((i, d.new_tat));
-                    }
-                }
-                if worst.is_some() {
-                    writes.clear();
-                }
-                (writes, worst)
-            })
+                    let proceed = worst.is_none();
+                    (writes, worst, proceed)
+                },
+                guarded,
+            )
             .await?;
+        let (denied, applied) = denied;
         let Some((i, d)) = denied else {
-            return Ok(());
+            return Ok(applied);
         };
         let (t, l) = (&txns[i], &limits[i]);
         let retry_after_secs = (d.retry_in_ms + MS - 1) / MS;
@@ -374,14 +381,20 @@ impl Ra {
         let buckets: Vec<String> = txns.iter().map(Txn::bucket).collect();
         let r = self
             .store
-            .limit_update(&buckets, |tats| {
-                let writes = tats
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, tat)| maybe_refund(&limits[i], *tat, now, 1).map(|t| (i, t)))
-                    .collect();
-                (writes, ())
-            })
+            .limit_update(
+                &buckets,
+                |tats| {
+                    let writes = tats
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, tat)| {
+                            maybe_refund(&limits[i], *tat, now, 1).map(|t| (i, t))
+                        })
+                        .collect();
+                    (writes, (), true)
+                },
+                None,
+            )
             .await;
         if let Err(e) = r {
             tracing::error!(error = %e, "cannot refund rate limits");

@@ -7,7 +7,7 @@ use std::time::Duration;
 use certkeeper_proto::jws::key_authorization;
 use certkeeper_proto::problem::{Problem, ProblemType};
 use certkeeper_proto::{Identifier, IdentifierType, Jwk};
-use certkeeper_store::{AuthzRow, CertificateRow, OrderRow};
+use certkeeper_store::{AuthzRow, CertificateRow, Guarded, OrderRow};
 use serde::Deserialize;
 
 use super::limits::{LimitName, Mode, Txn, fqdn_set_key, registered_domain};
@@ -130,14 +130,14 @@ impl Ra {
             .limit_exemptions(account, req.replaces.as_deref(), &idents)
             .await?;
         let limit_txns = new_order_txns(account, &idents, exempt);
-        self.limits_spend(&limit_txns).await?;
-        let created = self
-            .create_order(account, req.replaces, idents, profile.name.clone())
-            .await;
-        if created.is_err() {
-            self.limits_refund(&limit_txns).await;
-        }
-        created
+        self.create_order(
+            account,
+            req.replaces,
+            idents,
+            profile.name.clone(),
+            &limit_txns,
+        )
+        .await
     }
 
     /// Let's Encrypt's pausing: an identifier this account failed to validate
@@ -193,13 +193,15 @@ impl Ra {
         Ok(exempt)
     }
 
-    /// Stores a new order (limits already spent) with its new authorizations.
+    /// Stores a new order with its new authorizations, in the same commit as
+    /// the limit spends it pays (`limit_txns`).
     async fn create_order(
         &self,
         account: &Account,
         replaces: Option<String>,
         idents: Vec<Identifier>,
         profile: String,
+        limit_txns: &[Txn],
     ) -> Result<Order, CaError> {
         let now = self.now();
         let lt = &self.policy.lifetimes;
@@ -253,7 +255,12 @@ impl Ra {
             expires_at: now + lt.order_hours * 3600,
             data: to_json(&doc)?,
         };
-        self.store.insert_order(&row, &new_authzs, now).await?;
+        let guarded = Guarded::Order {
+            order: &row,
+            authzs: &new_authzs,
+            now,
+        };
+        self.limits_spend(limit_txns, Some(guarded)).await?;
         // All authorizations may have been reused: the order can be ready at once.
         self.refresh_order(Order { row, doc }).await
     }
@@ -495,7 +502,7 @@ impl Ra {
                     format!("{}:{}", authz.row.account_id, job.value),
                     Mode::SpendOnly,
                 );
-                if let Err(e) = self.limits_spend(&[txn]).await {
+                if let Err(e) = self.limits_spend(&[txn], None).await {
                     tracing::error!(error = %e, "cannot count the failed authorization");
                 }
             }
@@ -604,17 +611,22 @@ impl Ra {
             )
             .await?;
         let limit_txns = issuance_txns(&order.doc.identifiers, exempt);
-        self.limits_spend(&limit_txns).await?;
-        let result = self
-            .sign_and_record(order, stored_status, spki_der, profile, names, now)
-            .await;
-        if result.is_err() {
-            self.limits_refund(&limit_txns).await;
-        }
-        result
+        self.sign_and_record(
+            order,
+            stored_status,
+            spki_der,
+            profile,
+            names,
+            now,
+            &limit_txns,
+        )
+        .await
     }
 
-    /// The signing half of [`Ra::issue`], after the limits are spent.
+    /// Signs, then spends the certificate limits and records the certificate
+    /// in one commit. A denial or a lost race discards the signed
+    /// certificate unseen: it is never recorded or served.
+    #[allow(clippy::too_many_arguments)]
     async fn sign_and_record(
         &self,
         mut order: Order,
@@ -623,6 +635,7 @@ impl Ra {
         profile: &crate::policy::Profile,
         names: Vec<String>,
         now: i64,
+        limit_txns: &[Txn],
     ) -> Result<Order, CaError> {
         let request = LeafRequest {
             names: names.clone(),
@@ -668,11 +681,13 @@ impl Ra {
             issued_at: now,
             replaces: order.doc.replaces.clone(),
         };
-        if !self
-            .store
-            .insert_certificate(&cert, &order.row, stored_status, now)
-            .await?
-        {
+        let guarded = Guarded::Certificate {
+            cert: &cert,
+            order: &order.row,
+            expected: stored_status,
+            now,
+        };
+        if !self.limits_spend(limit_txns, Some(guarded)).await? {
             return Err(CaError::acme(
                 ProblemType::OrderNotReady,
                 "order was finalized by a concurrent request",
