@@ -535,6 +535,87 @@ fn conflict_as<T>(r: Result<T, sqlx::Error>, what: &str) -> Result<(), StoreErro
     }
 }
 
+/// The writes of [`Store::insert_order`], inside a caller's transaction.
+pub(crate) async fn insert_order_tx(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    order: &OrderRow,
+    new_authzs: &[AuthzRow],
+    now: i64,
+) -> Result<(), StoreError> {
+    for a in new_authzs {
+        sqlx::query(
+                "INSERT INTO ca_authzs (id, account_id, identifier, status, expires_at, data) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&a.id)
+            .bind(&a.account_id)
+            .bind(&a.identifier)
+            .bind(&a.status)
+            .bind(a.expires_at)
+            .bind(&a.data)
+            .execute(&mut **tx)
+            .await?;
+    }
+    sqlx::query(
+            "INSERT INTO ca_orders (id, account_id, status, expires_at, data, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&order.id)
+        .bind(&order.account_id)
+        .bind(&order.status)
+        .bind(order.expires_at)
+        .bind(&order.data)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The writes of [`Store::insert_certificate`], inside a caller's
+/// transaction; false (nothing written) when the order moved first.
+pub(crate) async fn insert_certificate_tx(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    cert: &CertificateRow,
+    order: &OrderRow,
+    order_expected: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let r = sqlx::query(
+            "UPDATE ca_orders SET status = $1, data = $2, updated_at = $3 WHERE id = $4 AND status = $5",
+        )
+        .bind(&order.status)
+        .bind(&order.data)
+        .bind(now)
+        .bind(&order.id)
+        .bind(order_expected)
+        .execute(&mut **tx)
+        .await?;
+    if r.rows_affected() != 1 {
+        return Ok(false);
+    }
+    sqlx::query(concat!(
+        "INSERT INTO ca_certificates (",
+        cert_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+    ))
+    .bind(&cert.serial)
+    .bind(&cert.account_id)
+    .bind(&cert.order_id)
+    .bind(&cert.names)
+    .bind(&cert.spki_sha256)
+    .bind(cert.not_before)
+    .bind(cert.not_after)
+    .bind(&cert.profile)
+    .bind(&cert.chain_pem)
+    .bind(&cert.status)
+    .bind(cert.revoked_at)
+    .bind(cert.revocation_reason)
+    .bind(&cert.revoked_spki_sha256)
+    .bind(cert.issued_at)
+    .bind(&cert.replaces)
+    .execute(&mut **tx)
+    .await?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -631,85 +712,4 @@ mod tests {
         let store = Store::open_dir(dir.path()).await.expect("reopen");
         assert!(store.order_by_id("o1").await.expect("q").is_some());
     }
-}
-
-/// The writes of [`Store::insert_order`], inside a caller's transaction.
-pub(crate) async fn insert_order_tx(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    order: &OrderRow,
-    new_authzs: &[AuthzRow],
-    now: i64,
-) -> Result<(), StoreError> {
-    for a in new_authzs {
-        sqlx::query(
-                "INSERT INTO ca_authzs (id, account_id, identifier, status, expires_at, data) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&a.id)
-            .bind(&a.account_id)
-            .bind(&a.identifier)
-            .bind(&a.status)
-            .bind(a.expires_at)
-            .bind(&a.data)
-            .execute(&mut **tx)
-            .await?;
-    }
-    sqlx::query(
-            "INSERT INTO ca_orders (id, account_id, status, expires_at, data, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&order.id)
-        .bind(&order.account_id)
-        .bind(&order.status)
-        .bind(order.expires_at)
-        .bind(&order.data)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-/// The writes of [`Store::insert_certificate`], inside a caller's
-/// transaction; false (nothing written) when the order moved first.
-pub(crate) async fn insert_certificate_tx(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    cert: &CertificateRow,
-    order: &OrderRow,
-    order_expected: &str,
-    now: i64,
-) -> Result<bool, StoreError> {
-    let r = sqlx::query(
-            "UPDATE ca_orders SET status = $1, data = $2, updated_at = $3 WHERE id = $4 AND status = $5",
-        )
-        .bind(&order.status)
-        .bind(&order.data)
-        .bind(now)
-        .bind(&order.id)
-        .bind(order_expected)
-        .execute(&mut **tx)
-        .await?;
-    if r.rows_affected() != 1 {
-        return Ok(false);
-    }
-    sqlx::query(concat!(
-        "INSERT INTO ca_certificates (",
-        cert_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-    ))
-    .bind(&cert.serial)
-    .bind(&cert.account_id)
-    .bind(&cert.order_id)
-    .bind(&cert.names)
-    .bind(&cert.spki_sha256)
-    .bind(cert.not_before)
-    .bind(cert.not_after)
-    .bind(&cert.profile)
-    .bind(&cert.chain_pem)
-    .bind(&cert.status)
-    .bind(cert.revoked_at)
-    .bind(cert.revocation_reason)
-    .bind(&cert.revoked_spki_sha256)
-    .bind(cert.issued_at)
-    .bind(&cert.replaces)
-    .execute(&mut **tx)
-    .await?;
-    Ok(true)
 }

@@ -120,7 +120,9 @@ impl Store {
                 expected,
                 now,
             }) => {
-                if !crate::ca::insert_certificate_tx(&mut tx, cert, order, expected, now).await? {
+                let recorded =
+                    crate::ca::insert_certificate_tx(&mut tx, cert, order, expected, now).await?;
+                if !recorded {
                     // Dropping the transaction rolls the spend back too.
                     return Ok((result, false));
                 }
