@@ -94,10 +94,6 @@ fn main() -> anyhow::Result<()> {
     let bind = Bind::start()?;
     // pebble enforces no rate limits; to compare issuance paths, ours get
     // limits no bench can reach (the GCRA bookkeeping itself still runs).
-    let policy = std::env::temp_dir().join(format!(
-        "certkeeper-bench-policy-{}.toml",
-        std::process::id()
-    ));
     let mut text = certkeeper_ca::policy::DEFAULT_POLICY.to_string();
     for limit in [
         "NewRegistrationsPerIPAddress",
@@ -109,12 +105,11 @@ fn main() -> anyhow::Result<()> {
             &format!("[limits.{limit}]\ncount = 1000000000 # "),
         );
     }
-    std::fs::write(&policy, text).context("writing the bench policy")?;
     let ours = CertkeeperCa::start(
         &bin,
         CaOptions {
             dns_resolver: Some(bind.addr()),
-            extra_args: vec!["--policy".into(), policy.display().to_string()],
+            policy: Some(text),
             ..Default::default()
         },
     )?;

@@ -46,19 +46,17 @@ fn list(ca: &CertkeeperCa) -> Vec<serde_json::Value> {
 #[test]
 fn ari_window_drives_renewal_with_replaces_and_revocation_pulls_it_forward() {
     let work = tempfile::tempdir().expect("tempdir");
-    let policy = work.path().join("policy.toml");
-    let text = certkeeper_ca::policy::DEFAULT_POLICY.replace(
+    let policy = certkeeper_ca::policy::DEFAULT_POLICY.replace(
         "ari_retry_after_seconds = 21600",
         "ari_retry_after_seconds = 2",
     ) + "\n[[profile]]\nname = \"tiny\"\ndescription = \"90 seconds, for renewal tests\"\nvalidity_hours = 0.025\n";
-    std::fs::write(&policy, text).expect("policy");
 
     let bind = Bind::start().expect("BIND");
     let ca = CertkeeperCa::start(
         Path::new(env!("CARGO_BIN_EXE_certkeeper")),
         CaOptions {
             dns_resolver: Some(bind.addr()),
-            extra_args: vec!["--policy".into(), policy.display().to_string()],
+            policy: Some(policy),
             ..Default::default()
         },
     )

@@ -35,28 +35,20 @@ fn policy_with(limits: &str) -> String {
 struct Setup {
     _bind: Bind,
     ca: CertkeeperCa,
-    _policy_dir: tempfile::TempDir,
 }
 
 fn start(limits: &str) -> Setup {
-    let policy_dir = tempfile::tempdir().expect("tempdir");
-    let policy = policy_dir.path().join("policy.toml");
-    std::fs::write(&policy, policy_with(limits)).expect("write policy");
     let bind = Bind::start().expect("BIND");
     let ca = CertkeeperCa::start(
         bin(),
         CaOptions {
             dns_resolver: Some(bind.addr()),
-            extra_args: vec!["--policy".into(), policy.display().to_string()],
+            policy: Some(policy_with(limits)),
             ..Default::default()
         },
     )
     .expect("CA");
-    Setup {
-        _bind: bind,
-        ca,
-        _policy_dir: policy_dir,
-    }
+    Setup { _bind: bind, ca }
 }
 
 fn directory(ca: &CertkeeperCa) -> AcmeDirectory {

@@ -12,18 +12,15 @@ use certkeeper_harness::{Bind, CaOptions, CertkeeperCa, free_port};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn consecutive_failures_pause_until_the_operator_unpauses() {
-    let work = tempfile::tempdir().expect("tempdir");
-    let policy = work.path().join("policy.toml");
     let text = certkeeper_ca::policy::DEFAULT_POLICY
         .replace("consecutive_failures = 1152", "consecutive_failures = 2");
     assert!(text.contains("consecutive_failures = 2"));
-    std::fs::write(&policy, text).expect("policy");
     let bind = Bind::start().expect("BIND");
     let ca = CertkeeperCa::start(
         Path::new(env!("CARGO_BIN_EXE_certkeeper")),
         CaOptions {
             dns_resolver: Some(bind.addr()),
-            extra_args: vec!["--policy".into(), policy.display().to_string()],
+            policy: Some(text),
             ..Default::default()
         },
     )

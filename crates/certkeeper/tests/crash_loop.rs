@@ -138,7 +138,6 @@ fn thirty_kill_9s_issue_one_certificate_and_lose_no_key() {
 #[test]
 fn a_real_429_from_our_ca_is_obeyed_across_restarts() {
     let work = tempfile::tempdir().expect("tempdir");
-    let policy = work.path().join("policy.toml");
     let text = certkeeper_ca::policy::DEFAULT_POLICY.replace(
         "[limits.CertificatesPerFQDNSet]\ncount = 5",
         "[limits.CertificatesPerFQDNSet]\ncount = 1",
@@ -147,13 +146,12 @@ fn a_real_429_from_our_ca_is_obeyed_across_restarts() {
         text.contains("CertificatesPerFQDNSet]\ncount = 1"),
         "policy edit applied"
     );
-    std::fs::write(&policy, text).expect("policy");
     let bind = Bind::start().expect("BIND");
     let ca = CertkeeperCa::start(
         Path::new(env!("CARGO_BIN_EXE_certkeeper")),
         CaOptions {
             dns_resolver: Some(bind.addr()),
-            extra_args: vec!["--policy".into(), policy.display().to_string()],
+            policy: Some(text),
             ..Default::default()
         },
     )

@@ -23,7 +23,9 @@ pub struct CaOptions {
     pub http01_port: u16,
     /// `--tlsalpn01-port`; a free port when 0.
     pub tlsalpn01_port: u16,
-    /// Further arguments, e.g. `--policy FILE`.
+    /// Policy file contents; written beside the data and passed as `--policy`.
+    pub policy: Option<String>,
+    /// Further arguments.
     pub extra_args: Vec<String>,
 }
 
@@ -46,10 +48,18 @@ impl CertkeeperCa {
         if options.tlsalpn01_port == 0 {
             options.tlsalpn01_port = free_port();
         }
+        let dir = tempdir("ca")?;
+        if let Some(policy) = options.policy.take() {
+            let path = dir.path().join("policy.toml");
+            std::fs::write(&path, policy).with_context(|| format!("writing {}", path.display()))?;
+            options
+                .extra_args
+                .extend(["--policy".to_string(), path.display().to_string()]);
+        }
         let mut ca = CertkeeperCa {
             daemon: None,
             bin: bin.to_path_buf(),
-            dir: tempdir("ca")?,
+            dir,
             port: free_port(),
             options,
         };

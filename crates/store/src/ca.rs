@@ -258,17 +258,7 @@ impl Store {
         expected: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let r = sqlx::query(
-            "UPDATE ca_orders SET status = $1, data = $2, updated_at = $3 WHERE id = $4 AND status = $5",
-        )
-        .bind(&order.status)
-        .bind(&order.data)
-        .bind(now)
-        .bind(&order.id)
-        .bind(expected)
-        .execute(self.writer())
-        .await?;
-        Ok(r.rows_affected() == 1)
+        update_order_on(self.writer(), order, expected, now).await
     }
 
     /// Looks an authorization up by id.
@@ -332,23 +322,6 @@ impl Store {
         .execute(self.writer())
         .await?;
         Ok(r.rows_affected() == 1)
-    }
-
-    /// Records an issued certificate and moves its order to `valid` in one
-    /// transaction, so a crash never leaves a signed certificate without its order.
-    pub async fn insert_certificate(
-        &self,
-        cert: &CertificateRow,
-        order: &OrderRow,
-        order_expected: &str,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        let mut tx = self.writer().begin().await?;
-        if !insert_certificate_tx(&mut tx, cert, order, order_expected, now).await? {
-            return Ok(false);
-        }
-        tx.commit().await?;
-        Ok(true)
     }
 
     /// Looks a certificate up by lowercase hex serial.
@@ -535,6 +508,28 @@ fn conflict_as<T>(r: Result<T, sqlx::Error>, what: &str) -> Result<(), StoreErro
     }
 }
 
+/// Compare-and-set of an order's status and document: true when the order
+/// was still `expected` and now holds the row's state.
+async fn update_order_on<'e, E>(
+    exec: E,
+    order: &OrderRow,
+    expected: &str,
+    now: i64,
+) -> Result<bool, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let r = sqlx::query("UPDATE ca_orders SET status = $1, data = $2, updated_at = $3 WHERE id = $4 AND status = $5")
+        .bind(&order.status)
+        .bind(&order.data)
+        .bind(now)
+        .bind(&order.id)
+        .bind(expected)
+        .execute(exec)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
 /// The writes of [`Store::insert_order`], inside a caller's transaction.
 pub(crate) async fn insert_order_tx(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -569,8 +564,9 @@ pub(crate) async fn insert_order_tx(
     Ok(())
 }
 
-/// The writes of [`Store::insert_certificate`], inside a caller's
-/// transaction; false (nothing written) when the order moved first.
+/// Records an issued certificate and moves its order to `valid`, inside a
+/// caller's transaction (so a crash never leaves a signed certificate
+/// without its order); false (nothing written) when the order moved first.
 pub(crate) async fn insert_certificate_tx(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     cert: &CertificateRow,
@@ -578,17 +574,7 @@ pub(crate) async fn insert_certificate_tx(
     order_expected: &str,
     now: i64,
 ) -> Result<bool, StoreError> {
-    let r = sqlx::query(
-            "UPDATE ca_orders SET status = $1, data = $2, updated_at = $3 WHERE id = $4 AND status = $5",
-        )
-        .bind(&order.status)
-        .bind(&order.data)
-        .bind(now)
-        .bind(&order.id)
-        .bind(order_expected)
-        .execute(&mut **tx)
-        .await?;
-    if r.rows_affected() != 1 {
+    if !update_order_on(&mut **tx, order, order_expected, now).await? {
         return Ok(false);
     }
     sqlx::query(concat!(

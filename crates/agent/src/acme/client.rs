@@ -243,16 +243,7 @@ impl AcmeAccount {
                 eab.as_ref(),
             )
             .await
-            .map_err(|source| {
-                with_retry_after(
-                    &retry_after,
-                    AcmeError::Protocol {
-                        step: Step::Account,
-                        names: directory.url.clone(),
-                        source: Box::new(source),
-                    },
-                )
-            })?;
+            .map_err(account_error(directory, &retry_after))?;
         debug!(account = account.id(), directory = %directory.url, "ACME account registered");
         Ok((
             Self {
@@ -274,16 +265,7 @@ impl AcmeAccount {
         let account = builder
             .from_credentials(credentials)
             .await
-            .map_err(|source| {
-                with_retry_after(
-                    &retry_after,
-                    AcmeError::Protocol {
-                        step: Step::Account,
-                        names: directory.url.clone(),
-                        source: Box::new(source),
-                    },
-                )
-            })?;
+            .map_err(account_error(directory, &retry_after))?;
         Ok(Self {
             account,
             directory_url: directory.url.clone(),
@@ -975,6 +957,22 @@ fn check_leaf(
         validity.not_before.to_datetime(),
         validity.not_after.to_datetime(),
     ))
+}
+
+/// Maps a failed account request (register or load) to our error, with the
+/// CA's Retry-After when it sent one.
+fn account_error<'a>(
+    directory: &'a AcmeDirectory,
+    retry_after: &'a RetryAfterCell,
+) -> impl FnOnce(instant_acme::Error) -> AcmeError + 'a {
+    move |source| {
+        let e = AcmeError::Protocol {
+            step: Step::Account,
+            names: directory.url.clone(),
+            source: Box::new(source),
+        };
+        with_retry_after(retry_after, e)
+    }
 }
 
 /// Attaches the CA's Retry-After to the error of the step that drew a 429
