@@ -165,40 +165,7 @@ impl CaLimits {
     }
 }
 
-/// How CAs compare "the same set of names": lowercased, without a trailing
-/// dot, sorted, duplicates removed, comma-joined.
-pub fn identifier_set(names: &[String]) -> String {
-    let mut set: Vec<String> = names
-        .iter()
-        .map(|n| n.trim().trim_end_matches('.').to_ascii_lowercase())
-        .collect();
-    set.sort();
-    set.dedup();
-    set.join(",")
-}
-
-/// The registered domain a name counts against: the Public Suffix List's
-/// registrable domain (`www.example.co.uk` → `example.co.uk`); an IP
-/// address counts as itself; the last two labels when the list has no
-/// answer.
-pub fn registered_domain(name: &str) -> String {
-    let name = name
-        .trim()
-        .trim_start_matches("*.")
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
-    if name.parse::<std::net::IpAddr>().is_ok() {
-        return name;
-    }
-    if let Some(domain) = psl::domain_str(&name) {
-        return domain.to_string();
-    }
-    let labels: Vec<&str> = name.rsplitn(3, '.').collect();
-    match labels.as_slice() {
-        [tld, sld, ..] => format!("{sld}.{tld}"),
-        _ => name,
-    }
-}
+pub use certkeeper_proto::identifier::{identifier_set, registered_domain};
 
 /// The distinct registered domains of a set of names, sorted.
 pub fn registered_domains(names: &[String]) -> Vec<String> {

@@ -68,15 +68,7 @@ pub struct ChallengeDoc {
 }
 
 /// RFC 3339 rendering of unix seconds.
-pub fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
-}
+pub use certkeeper_proto::clock::rfc3339;
 
 /// The URL layout, rooted at the base URL the client used (`https://host:port`).
 #[derive(Clone, Debug)]

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod b64;
+pub mod clock;
 mod der;
 pub mod error;
 pub mod identifier;
@@ -23,6 +24,7 @@ pub mod problem;
 #[cfg(test)]
 mod testutil;
 
+pub use clock::{Clock, FakeClock, SystemClock};
 pub use error::ProtoError;
 pub use identifier::{Identifier, IdentifierType};
 pub use jwk::{Alg, EcCurve, Jwk};

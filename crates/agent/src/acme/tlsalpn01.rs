@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -150,21 +150,7 @@ impl TlsAlpn01Responder {
 /// The SNI a validator sends for an identifier: the name itself, or the
 /// reverse-mapping name for an IP address (RFC 8738 §6).
 fn sni_for(challenge: &PendingChallenge) -> String {
-    match challenge.identifier.parse::<IpAddr>() {
-        Ok(IpAddr::V4(v4)) => {
-            let o = v4.octets();
-            format!("{}.{}.{}.{}.in-addr.arpa", o[3], o[2], o[1], o[0])
-        }
-        Ok(IpAddr::V6(v6)) => {
-            let mut name = String::with_capacity(72);
-            for byte in v6.octets().iter().rev() {
-                name.push_str(&format!("{:x}.{:x}.", byte & 0x0f, byte >> 4));
-            }
-            name.push_str("ip6.arpa");
-            name
-        }
-        Err(_) => challenge.identifier.to_ascii_lowercase(),
-    }
+    certkeeper_proto::identifier::reverse_dns_name(&challenge.identifier)
 }
 
 impl Drop for TlsAlpn01Responder {
@@ -218,7 +204,7 @@ mod tests {
         PendingChallenge {
             identifier: identifier.to_owned(),
             wildcard: false,
-            is_ip: identifier.parse::<IpAddr>().is_ok(),
+            is_ip: identifier.parse::<std::net::IpAddr>().is_ok(),
             token: "t".into(),
             key_authorization: "t.x".into(),
             digest: [7; 32],

@@ -8,10 +8,7 @@
 //! units. A spend of cost `c` moves the TAT to `max(tat, now) + c·interval`
 //! and is allowed while that new TAT is at most `now + burst·interval`.
 
-use std::collections::BTreeSet;
-use std::net::IpAddr;
-
-use certkeeper_proto::{Identifier, IdentifierType};
+use certkeeper_proto::Identifier;
 use certkeeper_store::StoreError;
 
 use super::Ra;
@@ -236,36 +233,14 @@ impl Txn {
 /// list knows no suffix, as for `example.test`); an IPv4 address as is; an
 /// IPv6 address by its /64, the smallest block one subscriber usually holds.
 pub fn registered_domain(ident: &Identifier) -> String {
-    let value = ident.value.trim_start_matches("*.");
-    if ident.id_type == IdentifierType::Ip
-        && let Ok(ip) = value.parse::<IpAddr>()
-    {
-        return match ip {
-            IpAddr::V4(v4) => v4.to_string(),
-            IpAddr::V6(v6) => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        };
-    }
-    let name = value.trim_end_matches('.').to_ascii_lowercase();
-    match psl::domain(name.as_bytes()) {
-        Some(d) if d.suffix().is_known() => String::from_utf8_lossy(d.as_bytes()).into_owned(),
-        _ => {
-            let labels: Vec<&str> = name.rsplit('.').take(2).collect();
-            labels.into_iter().rev().collect::<Vec<_>>().join(".")
-        }
-    }
+    certkeeper_proto::identifier::registered_domain(&ident.value)
 }
 
 /// The bucket key for `CertificatesPerFQDNSet`: identifier values lowercased,
 /// sorted, deduplicated and comma-joined.
 pub fn fqdn_set_key(idents: &[Identifier]) -> String {
-    let set: BTreeSet<String> = idents
-        .iter()
-        .map(|i| i.value.to_ascii_lowercase())
-        .collect();
-    set.into_iter().collect::<Vec<_>>().join(",")
+    let values: Vec<&str> = idents.iter().map(|i| i.value.as_str()).collect();
+    certkeeper_proto::identifier::identifier_set(&values)
 }
 
 /// Go's `time.Duration` formatting, which Let's Encrypt's messages use: `168h0m0s`.
@@ -501,7 +476,7 @@ mod tests {
         assert_eq!(registered_domain(&dns("*.x.example.test")), "example.test");
         assert_eq!(registered_domain(&dns("example.test")), "example.test");
         let ip = |v: &str| Identifier {
-            id_type: IdentifierType::Ip,
+            id_type: certkeeper_proto::IdentifierType::Ip,
             value: v.into(),
         };
         assert_eq!(registered_domain(&ip("192.0.2.7")), "192.0.2.7");

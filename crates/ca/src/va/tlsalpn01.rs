@@ -49,23 +49,7 @@ pub(crate) async fn validate(
 
 /// RFC 8738 §6: for an IP identifier the SNI is the reverse-DNS name.
 fn sni(v: &Validation) -> String {
-    match v.value.parse::<IpAddr>() {
-        Ok(IpAddr::V4(ip)) => {
-            let o = ip.octets();
-            format!("{}.{}.{}.{}.in-addr.arpa", o[3], o[2], o[1], o[0])
-        }
-        Ok(IpAddr::V6(ip)) => {
-            let mut labels: Vec<String> = ip
-                .octets()
-                .iter()
-                .flat_map(|b| [b >> 4, b & 0xf])
-                .map(|n| format!("{n:x}"))
-                .collect();
-            labels.reverse();
-            format!("{}.ip6.arpa", labels.join("."))
-        }
-        Err(_) => v.value.clone(),
-    }
+    certkeeper_proto::identifier::reverse_dns_name(&v.value)
 }
 
 async fn handshake(
