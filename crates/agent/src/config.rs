@@ -67,6 +67,20 @@ pub struct AgentSettings {
     /// (and processes sharing the data directory).
     #[serde(default = "default_max_orders_per_minute")]
     pub max_orders_per_minute: u32,
+    /// Jobs (orders, polls, deploys) running at once, across all issuers.
+    #[serde(default = "default_max_concurrent_jobs")]
+    pub max_concurrent_jobs: u32,
+    /// Jobs talking to any one issuer at once.
+    #[serde(default = "default_max_concurrent_per_issuer")]
+    pub max_concurrent_per_issuer: u32,
+    /// How often each served certificate's CRL is fetched (sooner when its
+    /// nextUpdate says so, or when the CA's ARI window says "replace now").
+    #[serde(default = "default_revocation_check")]
+    pub revocation_check_seconds: u64,
+    /// Command run by `sh -c` for every lifecycle event, with
+    /// `CERTKEEPER_EVENT`, `CERTKEEPER_CERTIFICATE`, `CERTKEEPER_SLOT` and
+    /// `CERTKEEPER_DETAIL` in its environment.
+    pub event_hook: Option<String>,
 }
 
 impl Default for AgentSettings {
@@ -78,6 +92,10 @@ impl Default for AgentSettings {
             backoff_initial_seconds: default_backoff_initial(),
             backoff_max_seconds: default_backoff_max(),
             max_orders_per_minute: default_max_orders_per_minute(),
+            max_concurrent_jobs: default_max_concurrent_jobs(),
+            max_concurrent_per_issuer: default_max_concurrent_per_issuer(),
+            revocation_check_seconds: default_revocation_check(),
+            event_hook: None,
         }
     }
 }
@@ -186,6 +204,14 @@ pub struct CertificateConfig {
     pub names: Vec<String>,
     /// Which `[[issuer]]` to order from.
     pub issuer: String,
+    /// A second `[[issuer]]` (another CA) for a backup certificate with its
+    /// own key, held ready and served when the primary is revoked, expires
+    /// unrenewed or its key is compromised.
+    pub backup: Option<String>,
+    /// After a swap to the backup, serve the primary again once it is
+    /// re-issued and healthy (default), or stay on the backup.
+    #[serde(default = "default_true")]
+    pub return_to_primary: bool,
     /// Key type for new keys.
     #[serde(default)]
     pub key: KeyType,
@@ -270,6 +296,25 @@ fn default_backoff_max() -> u64 {
 fn default_max_orders_per_minute() -> u32 {
     20
 }
+fn default_true() -> bool {
+    true
+}
+/// Enough to re-issue thousands of certificates quickly after a CA incident
+/// while the per-issuer bound keeps any one CA from being flooded.
+fn default_max_concurrent_jobs() -> u32 {
+    64
+}
+/// Eight orders in flight per CA: well inside public CAs' concurrency
+/// tolerance, and the per-account order pace still applies on top.
+fn default_max_concurrent_per_issuer() -> u32 {
+    8
+}
+/// An hour: CAs must publish a revocation on their CRLs within hours, and a
+/// swap to the backup an hour later is still within any CA's 24-hour
+/// revocation deadline; ARI "replace now" windows trigger an earlier look.
+fn default_revocation_check() -> u64 {
+    3600
+}
 fn default_ca_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 14000))
 }
@@ -341,6 +386,20 @@ impl Config {
                     c.issuer
                 )));
             }
+            if let Some(backup) = &c.backup {
+                let Some(b) = config.issuers.iter().find(|i| &i.name == backup) else {
+                    return Err(err(format!(
+                        "{at}: backup issuer {backup:?} is not defined; add an [[issuer]] with that name"
+                    )));
+                };
+                let primary = config.issuers.iter().find(|i| i.name == c.issuer);
+                if backup == &c.issuer || primary.is_some_and(|p| p.directory == b.directory) {
+                    return Err(err(format!(
+                        "{at}: backup issuer {backup:?} is the same CA as issuer {:?}; a backup must come from a different CA (another directory URL)",
+                        c.issuer
+                    )));
+                }
+            }
             if c.names.iter().any(|n| n.starts_with("*.")) && c.challenge != ChallengeType::Dns01 {
                 return Err(err(format!(
                     "{at}: wildcard names need challenge = \"dns-01\""
@@ -376,6 +435,14 @@ impl Config {
             return Err(err(
                 "agent: backoff_initial_seconds must be > 0 and <= backoff_max_seconds".into(),
             ));
+        }
+        if config.agent.max_concurrent_jobs == 0 || config.agent.max_concurrent_per_issuer == 0 {
+            return Err(err(
+                "agent: max_concurrent_jobs and max_concurrent_per_issuer must be > 0".into(),
+            ));
+        }
+        if config.agent.revocation_check_seconds == 0 {
+            return Err(err("agent: revocation_check_seconds must be > 0".into()));
         }
         if config.agent.max_orders_per_minute == 0 {
             return Err(err(

@@ -1,12 +1,33 @@
-//! certkeeper's agent side: the ACME client that obtains certificates from
-//! any RFC 8555 CA, and a load generator that measures a CA with it.
+//! certkeeper's agent: obtains, renews, backs up, deploys and replaces
+//! certificates from any RFC 8555 CA, and a load generator that measures a
+//! CA with its ACME client.
+//!
+//! The lifecycle is a pipeline of small seams: the [`planner`] decides what
+//! is due (pure), the [`guard`] whether it may run now, the [`runner`] runs
+//! it as a job, an [`issuer`] talks to the CA, [`targets`] deploy, the
+//! [`monitor`] watches for revocation, and [`events`] tell the world.
 
 pub mod acme;
 pub mod bench;
 pub mod config;
 pub mod daemon;
 pub mod deploy;
+pub mod error;
+pub mod events;
+pub mod faults;
+pub mod guard;
+pub mod issuer;
+mod jobs;
 pub mod limits;
+pub mod model;
+pub mod monitor;
 pub mod planner;
 pub mod resolver;
+pub mod runner;
+pub mod solver_set;
 pub mod solvers;
+pub mod status;
+pub mod targets;
+pub mod x509;
+
+pub use error::AgentError;

@@ -1,12 +1,25 @@
-//! The planner: a pure function of one certificate's state and `now` that
-//! says what to do next and when to look again. No I/O, no clock reads, so
-//! every renewal rule is tested without sleeping.
+//! The planner: a pure function of a certificate's slots, which one is
+//! served, and `now`, that says what to do next and when to look again. No
+//! I/O, no clock reads, so every renewal, swap and re-key rule is tested
+//! without sleeping (and by property tests below).
+//!
+//! Per slot it picks one [`Action`] (wait, resume, obtain, renew, re-key,
+//! poll); per certificate it decides whether to [`Swap`] the served slot.
+//! Whether an action may contact the CA *now* (Retry-After, budgets) is the
+//! guard's decision, not the planner's.
 
-/// What the planner knows about one managed certificate.
+use crate::model::{CertFacts, Health, Slot};
+
+/// What the planner knows about one slot of a managed certificate.
 #[derive(Clone, Debug, Default)]
 pub struct CertView {
     /// Validity of the current certificate, unix seconds, if there is one.
     pub current: Option<(i64, i64)>,
+    /// The current certificate must be replaced with a new key: revoked,
+    /// key blocked, or sharing its key with the other slot.
+    pub rekey: Option<String>,
+    /// When the CA's ARI window or the CRL is next due for a look.
+    pub next_poll: Option<i64>,
     /// The CA's ARI window (start, end) and the point chosen in it.
     pub ari: Option<AriWindow>,
     /// An order was created and not finished (a crash, or a failure mid-way).
@@ -54,6 +67,24 @@ pub enum Action {
         /// Send ARI `replaces` (the renewal follows the CA's window).
         replaces: bool,
     },
+    /// Replace the current certificate with one on a **new** key, whatever
+    /// `reuse_key` says: the old one is revoked or its key must not be used.
+    Rekey {
+        /// Why, for logs and `status`.
+        reason: String,
+    },
+    /// Ask the CA's ARI endpoint and the CRL about the current certificate.
+    Poll,
+}
+
+impl Action {
+    /// Whether the action sends anything to the CA's order endpoints.
+    pub fn orders(&self) -> bool {
+        matches!(
+            self,
+            Action::Resume | Action::Obtain | Action::Renew { .. } | Action::Rekey { .. }
+        )
+    }
 }
 
 /// A configuration the planner cannot honour.
@@ -119,6 +150,17 @@ pub fn plan(view: &CertView, now: i64) -> Result<Action, PlanError> {
             Action::Obtain
         });
     };
+    if let Some(reason) = &view.rekey {
+        return Ok(if backing_off {
+            Action::Wait {
+                until: view.next_attempt,
+            }
+        } else {
+            Action::Rekey {
+                reason: reason.clone(),
+            }
+        });
+    }
     if view.forced {
         return Ok(Action::Renew {
             reason: "forced by the operator".into(),
@@ -148,7 +190,13 @@ pub fn plan(view: &CertView, now: i64) -> Result<Action, PlanError> {
             replaces: view.ari.is_some(),
         });
     }
-    Ok(Action::Wait { until: due })
+    if let Some(poll) = view.next_poll
+        && poll <= now
+    {
+        return Ok(Action::Poll);
+    }
+    let until = view.next_poll.map_or(due, |poll| due.min(poll));
+    Ok(Action::Wait { until })
 }
 
 /// Delay before the next attempt after `failures` consecutive failures:
@@ -167,6 +215,133 @@ pub fn choose_in_window(start: i64, end: i64, fraction: f64, now: i64) -> i64 {
     }
     let start = start.max(now);
     start + ((end - start) as f64 * fraction.clamp(0.0, 1.0)) as i64
+}
+
+/// One slot as the planner sees it.
+#[derive(Clone, Debug, Default)]
+pub struct SlotInput {
+    /// Its current certificate, if any.
+    pub facts: Option<CertFacts>,
+    /// Its lifecycle state (`rekey` is filled in by [`plan_certificate`]).
+    pub view: CertView,
+}
+
+impl SlotInput {
+    fn health(&self, now: i64) -> Health {
+        Health::of(self.facts.as_ref(), self.view.ari.map(|a| a.end), now)
+    }
+}
+
+/// Everything the planner sees of one managed certificate.
+#[derive(Clone, Debug, Default)]
+pub struct CertificateInput {
+    /// The primary slot.
+    pub primary: SlotInput,
+    /// The backup slot, when a backup issuer is configured.
+    pub backup: Option<SlotInput>,
+    /// The slot served now.
+    pub served: Option<Slot>,
+    /// Serve the primary again once it is healthy (`return_to_primary`).
+    pub return_to_primary: bool,
+}
+
+/// Change which slot is served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Swap {
+    /// The slot to serve.
+    pub to: Slot,
+    /// Why, for the event and `status`.
+    pub reason: String,
+}
+
+/// What to do for one managed certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Serve another slot, first (it needs no CA and takes no time).
+    pub swap: Option<Swap>,
+    /// One action per configured slot.
+    pub actions: Vec<(Slot, Action)>,
+    /// The next time anything here is due: a wait ending, the served
+    /// certificate expiring or its ARI window closing.
+    pub wake: Option<i64>,
+}
+
+/// Decides the swap and the per-slot actions for one certificate.
+pub fn plan_certificate(input: &CertificateInput, now: i64) -> Result<Plan, PlanError> {
+    let mut slots: Vec<(Slot, SlotInput)> = vec![(Slot::Primary, input.primary.clone())];
+    if let Some(b) = &input.backup {
+        slots.push((Slot::Backup, b.clone()));
+    }
+    let primary_spki = input.primary.facts.as_ref().map(|f| f.spki_sha256.clone());
+    for (slot, s) in &mut slots {
+        let Some(f) = &s.facts else { continue };
+        s.view.rekey = if f.revoked {
+            Some("the certificate is revoked".into())
+        } else if f.key_blocked {
+            Some("its key is blocked (revoked or reported for keyCompromise)".into())
+        } else if *slot == Slot::Backup && primary_spki.as_deref() == Some(f.spki_sha256.as_str()) {
+            Some("it shares its key with the primary".into())
+        } else {
+            None
+        };
+    }
+    let health = |slot: Slot| {
+        slots
+            .iter()
+            .find(|(s, _)| *s == slot)
+            .map_or(Health::Missing, |(_, s)| s.health(now))
+    };
+    let served = input.served.unwrap_or(Slot::Primary);
+    let swap = if input.backup.is_none() {
+        (served == Slot::Backup).then(|| Swap {
+            to: Slot::Primary,
+            reason: "no backup is configured any more".into(),
+        })
+    } else {
+        let (mine, other) = (health(served), health(served.other()));
+        if !mine.is_healthy() && other.is_healthy() {
+            Some(Swap {
+                to: served.other(),
+                reason: format!("the {served} certificate is {mine}"),
+            })
+        } else if served == Slot::Backup && input.return_to_primary && other.is_healthy() {
+            Some(Swap {
+                to: Slot::Primary,
+                reason: "the primary is healthy again".into(),
+            })
+        } else {
+            None
+        }
+    };
+    let mut actions = Vec::new();
+    let mut wake: Option<i64> = None;
+    let mut soonest = |t: i64| {
+        if t > now {
+            wake = Some(wake.map_or(t, |w| w.min(t)));
+        }
+    };
+    for (slot, s) in &slots {
+        let action = plan(&s.view, now)?;
+        if let Action::Wait { until } = action {
+            soonest(until);
+        }
+        actions.push((*slot, action));
+    }
+    let serving = swap.as_ref().map_or(served, |s| s.to);
+    if let Some((_, s)) = slots.iter().find(|(slot, _)| *slot == serving) {
+        if let Some(f) = &s.facts {
+            soonest(f.not_after);
+            soonest(f.not_before);
+        }
+        if let Some(ari) = s.view.ari {
+            soonest(ari.end);
+        }
+    }
+    Ok(Plan {
+        swap,
+        actions,
+        wake,
+    })
 }
 
 #[cfg(test)]

@@ -37,6 +37,12 @@ pub struct ManagedCertRow {
     pub identifier_set: String,
     /// Ledger key: the registered domains of the names, comma-joined.
     pub registered_domains: String,
+    /// `primary` or `backup`: the slot it was obtained for.
+    pub slot: String,
+    /// When the agent learned it was revoked, unix seconds.
+    pub revoked_at: Option<i64>,
+    /// The revocation reason, as RFC 5280 names it.
+    pub revocation_reason: Option<String>,
 }
 
 impl std::fmt::Debug for ManagedCertRow {
@@ -46,12 +52,13 @@ impl std::fmt::Debug for ManagedCertRow {
             .field("serial", &self.serial)
             .field("name", &self.name)
             .field("issuer", &self.issuer)
+            .field("slot", &self.slot)
             .field("not_after", &self.not_after)
             .finish_non_exhaustive()
     }
 }
 
-fn managed_from(row: &AnyRow) -> Result<ManagedCertRow, sqlx::Error> {
+pub(crate) fn managed_from(row: &AnyRow) -> Result<ManagedCertRow, sqlx::Error> {
     Ok(ManagedCertRow {
         serial: row.try_get("serial")?,
         name: row.try_get("name")?,
@@ -69,8 +76,15 @@ fn managed_from(row: &AnyRow) -> Result<ManagedCertRow, sqlx::Error> {
             .try_get::<String, _>("registered_domains")?
             .trim_matches(',')
             .to_string(),
+        slot: row.try_get("slot")?,
+        revoked_at: row.try_get("revoked_at")?,
+        revocation_reason: row.try_get("revocation_reason")?,
     })
 }
+
+/// The columns [`managed_from`] reads.
+pub(crate) const MANAGED_COLUMNS: &str = "serial, name, issuer, names, chain_pem, key_pem, spki_sha256, not_before, not_after, \
+     order_url, obtained_at, identifier_set, registered_domains, slot, revoked_at, revocation_reason";
 
 impl Store {
     /// Stored ACME account credentials (JSON) for an issuer, with the
@@ -112,50 +126,11 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
-
-    /// Records an obtained certificate version.
-    pub async fn insert_managed_cert(&self, c: &ManagedCertRow) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO agent_certificates (serial, name, issuer, names, chain_pem, key_pem, spki_sha256, not_before, not_after, order_url, obtained_at, identifier_set, registered_domains) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .bind(&c.serial)
-        .bind(&c.name)
-        .bind(&c.issuer)
-        .bind(&c.names)
-        .bind(&c.chain_pem)
-        .bind(&c.key_pem)
-        .bind(&c.spki_sha256)
-        .bind(c.not_before)
-        .bind(c.not_after)
-        .bind(&c.order_url)
-        .bind(c.obtained_at)
-        .bind(&c.identifier_set)
-        .bind(wrap_domains(&c.registered_domains))
-        .execute(self.writer())
-        .await?;
-        Ok(())
-    }
-
-    /// The newest certificate version of a managed certificate.
-    pub async fn latest_managed_cert(
-        &self,
-        name: &str,
-    ) -> Result<Option<ManagedCertRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT serial, name, issuer, names, chain_pem, key_pem, spki_sha256, not_before, not_after, order_url, obtained_at, \
-             identifier_set, registered_domains FROM agent_certificates WHERE name = $1 ORDER BY not_after DESC, obtained_at DESC LIMIT 1",
-        )
-        .bind(name)
-        .fetch_optional(self.pool())
-        .await?;
-        Ok(row.as_ref().map(managed_from).transpose()?)
-    }
 }
 
 /// `a.com,b.com` as `,a.com,b.com,`: a `LIKE '%,a.com,%'` then matches whole
 /// domains only (`a.com` must not match `ba.com`).
-fn wrap_domains(domains: &str) -> String {
+pub(crate) fn wrap_domains(domains: &str) -> String {
     format!(",{},", domains.trim_matches(','))
 }
 
@@ -347,102 +322,5 @@ impl Store {
         Ok(row
             .map(|r| Ok::<_, sqlx::Error>((r.try_get("not_before")?, r.try_get("reason")?)))
             .transpose()?)
-    }
-}
-
-/// Lifecycle state of one managed certificate.
-#[derive(Clone, Default)]
-pub struct AgentStateRow {
-    /// The managed certificate's name.
-    pub name: String,
-    /// Fingerprint of the configuration the state belongs to.
-    pub fingerprint: String,
-    /// URL of the order in flight.
-    pub order_url: Option<String>,
-    /// PKCS#8 PEM key of the order in flight. Never logged.
-    pub order_key_pem: Option<String>,
-    /// Consecutive failures.
-    pub failures: i64,
-    /// No attempt before this time, unix seconds.
-    pub next_attempt: i64,
-    /// The last failure, for `status`.
-    pub last_error: Option<String>,
-    /// ARI window start.
-    pub ari_start: Option<i64>,
-    /// ARI window end.
-    pub ari_end: Option<i64>,
-    /// Chosen renewal time inside the window.
-    pub ari_chosen: Option<i64>,
-    /// When to ask the CA for the window again (its Retry-After).
-    pub ari_next_poll: Option<i64>,
-}
-
-impl std::fmt::Debug for AgentStateRow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentStateRow")
-            .field("name", &self.name)
-            .field("order_url", &self.order_url)
-            .field("failures", &self.failures)
-            .field("next_attempt", &self.next_attempt)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Store {
-    /// The lifecycle state of a managed certificate (default when never seen).
-    pub async fn agent_state(&self, name: &str) -> Result<AgentStateRow, StoreError> {
-        let row = sqlx::query(
-            "SELECT name, fingerprint, order_url, order_key_pem, failures, next_attempt, last_error, \
-             ari_start, ari_end, ari_chosen, ari_next_poll FROM agent_state WHERE name = $1",
-        )
-        .bind(name)
-        .fetch_optional(self.pool())
-        .await?;
-        let Some(r) = row else {
-            return Ok(AgentStateRow {
-                name: name.to_string(),
-                ..Default::default()
-            });
-        };
-        Ok(AgentStateRow {
-            name: r.try_get("name")?,
-            fingerprint: r.try_get("fingerprint")?,
-            order_url: r.try_get("order_url")?,
-            order_key_pem: r.try_get("order_key_pem")?,
-            failures: r.try_get("failures")?,
-            next_attempt: r.try_get("next_attempt")?,
-            last_error: r.try_get("last_error")?,
-            ari_start: r.try_get("ari_start")?,
-            ari_end: r.try_get("ari_end")?,
-            ari_chosen: r.try_get("ari_chosen")?,
-            ari_next_poll: r.try_get("ari_next_poll")?,
-        })
-    }
-
-    /// Writes a managed certificate's lifecycle state (insert or replace).
-    pub async fn put_agent_state(&self, s: &AgentStateRow, now: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO agent_state (name, fingerprint, order_url, order_key_pem, failures, next_attempt, last_error, \
-             ari_start, ari_end, ari_chosen, ari_next_poll, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-             ON CONFLICT (name) DO UPDATE SET fingerprint = excluded.fingerprint, order_url = excluded.order_url, \
-             order_key_pem = excluded.order_key_pem, failures = excluded.failures, next_attempt = excluded.next_attempt, \
-             last_error = excluded.last_error, ari_start = excluded.ari_start, ari_end = excluded.ari_end, \
-             ari_chosen = excluded.ari_chosen, ari_next_poll = excluded.ari_next_poll, updated_at = excluded.updated_at",
-        )
-        .bind(&s.name)
-        .bind(&s.fingerprint)
-        .bind(&s.order_url)
-        .bind(&s.order_key_pem)
-        .bind(s.failures)
-        .bind(s.next_attempt)
-        .bind(&s.last_error)
-        .bind(s.ari_start)
-        .bind(s.ari_end)
-        .bind(s.ari_chosen)
-        .bind(s.ari_next_poll)
-        .bind(now)
-        .execute(self.writer())
-        .await?;
-        Ok(())
     }
 }

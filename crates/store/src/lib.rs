@@ -5,13 +5,15 @@
 //! placeholders, times as unix seconds in `BIGINT`, blobs as base64 text.
 
 mod agent;
+mod agent_slots;
 mod ca;
 mod ca_limits;
 mod error;
 pub mod files;
 mod migrate;
 
-pub use agent::{AgentStateRow, ManagedCertRow, UnkeyedLedgerRow};
+pub use agent::{ManagedCertRow, UnkeyedLedgerRow};
+pub use agent_slots::{BlockedKeyRow, CertMeta, EventRow, SlotRow};
 pub use ca::{AccountRow, AuthzRow, CertificateRow, OrderRow};
 pub use ca_limits::{Guarded, LimitOverrideRow};
 pub use error::StoreError;

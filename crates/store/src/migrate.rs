@@ -17,6 +17,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("migrations/0005_ca_limits.sql")),
     (6, include_str!("migrations/0006_agent_ledger.sql")),
     (7, include_str!("migrations/0007_ca_paused.sql")),
+    (8, include_str!("migrations/0008_agent_slots.sql")),
 ];
 
 /// Applies the migrations the database has not seen yet, each in its own transaction.

@@ -574,7 +574,7 @@ impl AcmeAccount {
                 .await
                 .map_err(proto(Step::Finalize))?;
             timings.finalize = mark.elapsed();
-            crate::daemon::crash_point("finalized");
+            crate::faults::crash_point("finalized");
         }
 
         // Pebble and Boulder may already be `valid` in the finalize response;

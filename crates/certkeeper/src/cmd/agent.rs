@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use certkeeper_agent::config::Config;
 use certkeeper_agent::daemon::{Agent, Outcome};
+use certkeeper_agent::model::Slot;
 use certkeeper_ca::policy::Policy;
 use certkeeper_ca::{CaConfig, SystemClock};
 use certkeeper_store::Store;
@@ -22,7 +23,7 @@ pub struct ConfigArg {
     pub config: PathBuf,
 }
 
-async fn agent(path: &Path) -> anyhow::Result<Agent> {
+async fn agent(path: &Path) -> anyhow::Result<Arc<Agent>> {
     let config = Config::load(path)?;
     let store = Store::open_dir(&config.data)
         .await
@@ -42,31 +43,63 @@ pub fn check_config(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `certkeeper status`.
+/// `certkeeper status`: both slots of every certificate, which is served,
+/// and the blocked-key registry.
 pub async fn status(path: &Path, json: bool) -> anyhow::Result<()> {
-    let rows = agent(path).await?.status().await?;
+    let report = agent(path).await?.status().await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        println!("{}", serde_json::to_string_pretty(&report.certificates)?);
         return Ok(());
     }
     println!(
-        "{:<16} {:<16} {:<10} {:<21} {:<21} NAMES",
-        "NAME", "STATE", "ISSUER", "NOT AFTER", "NEXT RENEWAL"
+        "{:<16} {:<8} {:<10} {:<16} {:<21} {:<21} {:<22} SERIAL",
+        "NAME", "SLOT", "ISSUER", "STATE", "NOT AFTER", "NEXT RENEWAL", "HEALTH"
     );
-    for r in &rows {
-        println!(
-            "{:<16} {:<16} {:<10} {:<21} {:<21} {}",
-            r.name,
-            r.state,
-            r.issuer,
-            r.not_after.as_deref().unwrap_or("-"),
-            r.next_renewal.as_deref().unwrap_or("-"),
-            r.names.join(",")
-        );
-        if let Some(e) = &r.last_error {
-            println!("  last error ({} failure(s)): {e}", r.failures);
+    for r in &report.certificates {
+        for s in &r.slots {
+            let served = if s.slot == r.served { "*" } else { " " };
+            println!(
+                "{:<16} {:<8} {:<10} {:<16} {:<21} {:<21} {:<22} {}",
+                r.name,
+                format!("{}{served}", s.slot),
+                s.issuer,
+                s.state,
+                s.not_after.as_deref().unwrap_or("-"),
+                s.next_renewal.as_deref().unwrap_or("-"),
+                s.health.to_string(),
+                s.serial.as_deref().unwrap_or("-"),
+            );
+            if let Some(e) = &s.last_error {
+                println!("  last error ({} failure(s)): {e}", s.failures);
+            }
+        }
+        println!("  names: {}", r.names.join(","));
+    }
+    println!("(* = served)");
+    if !report.blocked_keys.is_empty() {
+        println!("blocked keys (never used again):");
+        for k in &report.blocked_keys {
+            println!(
+                "  {} {} ({}, {})",
+                k.spki_sha256,
+                k.reason,
+                k.source,
+                certkeeper_ca::objects::rfc3339(k.blocked_at)
+            );
         }
     }
+    Ok(())
+}
+
+/// `certkeeper swap NAME --to SLOT`: serve the other slot now. A running
+/// daemon notices within a second (the store's generation changes) and
+/// swaps its resolver and files; without one, `issue` deploys it.
+pub async fn swap(path: &Path, name: &str, to: Slot) -> anyhow::Result<()> {
+    let agent = agent(path).await?;
+    agent.swap(name, to).await?;
+    println!("{name}: now serving the {to} certificate");
+    // Without a daemon, write the files now.
+    agent.run_once(name, false).await?;
     Ok(())
 }
 
@@ -108,7 +141,7 @@ pub async fn limits(path: &Path, json: bool) -> anyhow::Result<()> {
 /// `certkeeper renew NAME [--force]` and `certkeeper issue NAME`: one pass
 /// over one certificate, as cron would run it.
 pub async fn once(path: &Path, name: &str, force: bool) -> anyhow::Result<()> {
-    let mut agent = agent(path).await?;
+    let agent = agent(path).await?;
     let _ca = start_builtin_ca(agent.config()).await?;
     match agent.run_once(name, force).await? {
         Outcome::Obtained(serial) => println!("{name}: obtained serial {serial}"),
@@ -127,7 +160,7 @@ pub async fn daemon(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening the store in {}", config.data.display()))?;
     let ca = start_builtin_ca(&config).await?;
-    let mut agent = Agent::new(config.clone(), store.clone());
+    let agent = Agent::new(config.clone(), store.clone());
     for cert in &config.certificates {
         match agent.run_once(&cert.name, false).await {
             Ok(Outcome::Obtained(serial)) => println!("{}: obtained serial {serial}", cert.name),
@@ -146,7 +179,7 @@ pub async fn daemon(config: Config) -> anyhow::Result<()> {
             config.data.join("builtin-ca/ca/root.pem").display()
         );
     }
-    for row in agent.status().await? {
+    for row in agent.status().await?.certificates {
         println!(
             "  certificate: {} [{}] {}, serial {}, valid until {}, renews at {}",
             row.name,
@@ -173,7 +206,7 @@ pub async fn daemon(config: Config) -> anyhow::Result<()> {
     }
     println!("Ctrl-C stops.");
     tokio::select! {
-        r = agent.run_forever() => r.map_err(Into::into),
+        r = Arc::clone(&agent).run_forever() => r.map_err(Into::into),
         _ = tokio::signal::ctrl_c() => { println!("stopping"); Ok(()) }
     }
 }

@@ -56,6 +56,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the other slot of a certificate now (primary or backup).
+    Swap {
+        /// The [[certificate]] name.
+        name: String,
+        /// The slot to serve.
+        #[arg(long, value_parser = parse_slot, default_value = "backup")]
+        to: certkeeper_agent::model::Slot,
+        #[command(flatten)]
+        config: agent::ConfigArg,
+    },
     /// Validate a configuration file without touching anything.
     CheckConfig {
         /// The file.
@@ -81,5 +91,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Issue { name, config } => agent::once(&config.config, &name, false).await,
         Command::Limits { config, json } => agent::limits(&config.config, json).await,
         Command::CheckConfig { file } => agent::check_config(&file),
+        Command::Swap { name, to, config } => agent::swap(&config.config, &name, to).await,
     }
+}
+
+fn parse_slot(s: &str) -> Result<certkeeper_agent::model::Slot, String> {
+    s.parse()
 }

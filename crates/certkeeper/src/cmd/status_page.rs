@@ -56,18 +56,20 @@ pub async fn serve(
 }
 
 async fn page(State(p): State<Page>) -> Html<String> {
-    let body = match p.store.latest_managed_cert(&p.name).await {
+    let body = match p.store.served_cert(&p.name).await {
         Ok(Some(c)) => format!(
             "<h1>certkeeper is up</h1><table>\
              <tr><th>certificate</th><td>{}</td></tr>\
              <tr><th>names</th><td>{}</td></tr>\
              <tr><th>serial</th><td><code>{}</code></td></tr>\
              <tr><th>issuer</th><td>{}</td></tr>\
+             <tr><th>slot</th><td>{}</td></tr>\
              <tr><th>valid until</th><td>{}</td></tr></table>",
             html(&c.name),
             html(&c.names),
             html(&c.serial),
             html(&c.issuer),
+            html(&c.slot),
             certkeeper_ca::objects::rfc3339(c.not_after)
         ),
         Ok(None) => "<h1>certkeeper is up</h1><p>no certificate yet</p>".to_string(),

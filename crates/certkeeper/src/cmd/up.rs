@@ -64,6 +64,8 @@ fn defaults(args: &UpArgs) -> Config {
             name: "localhost".into(),
             names: vec!["localhost".into()],
             issuer: "builtin".into(),
+            backup: None,
+            return_to_primary: true,
             key: KeyType::EcdsaP256,
             reuse_key: false,
             challenge: ChallengeType::Http01,

@@ -1,0 +1,145 @@
+//! Named lifecycle events (CertMagic's `cert_obtained`, `cert_failed`…):
+//! recorded in the store, logged, broadcast to in-process subscribers
+//! (metrics and the dashboard, later), and passed to the operator's
+//! `event_hook` command.
+//!
+//! Emitting never fails the job that emits: an event that cannot be stored
+//! or delivered is logged, and the certificate work goes on.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use certkeeper_proto::clock::Clock;
+use certkeeper_store::{EventRow, Store};
+use tokio::sync::broadcast;
+
+use crate::model::Slot;
+
+/// What happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventKind {
+    /// A key was added to the local blocked-key registry.
+    KeyBlocked,
+    /// A certificate was written to its deploy targets.
+    Deployed,
+    /// A step failed (the detail says which and what happens next).
+    Failed,
+    /// A slot got its first certificate.
+    Obtained,
+    /// A slot's certificate was replaced.
+    Renewed,
+    /// A certificate is known to be revoked.
+    Revoked,
+    /// The served slot changed.
+    Swapped,
+}
+
+impl EventKind {
+    /// The name in the store, logs and the hook's `CERTKEEPER_EVENT`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::KeyBlocked => "key-blocked",
+            EventKind::Deployed => "deployed",
+            EventKind::Failed => "failed",
+            EventKind::Obtained => "obtained",
+            EventKind::Renewed => "renewed",
+            EventKind::Revoked => "revoked",
+            EventKind::Swapped => "swapped",
+        }
+    }
+}
+
+/// One event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// What happened.
+    pub kind: EventKind,
+    /// The managed certificate.
+    pub name: String,
+    /// The slot it concerns.
+    pub slot: Slot,
+    /// Human-readable detail (serials, reasons); never a key.
+    pub detail: String,
+}
+
+/// Where events go.
+#[derive(Debug, Clone)]
+pub struct Events {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    hook: Option<String>,
+    tx: broadcast::Sender<Event>,
+}
+
+/// How long an event hook may run before it is killed.
+const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Events {
+    /// Events recorded in `store`, and run through `hook` (`sh -c`) when set.
+    pub fn new(store: Store, clock: Arc<dyn Clock>, hook: Option<String>) -> Events {
+        let (tx, _) = broadcast::channel(1024);
+        Events {
+            store,
+            clock,
+            hook,
+            tx,
+        }
+    }
+
+    /// A receiver of every event emitted from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.tx.subscribe()
+    }
+
+    /// Records, logs, broadcasts and hands `event` to the hook.
+    pub async fn emit(&self, kind: EventKind, name: &str, slot: Slot, detail: impl Into<String>) {
+        let event = Event {
+            kind,
+            name: name.to_string(),
+            slot,
+            detail: detail.into(),
+        };
+        tracing::info!(event = kind.as_str(), certificate = name, slot = %slot, detail = %event.detail, "event");
+        let row = EventRow {
+            at: self.clock.now(),
+            name: event.name.clone(),
+            slot: slot.as_str().to_string(),
+            kind: kind.as_str().to_string(),
+            detail: event.detail.clone(),
+        };
+        if let Err(e) = self.store.record_event(&row).await {
+            tracing::warn!(error = %e, "cannot record event");
+        }
+        if let Some(hook) = &self.hook {
+            run_hook(hook.clone(), event.clone());
+        }
+        // No subscriber is fine.
+        let _ = self.tx.send(event);
+    }
+}
+
+/// Runs the hook in the background: a slow hook must not delay a swap.
+fn run_hook(hook: String, event: Event) {
+    tokio::spawn(async move {
+        let child = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(&hook)
+            .env("CERTKEEPER_EVENT", event.kind.as_str())
+            .env("CERTKEEPER_CERTIFICATE", &event.name)
+            .env("CERTKEEPER_SLOT", event.slot.as_str())
+            .env("CERTKEEPER_DETAIL", &event.detail)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .status();
+        match tokio::time::timeout(HOOK_TIMEOUT, child).await {
+            Ok(Ok(status)) if status.success() => {}
+            Ok(Ok(status)) => {
+                tracing::warn!(hook = %hook, %status, event = event.kind.as_str(), "event hook failed")
+            }
+            Ok(Err(e)) => tracing::warn!(hook = %hook, error = %e, "event hook did not start"),
+            Err(_) => tracing::warn!(hook = %hook, "event hook timed out after 30 s; killed"),
+        }
+    });
+}

@@ -1,0 +1,176 @@
+//! The runner: jobs run concurrently, bounded globally and per issuer, so
+//! one slow CA or one slow order never stalls the others, and mass
+//! re-issuance after a CA incident proceeds at the pace the CA allows.
+//!
+//! A job that panics is reported as a failed job; the daemon goes on (its
+//! [`Claim`](crate::guard::Claim) is released by unwinding, and its state
+//! in the store is whatever it last persisted, so the next pass resumes).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::guard::JobKey;
+
+/// How a job ended.
+#[derive(Debug)]
+pub enum JobEnd<T> {
+    /// It returned.
+    Done(T),
+    /// It panicked; the message, for the log.
+    Panicked(String),
+}
+
+/// Bounded concurrent execution of jobs.
+#[derive(Debug)]
+pub struct Runner<T> {
+    global: Arc<Semaphore>,
+    per_issuer: HashMap<String, Arc<Semaphore>>,
+    per_issuer_limit: usize,
+    tasks: JoinSet<(JobKey, JobEnd<T>)>,
+}
+
+impl<T: Send + 'static> Runner<T> {
+    /// At most `global` jobs at once, and `per_issuer` for any one issuer.
+    pub fn new(global: usize, per_issuer: usize) -> Runner<T> {
+        Runner {
+            global: Arc::new(Semaphore::new(global.max(1))),
+            per_issuer: HashMap::new(),
+            per_issuer_limit: per_issuer.max(1),
+            tasks: JoinSet::new(),
+        }
+    }
+
+    /// Starts `job` once a global and an `issuer` permit are free. `issuer`
+    /// `None`: the job talks to no CA (deploys), only the global bound applies.
+    pub fn spawn<F>(&mut self, key: JobKey, issuer: Option<&str>, job: F)
+    where
+        F: Future<Output = T> + Send + 'static,
+    {
+        let global = Arc::clone(&self.global);
+        let local = issuer.map(|i| {
+            Arc::clone(
+                self.per_issuer
+                    .entry(i.to_string())
+                    .or_insert_with(|| Arc::new(Semaphore::new(self.per_issuer_limit))),
+            )
+        });
+        self.tasks.spawn(async move {
+            // Issuer first: a job waiting for a slow CA must not hold one of
+            // the global permits other issuers' jobs need.
+            let _local = match &local {
+                Some(s) => s.acquire().await.ok(),
+                None => None,
+            };
+            let _global = global.acquire().await.ok();
+            let inner = tokio::spawn(job);
+            let end = match inner.await {
+                Ok(v) => JobEnd::Done(v),
+                Err(e) if e.is_panic() => JobEnd::Panicked(panic_message(e.into_panic())),
+                Err(e) => JobEnd::Panicked(e.to_string()),
+            };
+            (key, end)
+        });
+    }
+
+    /// The next job to end; `None` when none is running.
+    pub async fn next(&mut self) -> Option<(JobKey, JobEnd<T>)> {
+        loop {
+            match self.tasks.join_next().await? {
+                Ok(done) => return Some(done),
+                // The wrapper itself only fails if aborted; keep going.
+                Err(e) => tracing::error!(error = %e, "job wrapper failed"),
+            }
+        }
+    }
+
+    /// Jobs running or waiting for a permit.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether no job is running.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Slot;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    fn key(i: usize) -> JobKey {
+        JobKey::Slot(format!("c{i}"), Slot::Primary)
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_is_reported_and_the_others_finish() {
+        let mut r: Runner<u32> = Runner::new(4, 4);
+        r.spawn(key(0), Some("ca"), async { panic!("boom") });
+        r.spawn(key(1), Some("ca"), async { 7 });
+        let mut done = 0;
+        let mut panicked = 0;
+        while let Some((_, end)) = r.next().await {
+            match end {
+                JobEnd::Done(7) => done += 1,
+                JobEnd::Panicked(m) => {
+                    assert!(m.contains("boom"), "{m}");
+                    panicked += 1
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!((done, panicked), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn concurrency_is_bounded_per_issuer_and_globally() {
+        let mut r: Runner<()> = Runner::new(3, 2);
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak_a = Arc::new(AtomicUsize::new(0));
+        let peak_all = Arc::new(AtomicUsize::new(0));
+        let a_running = Arc::new(AtomicUsize::new(0));
+        for i in 0..12 {
+            let issuer = if i % 2 == 0 { "a" } else { "b" };
+            let (running, peak_all) = (Arc::clone(&running), Arc::clone(&peak_all));
+            let (a_running, peak_a) = (Arc::clone(&a_running), Arc::clone(&peak_a));
+            let is_a = issuer == "a";
+            r.spawn(key(i), Some(issuer), async move {
+                let n = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak_all.fetch_max(n, Ordering::SeqCst);
+                if is_a {
+                    let n = a_running.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak_a.fetch_max(n, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if is_a {
+                    a_running.fetch_sub(1, Ordering::SeqCst);
+                }
+                running.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+        while r.next().await.is_some() {}
+        assert!(peak_all.load(Ordering::SeqCst) <= 3);
+        assert!(peak_a.load(Ordering::SeqCst) <= 2);
+        assert!(
+            peak_all.load(Ordering::SeqCst) >= 2,
+            "jobs did run concurrently"
+        );
+    }
+}
