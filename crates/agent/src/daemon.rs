@@ -37,6 +37,9 @@ pub enum Outcome {
     Obtained(String),
 }
 
+/// The recorded reason of an operator's swap; it pins the served slot.
+const OPERATOR_SWAP: &str = "requested by the operator";
+
 /// What a job reports.
 pub type JobResult = Result<Option<String>, AgentError>;
 
@@ -45,7 +48,8 @@ pub type JobResult = Result<Option<String>, AgentError>;
 pub(crate) struct Inventory {
     pub(crate) slots: HashMap<(String, Slot), SlotRow>,
     pub(crate) certs: HashMap<(String, Slot), CertMeta>,
-    pub(crate) served: HashMap<String, Slot>,
+    /// The served slot, and whether the operator chose it.
+    pub(crate) served: HashMap<String, (Slot, bool)>,
     pub(crate) blocked: HashSet<String>,
 }
 
@@ -197,9 +201,9 @@ impl Agent {
                 inv.certs.insert((meta.name.clone(), slot), meta);
             }
         }
-        for (name, slot) in self.store.served_all().await? {
+        for (name, slot, reason) in self.store.served_all().await? {
             if let Ok(slot) = slot.parse() {
-                inv.served.insert(name, slot);
+                inv.served.insert(name, (slot, reason == OPERATOR_SWAP));
             }
         }
         inv.blocked = self
@@ -239,8 +243,12 @@ impl Agent {
         CertificateInput {
             primary: slot(Slot::Primary).unwrap_or_default(),
             backup: slot(Slot::Backup),
-            served: inv.served.get(&cert.name).copied(),
+            served: inv.served.get(&cert.name).map(|(slot, _)| *slot),
             return_to_primary: cert.return_to_primary,
+            pinned: inv
+                .served
+                .get(&cert.name)
+                .is_some_and(|(_, pinned)| *pinned),
         }
     }
 
@@ -382,7 +390,7 @@ impl Agent {
                 "{name}: the {to} certificate is {health}; nothing to swap to (run `certkeeper issue {name}` first)"
             )));
         }
-        self.apply_swap(name, to, "requested by the operator").await
+        self.apply_swap(name, to, OPERATOR_SWAP).await
     }
 
     pub(crate) async fn slot_health(&self, name: &str, slot: Slot) -> Result<Health, AgentError> {

@@ -243,6 +243,9 @@ pub struct CertificateInput {
     pub served: Option<Slot>,
     /// Serve the primary again once it is healthy (`return_to_primary`).
     pub return_to_primary: bool,
+    /// The operator chose the served slot (`certkeeper swap`): no automatic
+    /// return to the primary (a swap away from an unhealthy slot still happens).
+    pub pinned: bool,
 }
 
 /// Change which slot is served.
@@ -304,7 +307,11 @@ pub fn plan_certificate(input: &CertificateInput, now: i64) -> Result<Plan, Plan
                 to: served.other(),
                 reason: format!("the {served} certificate is {mine}"),
             })
-        } else if served == Slot::Backup && input.return_to_primary && other.is_healthy() {
+        } else if served == Slot::Backup
+            && input.return_to_primary
+            && !input.pinned
+            && other.is_healthy()
+        {
             Some(Swap {
                 to: Slot::Primary,
                 reason: "the primary is healthy again".into(),

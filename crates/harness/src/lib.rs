@@ -74,13 +74,15 @@ pub fn process_cpu_time(pid: u32) -> anyhow::Result<std::time::Duration> {
 
 /// The serial (lowercase hex) of the certificate a TLS server on
 /// 127.0.0.1:`port` presents for `name`, after a full handshake verified
-/// against `root_pem`; `None` when nothing answers or verification fails.
+/// against the root(s) in `root_pem` (one file may hold several, e.g. two
+/// CAs' roots); `None` when nothing answers or verification fails.
 pub fn served_serial(root_pem: &Path, port: u16, name: &str) -> Option<String> {
     use rustls::pki_types::pem::PemObject;
     use std::sync::Arc;
-    let root = rustls::pki_types::CertificateDer::from_pem_file(root_pem).ok()?;
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(root).ok()?;
+    for root in rustls::pki_types::CertificateDer::pem_file_iter(root_pem).ok()? {
+        roots.add(root.ok()?).ok()?;
+    }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -341,14 +341,16 @@ impl Store {
         self.bump_generation().await
     }
 
-    /// Which slot every certificate serves, as (name, slot).
-    pub async fn served_all(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let rows = sqlx::query("SELECT name, slot FROM agent_served")
+    /// Which slot every certificate serves, and why: (name, slot, reason).
+    pub async fn served_all(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT name, slot, reason FROM agent_served")
             .fetch_all(self.pool())
             .await?;
         Ok(rows
             .iter()
-            .map(|r| Ok::<_, sqlx::Error>((r.try_get("name")?, r.try_get("slot")?)))
+            .map(|r| {
+                Ok::<_, sqlx::Error>((r.try_get("name")?, r.try_get("slot")?, r.try_get("reason")?))
+            })
             .collect::<Result<_, _>>()?)
     }
 
@@ -622,7 +624,11 @@ mod tests {
             .expect("serve");
         assert_eq!(
             s.served_all().await.expect("q"),
-            vec![("web".to_string(), "backup".to_string())]
+            vec![(
+                "web".to_string(),
+                "backup".to_string(),
+                "revoked".to_string()
+            )]
         );
         assert!(s.generation().await.expect("gen") > g0);
     }

@@ -52,9 +52,16 @@ impl Store {
             }
         }
         // journal_mode is persistent in the database file; set it once here.
-        sqlx::query("PRAGMA journal_mode=WAL")
-            .execute(&store.pool)
+        // Switching needs an exclusive lock, so only when not yet WAL: a CLI
+        // command opening the store while the daemon writes must not fail.
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&store.pool)
             .await?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&store.pool)
+                .await?;
+        }
         Ok(store)
     }
 

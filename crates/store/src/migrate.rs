@@ -22,12 +22,26 @@ const MIGRATIONS: &[(i64, &str)] = &[
 
 /// Applies the migrations the database has not seen yet, each in its own transaction.
 pub(crate) async fn run(pool: &AnyPool) -> Result<(), StoreError> {
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
-    )
-    .execute(pool)
-    .await?;
+    // Read first, outside any transaction: an up-to-date database needs no
+    // write lock at all, so opening it beside a busy daemon never waits.
+    let applied: Vec<i64> = match sqlx::query_scalar("SELECT version FROM schema_migrations")
+        .fetch_all(pool)
+        .await
+    {
+        Ok(v) => v,
+        Err(_) => {
+            sqlx::query(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+            )
+            .execute(pool)
+            .await?;
+            Vec::new()
+        }
+    };
     for (version, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
         let mut tx = pool.begin().await?;
         let seen: Option<i64> =
             sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")

@@ -91,6 +91,30 @@ pub async fn status(path: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `certkeeper events`: the lifecycle events recorded in the store, oldest first.
+pub async fn events(path: &Path, json: bool) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let store = Store::open_dir(&config.data)
+        .await
+        .with_context(|| format!("opening the store in {}", config.data.display()))?;
+    let events = store.events_since(0, 10_000).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&events)?);
+        return Ok(());
+    }
+    for e in &events {
+        println!(
+            "{} {:<12} {:<16} {:<8} {}",
+            certkeeper_ca::objects::rfc3339(e.at),
+            e.kind,
+            e.name,
+            e.slot,
+            e.detail
+        );
+    }
+    Ok(())
+}
+
 /// `certkeeper swap NAME --to SLOT`: serve the other slot now. A running
 /// daemon notices within a second (the store's generation changes) and
 /// swaps its resolver and files; without one, `issue` deploys it.

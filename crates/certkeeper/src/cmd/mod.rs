@@ -56,6 +56,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the lifecycle events (obtained, renewed, swapped, revoked, deployed, failed).
+    Events {
+        #[command(flatten)]
+        config: agent::ConfigArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve the other slot of a certificate now (primary or backup).
     Swap {
         /// The [[certificate]] name.
@@ -91,6 +99,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Issue { name, config } => agent::once(&config.config, &name, false).await,
         Command::Limits { config, json } => agent::limits(&config.config, json).await,
         Command::CheckConfig { file } => agent::check_config(&file),
+        Command::Events { config, json } => agent::events(&config.config, json).await,
         Command::Swap { name, to, config } => agent::swap(&config.config, &name, to).await,
     }
 }

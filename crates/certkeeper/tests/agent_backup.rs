@@ -1,0 +1,429 @@
+//! Backup certificates (DESIGN.md story 4) against two real CAs at once:
+//! the primary from our CA (`certkeeper ca serve`), the backup from pebble,
+//! each on its own key. Revoking the primary with a real client (certbot)
+//! makes the daemon serve the backup — seen by a real TLS client, in the
+//! files, through one reload — and then re-key and re-issue the primary and
+//! serve it again. Also: the operator's swap, and crashes at the new steps.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use certkeeper_harness::{
+    Bind, CaOptions, Certbot, CertkeeperCa, Pebble, free_port, openssl_serial_hex, served_serial,
+};
+
+const NAME: &str = "backup.example.test";
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_certkeeper"))
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Both CAs, validating http-01 on the same port (the agent has one responder).
+struct Cas {
+    _bind: Bind,
+    pebble: Pebble,
+    ours: CertkeeperCa,
+    /// Both issuing roots in one file, for the TLS client.
+    roots: PathBuf,
+    _roots_dir: tempfile::TempDir,
+}
+
+fn two_cas() -> Cas {
+    let bind = Bind::start().expect("BIND");
+    let pebble = Pebble::start(Some(&bind), &[("PEBBLE_WFE_NONCEREJECT", "0")]).expect("pebble");
+    // ARI polls every 2 s, so a revocation shows at the next poll.
+    let policy = certkeeper_ca::policy::DEFAULT_POLICY.replace(
+        "ari_retry_after_seconds = 21600",
+        "ari_retry_after_seconds = 2",
+    );
+    let ours = CertkeeperCa::start(
+        bin(),
+        CaOptions {
+            dns_resolver: Some(bind.addr()),
+            http01_port: pebble.http01_port(),
+            policy: Some(policy),
+            ..Default::default()
+        },
+    )
+    .expect("our CA");
+    let roots_dir = tempfile::tempdir().expect("tempdir");
+    let roots = roots_dir.path().join("roots.pem");
+    let both = format!(
+        "{}\n{}",
+        std::fs::read_to_string(ours.root_pem_path()).expect("our root"),
+        pebble.issuing_root_pem().expect("pebble root")
+    );
+    std::fs::write(&roots, both).expect("roots");
+    Cas {
+        _bind: bind,
+        pebble,
+        ours,
+        roots,
+        _roots_dir: roots_dir,
+    }
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    status_port: u16,
+}
+
+impl Setup {
+    fn new(cas: &Cas, return_to_primary: bool) -> Setup {
+        let s = Setup {
+            dir: tempfile::tempdir().expect("tempdir"),
+            status_port: free_port(),
+        };
+        let deploy = s.path("deploy");
+        let text = format!(
+            r#"data = "{data}"
+[agent]
+http01_listen = "127.0.0.1:{http01}"
+check_interval_seconds = 5
+revocation_check_seconds = 1
+
+[[issuer]]
+name = "ours"
+directory = "{ours}"
+root = "{ours_root}"
+
+[[issuer]]
+name = "pebble"
+directory = "{pebble}"
+root = "{pebble_root}"
+
+[[certificate]]
+name = "web"
+names = ["{NAME}"]
+issuer = "ours"
+backup = "pebble"
+return_to_primary = {return_to_primary}
+
+[[certificate.deploy]]
+dir = "{deploy}"
+reload = "openssl x509 -in {deploy}/cert.pem -noout -serial >> {reloads}"
+
+[status]
+listen = "127.0.0.1:{status_port}"
+certificate = "web"
+"#,
+            data = s.path("data").display(),
+            http01 = cas.pebble.http01_port(),
+            ours = cas.ours.directory_url(),
+            ours_root = cas.ours.root_pem_path().display(),
+            pebble = cas.pebble.directory_url(),
+            pebble_root = cas.pebble.tls_ca_pem_path().display(),
+            deploy = deploy.display(),
+            reloads = s.path("reloads").display(),
+            status_port = s.status_port,
+        );
+        std::fs::write(s.config(), text).expect("config");
+        s
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn config(&self) -> PathBuf {
+        self.path("certkeeper.toml")
+    }
+
+    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(bin());
+        cmd.args(args).arg("--config").arg(self.config());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run certkeeper")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args, &[]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "certkeeper {args:?} failed:\n{text}");
+        text
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let text = self.ok(&["status", "--json"]);
+        let json = text.find('[').map(|i| &text[i..]).unwrap_or("[]");
+        serde_json::from_str::<serde_json::Value>(json).expect("status json")[0].clone()
+    }
+
+    fn slot(&self, slot: &str) -> serde_json::Value {
+        self.status()["slots"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["slot"] == slot).cloned())
+            .unwrap_or_default()
+    }
+
+    fn daemon(&self) -> Daemon {
+        let log = std::fs::File::create(self.path("daemon.log")).expect("log");
+        Daemon(
+            Command::new(bin())
+                .arg("up")
+                .arg("--config")
+                .arg(self.config())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("spawn daemon"),
+        )
+    }
+
+    fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.path("daemon.log")).unwrap_or_default()
+    }
+
+    fn reloads(&self) -> Vec<String> {
+        std::fs::read_to_string(self.path("reloads"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.trim().trim_start_matches("serial=").to_lowercase())
+            .collect()
+    }
+
+    fn deployed_serial(&self, sub: &str) -> String {
+        openssl_serial_hex(&self.path(&format!("deploy/{sub}cert.pem"))).expect("deployed serial")
+    }
+
+    fn wait<T>(&self, what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {within:?}\n{}",
+                self.daemon_log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn text(v: &serde_json::Value) -> String {
+    v.as_str().unwrap_or_default().to_string()
+}
+
+/// A TLS client handshaking with the status page every 50 ms, recording
+/// every serial it sees (consecutive repeats folded) and every failure.
+struct Watcher {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<(Vec<String>, usize)>>,
+}
+
+impl Watcher {
+    fn start(roots: &Path, port: u16) -> Watcher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (roots, flag) = (roots.to_path_buf(), Arc::clone(&stop));
+        let handle = std::thread::spawn(move || {
+            let (mut seen, mut failures) = (Vec::<String>::new(), 0);
+            while !flag.load(Ordering::SeqCst) {
+                match served_serial(&roots, port, NAME) {
+                    Some(s) if seen.last() != Some(&s) => seen.push(s),
+                    Some(_) => {}
+                    None => failures += 1,
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (seen, failures)
+        });
+        Watcher {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) -> (Vec<String>, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+#[test]
+fn revoked_primary_is_replaced_by_the_backup_at_once_then_reissued_on_a_new_key() {
+    let cas = two_cas();
+    let s = Setup::new(&cas, true);
+    let _daemon = s.daemon();
+
+    // Both slots are obtained, from different CAs, on different keys.
+    s.wait("both slots valid", Duration::from_secs(60), || {
+        let st = s.status();
+        let slots = st["slots"].as_array()?;
+        (slots.len() == 2 && slots.iter().all(|x| x["state"] == "valid")).then_some(())
+    });
+    let (primary, backup) = (s.slot("primary"), s.slot("backup"));
+    assert_eq!(primary["issuer"], "ours");
+    assert_eq!(backup["issuer"], "pebble");
+    assert_ne!(
+        primary["spki_sha256"], backup["spki_sha256"],
+        "one key per slot"
+    );
+    let (p1, b1) = (text(&primary["serial"]), text(&backup["serial"]));
+    assert_eq!(s.status()["served"], "primary");
+
+    // The primary is served; the backup is held in backup/ for inspection.
+    let served = s.wait("primary served over TLS", Duration::from_secs(20), || {
+        served_serial(&cas.roots, s.status_port, NAME)
+    });
+    assert_eq!(served, p1);
+    s.wait("files deployed", Duration::from_secs(20), || {
+        (s.reloads().len() == 1).then_some(())
+    });
+    assert_eq!(s.deployed_serial(""), p1);
+    s.wait("backup files", Duration::from_secs(20), || {
+        openssl_serial_hex(&s.path("deploy/backup/cert.pem"))
+            .ok()
+            .filter(|serial| *serial == b1)
+    });
+
+    // A real client revokes the primary at the CA (signed with its own key).
+    let watcher = Watcher::start(&cas.roots, s.status_port);
+    let revoked_at = Instant::now();
+    Certbot::new(&cas.ours.directory_url(), &cas.ours.root_pem_path())
+        .expect("certbot")
+        .revoke(
+            &s.path("deploy/cert.pem"),
+            Some(&s.path("deploy/key.pem")),
+            "superseded",
+        )
+        .expect("certbot revoke");
+
+    // The backup is served within one poll interval (2 s ARI + 1 s tick).
+    s.wait("backup served", Duration::from_secs(15), || {
+        let events = s.ok(&["events", "--json"]);
+        events
+            .contains("now serving the backup certificate")
+            .then_some(())
+    });
+    let swap_latency = revoked_at.elapsed();
+
+    // A new primary on a new key follows, and is served again.
+    let p2 = s.wait("new primary served", Duration::from_secs(60), || {
+        let p = s.slot("primary");
+        let serial = text(&p["serial"]);
+        (serial != p1 && p["health"] == "healthy" && s.status()["served"] == "primary")
+            .then_some(serial)
+    });
+    let primary2 = s.slot("primary");
+    assert_ne!(primary2["spki_sha256"], primary["spki_sha256"], "re-keyed");
+    assert_ne!(primary2["spki_sha256"], backup["spki_sha256"]);
+    s.wait("new primary in the files", Duration::from_secs(20), || {
+        (s.reloads().len() == 3).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (seen, failures) = watcher.finish();
+
+    // Reloads: one per change of the served certificate, in order; the
+    // revoked certificate is never deployed again.
+    assert_eq!(s.reloads(), vec![p1.clone(), b1.clone(), p2.clone()]);
+    assert_eq!(s.deployed_serial(""), p2);
+    // A TLS client saw primary → backup → new primary, and no handshake failed.
+    assert_eq!(
+        seen,
+        vec![p1.clone(), b1.clone(), p2.clone()],
+        "served sequence"
+    );
+    assert_eq!(failures, 0, "handshakes failed during the swap");
+    eprintln!("revocation to backup served: {swap_latency:?}");
+    // The CA has the old primary revoked; the new one replaced it via ARI.
+    let certs = cas.ours.list().expect("ca list");
+    let list = certs.as_array().cloned().unwrap_or_default();
+    assert!(
+        list.iter()
+            .any(|c| c["serial"] == p1.as_str() && c["status"] == "revoked")
+    );
+    assert!(
+        list.iter()
+            .any(|c| c["serial"] == p2.as_str() && c["replaces"].is_string()),
+        "the re-issue names the revoked certificate in ARI replaces"
+    );
+}
+
+#[test]
+fn operator_swap_sticks_and_a_crash_mid_swap_finishes_on_restart() {
+    let cas = two_cas();
+    let s = Setup::new(&cas, true);
+    let first = s.ok(&["issue", "web"]);
+    assert!(first.contains("obtained serial"), "{first}");
+    let (p1, b1) = (
+        text(&s.slot("primary")["serial"]),
+        text(&s.slot("backup")["serial"]),
+    );
+    assert!(!p1.is_empty() && !b1.is_empty(), "{}", s.status());
+    assert_eq!(s.deployed_serial(""), p1);
+    let orders = |ca: &CertkeeperCa| ca.list().expect("list").as_array().map_or(0, Vec::len);
+    assert_eq!(orders(&cas.ours), 1);
+
+    // kill -9 right after the served slot is recorded, before any file moved.
+    let crashed = s.run(
+        &["swap", "web", "--to", "backup"],
+        &[("CERTKEEPER_CRASH_AT", "swap-recorded")],
+    );
+    assert!(!crashed.status.success(), "the crash point must abort");
+    assert_eq!(s.deployed_serial(""), p1, "files not yet swapped");
+    assert_eq!(s.status()["served"], "backup", "the decision survived");
+
+    // The next run finishes the swap and, pinned by the operator, stays there
+    // although the primary is healthy; no order is placed.
+    s.ok(&["issue", "web"]);
+    assert_eq!(s.deployed_serial(""), b1);
+    assert_eq!(s.reloads().last(), Some(&b1));
+    s.ok(&["issue", "web"]);
+    assert_eq!(s.status()["served"], "backup");
+    assert_eq!(orders(&cas.ours), 1, "no new order");
+
+    // Swapping back.
+    s.ok(&["swap", "web", "--to", "primary"]);
+    assert_eq!(s.deployed_serial(""), p1);
+}
+
+#[test]
+fn a_crash_between_storing_a_certificate_and_deploying_it_loses_nothing() {
+    let cas = two_cas();
+    let s = Setup::new(&cas, true);
+    // Regression: the certificate and its slot's cleared order are one
+    // transaction. (Before, a kill between the two left the order in flight,
+    // and every later run re-downloaded it and failed on the duplicate
+    // certificate until it expired.)
+    let crashed = s.run(&["issue", "web"], &[("CERTKEEPER_CRASH_AT", "stored")]);
+    assert!(!crashed.status.success(), "the crash point must abort");
+    let done = s.ok(&["issue", "web"]);
+    let st = s.status();
+    for slot in st["slots"].as_array().expect("slots") {
+        assert_eq!(slot["state"], "valid", "{st}\n{done}");
+        assert_eq!(slot["failures"], 0, "{st}");
+    }
+    assert_eq!(
+        cas.ours
+            .list()
+            .expect("list")
+            .as_array()
+            .map_or(0, Vec::len),
+        1,
+        "one certificate from our CA, not two"
+    );
+}
