@@ -331,4 +331,90 @@ mod tests {
         );
         assert!(g.deferred("ca", &["b.test".to_string()]).await.is_ok());
     }
+
+    mod properties {
+        use super::*;
+        use crate::limits::{CaLimits, LimitsConfig};
+        use certkeeper_store::ManagedCertRow;
+        use proptest::prelude::*;
+
+        fn issuer(limit: u32) -> IssuerConfig {
+            IssuerConfig {
+                name: "ca".into(),
+                directory: "https://ca.test/directory".into(),
+                contact: Vec::new(),
+                eab: None,
+                root: None,
+                profile: None,
+                limits: Some(LimitsConfig::Custom(CaLimits {
+                    certificates_per_fqdn_set: Some(Limit {
+                        count: limit,
+                        period_seconds: 7 * 86400,
+                    }),
+                    ..CaLimits::default()
+                })),
+            }
+        }
+
+        fn ledger_row(i: usize, at: i64) -> (certkeeper_store::SlotRow, ManagedCertRow) {
+            let row = ManagedCertRow {
+                serial: format!("{i:02x}"),
+                name: "web".into(),
+                issuer: "ca".into(),
+                names: "a.test".into(),
+                chain_pem: String::new(),
+                key_pem: String::new(),
+                spki_sha256: format!("k{i}"),
+                not_before: at,
+                not_after: at + 90 * 86400,
+                order_url: format!("https://ca.test/order/{i}"),
+                obtained_at: at,
+                identifier_set: "a.test".into(),
+                registered_domains: "a.test".into(),
+                slot: "primary".into(),
+                revoked_at: None,
+                revocation_reason: None,
+            };
+            let mut slot = certkeeper_store::SlotRow::new("web", "primary");
+            slot.current_issuer = Some("ca".into());
+            slot.current_serial = Some(row.serial.clone());
+            (slot, row)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(24))]
+            /// The guard never lets an order through while the CA's
+            /// Retry-After is in force or the ledger says the set's budget
+            /// is spent — and always does otherwise.
+            #[test]
+            fn no_order_while_retry_after_or_budget_forbids(
+                retry_in in proptest::option::of(-100..100i64),
+                ages_days in proptest::collection::vec(0..10i64, 0..7),
+                limit in 1..6u32,
+            ) {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+                rt.block_on(async {
+                    let (_d, g) = guard().await;
+                    let now = g.clock.now();
+                    let names = vec!["a.test".to_string()];
+                    if let Some(r) = retry_in {
+                        g.store.put_retry_after("ca", "a.test", now + r, "429").await.expect("put");
+                    }
+                    for (i, age) in ages_days.iter().enumerate() {
+                        let (slot, row) = ledger_row(i, now - age * 86400 - 1);
+                        g.store.store_issued(&slot, &row, now).await.expect("ledger");
+                    }
+                    let in_window = ages_days.iter().filter(|d| **d < 7).count() as u32;
+                    let deferred = g.deferred("ca", &names).await;
+                    let budget = g.budget(&issuer(limit), &names, false).await;
+                    let allowed = deferred.is_ok() && budget.is_ok();
+                    let should = retry_in.is_none_or(|r| r <= 0) && in_window < limit;
+                    assert_eq!(allowed, should, "retry {retry_in:?}, {in_window} in window, limit {limit}: {deferred:?} {budget:?}");
+                    for refusal in [deferred.err(), budget.err()].into_iter().flatten() {
+                        assert!(matches!(refusal, AgentError::NotBefore { until, .. } if until > now));
+                    }
+                });
+            }
+        }
+    }
 }

@@ -468,4 +468,202 @@ mod tests {
         assert_eq!(choose_in_window(100, 200, 0.5, 500), 500);
         assert_eq!(choose_in_window(100, 200, 0.0, 150), 150);
     }
+
+    fn facts(spki: &str, not_after: i64, revoked: bool, blocked: bool) -> CertFacts {
+        CertFacts {
+            serial: format!("s-{spki}"),
+            issuer: "ca".into(),
+            spki_sha256: spki.into(),
+            not_before: 0,
+            not_after,
+            revoked,
+            key_blocked: blocked,
+        }
+    }
+
+    fn slot(facts: Option<CertFacts>) -> SlotInput {
+        SlotInput {
+            view: CertView {
+                current: facts.as_ref().map(|f| (f.not_before, f.not_after)),
+                ..Default::default()
+            },
+            facts,
+        }
+    }
+
+    #[test]
+    fn a_revoked_primary_swaps_to_a_healthy_backup_and_is_rekeyed() {
+        let input = CertificateInput {
+            primary: slot(Some(facts("a", 90 * DAY, true, false))),
+            backup: Some(slot(Some(facts("b", 90 * DAY, false, false)))),
+            served: Some(Slot::Primary),
+            return_to_primary: true,
+            pinned: false,
+        };
+        let p = plan_certificate(&input, DAY).expect("plan");
+        assert_eq!(p.swap.map(|s| s.to), Some(Slot::Backup));
+        assert!(matches!(
+            p.actions[0],
+            (Slot::Primary, Action::Rekey { .. })
+        ));
+    }
+
+    #[test]
+    fn back_to_the_primary_once_healthy_unless_pinned_or_configured_to_stay() {
+        let mut input = CertificateInput {
+            primary: slot(Some(facts("a", 90 * DAY, false, false))),
+            backup: Some(slot(Some(facts("b", 90 * DAY, false, false)))),
+            served: Some(Slot::Backup),
+            return_to_primary: true,
+            pinned: false,
+        };
+        let to = |i: &CertificateInput| plan_certificate(i, DAY).expect("plan").swap.map(|s| s.to);
+        assert_eq!(to(&input), Some(Slot::Primary));
+        input.pinned = true;
+        assert_eq!(to(&input), None);
+        input.pinned = false;
+        input.return_to_primary = false;
+        assert_eq!(to(&input), None);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn any_facts() -> impl Strategy<Value = Option<CertFacts>> {
+            proptest::option::of(
+                (0..3usize, 1..200i64, any::<bool>(), any::<bool>()).prop_map(
+                    |(key, days, revoked, blocked)| {
+                        facts(["k1", "k2", "k3"][key], days * DAY, revoked, blocked)
+                    },
+                ),
+            )
+        }
+
+        fn any_slot() -> impl Strategy<Value = SlotInput> {
+            (
+                any_facts(),
+                any::<bool>(),
+                0..4u32,
+                proptest::option::of(0..200i64),
+            )
+                .prop_map(|(f, in_flight, failures, ari_end)| {
+                    let mut s = slot(f);
+                    s.view.in_flight = in_flight;
+                    s.view.failures = failures;
+                    s.view.next_attempt = failures as i64 * DAY;
+                    s.view.ari = ari_end.map(|d| AriWindow {
+                        start: d * DAY - DAY,
+                        end: d * DAY,
+                        chosen: d * DAY - DAY / 2,
+                    });
+                    s
+                })
+        }
+
+        fn any_input() -> impl Strategy<Value = CertificateInput> {
+            (
+                any_slot(),
+                proptest::option::of(any_slot()),
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+            )
+                .prop_map(|(primary, backup, on_backup, back, pinned)| {
+                    CertificateInput {
+                        primary,
+                        backup,
+                        served: Some(if on_backup {
+                            Slot::Backup
+                        } else {
+                            Slot::Primary
+                        }),
+                        return_to_primary: back,
+                        pinned,
+                    }
+                })
+        }
+
+        fn slot_of(input: &CertificateInput, s: Slot) -> Option<&SlotInput> {
+            match s {
+                Slot::Primary => Some(&input.primary),
+                Slot::Backup => input.backup.as_ref(),
+            }
+        }
+
+        fn health(input: &CertificateInput, s: Slot, now: i64) -> Health {
+            slot_of(input, s).map_or(Health::Missing, |x| x.health(now))
+        }
+
+        proptest! {
+            /// A revoked (or otherwise unservable) certificate is never the
+            /// one served after the plan when the other slot is healthy.
+            #[test]
+            fn never_serves_an_unhealthy_slot_when_a_healthy_one_exists(
+                input in any_input(), now_days in 0..200i64,
+            ) {
+                let now = now_days * DAY;
+                let plan = plan_certificate(&input, now).expect("plan");
+                let served = plan
+                    .swap
+                    .as_ref()
+                    .map_or(input.served.unwrap_or(Slot::Primary), |s| s.to);
+                if input.backup.is_some() {
+                    let other = served.other();
+                    prop_assert!(
+                        health(&input, served, now).is_healthy()
+                            || !health(&input, other, now).is_healthy(),
+                        "serving {served:?} ({:?}) while {other:?} is healthy",
+                        health(&input, served, now)
+                    );
+                    // Swaps only ever go to a healthy slot.
+                    if let Some(swap) = &plan.swap {
+                        prop_assert!(health(&input, swap.to, now).is_healthy());
+                    }
+                } else {
+                    prop_assert_eq!(served, Slot::Primary);
+                }
+            }
+
+            /// Two slots never keep the same key: when they share one, the
+            /// backup is re-keyed as soon as it may act.
+            #[test]
+            fn slots_sharing_a_key_get_the_backup_rekeyed(
+                input in any_input(), now_days in 0..200i64,
+            ) {
+                let now = now_days * DAY;
+                let plan = plan_certificate(&input, now).expect("plan");
+                let (Some(p), Some(b)) = (
+                    input.primary.facts.as_ref(),
+                    input.backup.as_ref().and_then(|b| b.facts.as_ref()),
+                ) else {
+                    return Ok(());
+                };
+                let backup = input.backup.as_ref().expect("backup");
+                let backing_off = backup.view.failures > 0 && now < backup.view.next_attempt;
+                if p.spki_sha256 == b.spki_sha256 && !backup.view.in_flight && !backing_off {
+                    let action = &plan.actions.iter().find(|(s, _)| *s == Slot::Backup).expect("backup action").1;
+                    prop_assert!(matches!(action, Action::Rekey { .. }), "{action:?}");
+                }
+            }
+
+            /// A revoked or key-blocked slot never renews on its old key and
+            /// never just waits for its renewal date.
+            #[test]
+            fn revoked_or_blocked_slots_are_rekeyed_not_renewed(
+                input in any_input(), now_days in 0..200i64,
+            ) {
+                let now = now_days * DAY;
+                let plan = plan_certificate(&input, now).expect("plan");
+                for (s, action) in &plan.actions {
+                    let x = slot_of(&input, *s).expect("slot");
+                    let Some(f) = &x.facts else { continue };
+                    let backing_off = x.view.failures > 0 && now < x.view.next_attempt;
+                    if (f.revoked || f.key_blocked) && !x.view.in_flight && !backing_off {
+                        prop_assert!(matches!(action, Action::Rekey { .. }), "{s:?}: {action:?}");
+                    }
+                }
+            }
+        }
+    }
 }
