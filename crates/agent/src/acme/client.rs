@@ -981,8 +981,10 @@ fn with_retry_after(cell: &RetryAfterCell, e: AcmeError) -> AcmeError {
     match cell.take() {
         Some(at) => AcmeError::RetryLater {
             retry_after: at
+                .at
                 .duration_since(std::time::SystemTime::now())
                 .unwrap_or_default(),
+            capped_from: at.capped_from,
             source: Box::new(e),
         },
         None => e,

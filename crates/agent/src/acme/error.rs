@@ -192,10 +192,14 @@ pub enum AcmeError {
         reason: String,
     },
     /// The CA refused for now (429 or 503) and said when to come back.
-    #[error("{source}; the CA asks not to retry for {}s", retry_after.as_secs())]
+    #[error("{source}; {}", describe_retry_after(*.retry_after, .capped_from.as_deref()))]
     RetryLater {
-        /// How long from when the CA answered.
+        /// How long from when the CA answered, at most
+        /// [`MAX_RETRY_AFTER`](super::MAX_RETRY_AFTER).
         retry_after: Duration,
+        /// The CA's `Retry-After` header as sent, when it asked for longer
+        /// than the cap and was capped.
+        capped_from: Option<String>,
         /// The refusal itself.
         #[source]
         source: Box<AcmeError>,
@@ -333,6 +337,17 @@ pub(crate) fn problem_text(problem: &Problem) -> String {
         out.push_str("no details");
     }
     out
+}
+
+fn describe_retry_after(wait: Duration, capped_from: Option<&str>) -> String {
+    match capped_from {
+        None => format!("the CA asks not to retry for {}s", wait.as_secs()),
+        Some(sent) => format!(
+            "the CA sent Retry-After: {sent:?}, capped to {} days (the longest certkeeper \
+             obeys, so a bogus value cannot silence renewals); certkeeper asks again after that",
+            super::MAX_RETRY_AFTER.as_secs() / 86_400
+        ),
+    }
 }
 
 fn describe_invalid(problem: &Option<Box<Problem>>, failed: &[FailedAuthorization]) -> String {

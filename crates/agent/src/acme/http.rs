@@ -28,7 +28,27 @@ use super::error::AcmeError;
 type Hyper = HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>;
 type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
-/// The last `Retry-After` a CA sent with a 429 or 503, as an absolute time.
+/// The longest a CA's `Retry-After` is obeyed.
+///
+/// RFC 9110 §10.2.3 puts no bound on it, so a broken or hostile CA can send
+/// `18446744073709551615` seconds or a date in year 9999. Thirty days is
+/// longer than any rate-limit window a public CA documents (Let's Encrypt's
+/// longest is 7 days), so an honest CA is obeyed in full; and it is a third
+/// of a 90-day certificate's life, so a bogus value costs one missed retry
+/// window, not the certificate.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// A CA's `Retry-After`, as an absolute time, at most [`MAX_RETRY_AFTER`] away.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RetryAfter {
+    /// When the CA may be asked again.
+    pub(crate) at: SystemTime,
+    /// The CA's own header value when it asked for longer than the cap, so
+    /// the report can say it was capped.
+    pub(crate) capped_from: Option<String>,
+}
+
+/// The last `Retry-After` a CA sent with a 429 or 503.
 ///
 /// instant-acme turns an error response into a problem document and drops
 /// its headers, so the deadline is kept here, shared with the
@@ -36,7 +56,7 @@ type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 /// it to the error of the step that failed. The agent runs one request at a
 /// time per account, so "last" is the failing request's.
 #[derive(Clone, Default, Debug)]
-pub(crate) struct RetryAfterCell(Arc<std::sync::Mutex<Option<SystemTime>>>);
+pub(crate) struct RetryAfterCell(Arc<std::sync::Mutex<Option<RetryAfter>>>);
 
 impl RetryAfterCell {
     /// Forgets any earlier answer (before a step whose error is inspected).
@@ -47,25 +67,35 @@ impl RetryAfterCell {
     }
 
     /// The deadline the last 429/503 carried, if any, consumed.
-    pub(crate) fn take(&self) -> Option<SystemTime> {
+    pub(crate) fn take(&self) -> Option<RetryAfter> {
         self.0.lock().ok().and_then(|mut v| v.take())
     }
 
-    fn set(&self, at: SystemTime) {
+    fn set(&self, at: RetryAfter) {
         if let Ok(mut v) = self.0.lock() {
             *v = Some(at);
         }
     }
 }
 
-/// Parses `Retry-After` (RFC 9110 §10.2.3: delay-seconds or an HTTP-date).
-/// A malformed value is ignored rather than guessed at.
-fn parse_retry_after(value: &str, now: SystemTime) -> Option<SystemTime> {
+/// Parses `Retry-After` (RFC 9110 §10.2.3: delay-seconds or an HTTP-date),
+/// capped at [`MAX_RETRY_AFTER`] from `now`. A malformed value is ignored
+/// rather than guessed at; a date in the past means "now".
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<RetryAfter> {
     let value = value.trim();
-    match value.parse::<u64>() {
-        Ok(secs) => Some(now + Duration::from_secs(secs)),
-        Err(_) => httpdate::parse_http_date(value).ok(),
-    }
+    let wait = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // More digits than a u64 holds is still "a very long time", not garbage.
+        value
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .unwrap_or(Duration::MAX)
+    } else {
+        let at = httpdate::parse_http_date(value).ok()?;
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    let capped_from = (wait > MAX_RETRY_AFTER).then(|| value.to_owned());
+    let at = now.checked_add(wait.min(MAX_RETRY_AFTER))?;
+    Some(RetryAfter { at, capped_from })
 }
 
 /// An instant-acme `HttpClient` with explicit trust roots and a deadline on
@@ -163,19 +193,30 @@ impl HttpClient for TimedHttpClient {
             match tokio::time::timeout_at(deadline, fut).await {
                 Ok(Ok(rsp)) => {
                     let mut rsp = BytesResponse::from(rsp);
-                    // The only place the header is still visible: keep the
-                    // CA's "not before" for the step that will fail.
-                    if matches!(
-                        rsp.parts.status,
-                        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-                    ) && let Some(at) = rsp
+                    let now = SystemTime::now();
+                    let parsed = rsp
                         .parts
                         .headers
                         .get(hyper::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| parse_retry_after(v, SystemTime::now()))
-                    {
-                        retry_after.set(at);
+                        .map(|v| v.to_str().ok().and_then(|v| parse_retry_after(v, now)));
+                    if let Some(parsed) = parsed {
+                        // instant-acme reads the header again (order polls,
+                        // renewal info) with unchecked `now + secs`: hand it
+                        // only the capped delay, or nothing if malformed.
+                        let headers = &mut rsp.parts.headers;
+                        headers.remove(hyper::header::RETRY_AFTER);
+                        if let Some(parsed) = parsed {
+                            let secs = parsed.at.duration_since(now).unwrap_or_default().as_secs();
+                            headers.insert(hyper::header::RETRY_AFTER, secs.into());
+                            // The only place the header is still visible: keep
+                            // the CA's "not before" for the step that will fail.
+                            if matches!(
+                                rsp.parts.status,
+                                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+                            ) {
+                                retry_after.set(parsed);
+                            }
+                        }
                     }
                     // The body is read later by instant-acme; carry the same
                     // deadline so a CA that stalls mid-body still times out.
@@ -270,15 +311,44 @@ mod tests {
     #[test]
     fn retry_after_is_seconds_or_an_http_date() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let at = |value| parse_retry_after(value, now).map(|r| r.at);
+        assert_eq!(at(" 3600 "), Some(now + Duration::from_secs(3600)));
+        // A date in the past means "now", not an error.
+        assert_eq!(at("Thu, 01 Jan 1970 00:01:40 GMT"), Some(now));
         assert_eq!(
-            parse_retry_after(" 3600 ", now),
-            Some(now + Duration::from_secs(3600))
+            at("Mon, 12 Jan 1970 13:46:41 GMT"),
+            Some(now + Duration::from_secs(1))
         );
+        assert_eq!(at("soon"), None);
+        assert_eq!(at(""), None);
+        assert_eq!(at("-5"), None);
         assert_eq!(
-            parse_retry_after("Thu, 01 Jan 1970 00:01:40 GMT", now),
-            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(100))
+            parse_retry_after("60", now).and_then(|r| r.capped_from),
+            None
         );
-        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    /// RFC 9110 §10.2.3 has no upper bound; ours is [`MAX_RETRY_AFTER`], and
+    /// the CA's value is kept to say so.
+    #[test]
+    fn retry_after_beyond_the_cap_is_capped_and_remembered() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        for value in [
+            "18446744073709551615",
+            "99999999999999999999999999",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            let parsed = parse_retry_after(value, now).expect(value);
+            assert_eq!(parsed.at, now + MAX_RETRY_AFTER, "{value}");
+            assert_eq!(parsed.capped_from.as_deref(), Some(value));
+        }
+        // Exactly the cap is obeyed as sent.
+        let exact = MAX_RETRY_AFTER.as_secs().to_string();
+        let parsed = parse_retry_after(&exact, now).expect("cap");
+        assert_eq!(
+            (parsed.at, parsed.capped_from),
+            (now + MAX_RETRY_AFTER, None)
+        );
     }
 
     fn parse(body: Bytes) -> instant_acme::Problem {
