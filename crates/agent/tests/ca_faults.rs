@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use certkeeper_agent::acme::{AcmeAccount, AcmeDirectory, AcmeError, NewAccountOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// Serves `app` on an ephemeral loopback port for the rest of the test.
@@ -80,4 +81,88 @@ async fn retry_after_date_in_year_9999_is_capped() {
     let addr = unavailable_with(sent).await;
     let e = account_error(addr).await;
     assert_capped(&e, sent);
+}
+
+/// A valid directory, padded past the 1 MiB limit so that only the limit
+/// (not a JSON error) can refuse it.
+fn padded_directory(addr: SocketAddr) -> Vec<u8> {
+    let mut body = format!(
+        r#"{{"newNonce":"http://{addr}/nonce","newAccount":"http://{addr}/account","newOrder":"http://{addr}/order"}}"#
+    )
+    .into_bytes();
+    body.resize(2 * 1024 * 1024, b' ');
+    body
+}
+
+fn assert_too_large(e: &AcmeError, addr: SocketAddr) {
+    let report = e.report();
+    assert!(report.contains(&format!("http://{addr}/dir")), "{report}");
+    assert!(report.contains("1 MiB"), "{report}");
+}
+
+/// A body with a `Content-Length` over the limit is refused without reading it.
+#[tokio::test]
+async fn oversized_body_with_content_length_is_refused() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let body = padded_directory(addr);
+    let app = Router::new().fallback(any(move || {
+        let body = body.clone();
+        async move {
+            Response::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(axum::body::Body::from(body))
+                .expect("response")
+        }
+    }));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let e = account_error(addr).await;
+    assert_too_large(&e, addr);
+}
+
+/// A chunked body (no length announced) is cut off once past the limit.
+#[tokio::test]
+async fn oversized_chunked_body_is_refused() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let body = padded_directory(addr);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let body = body.clone();
+            tokio::spawn(async move {
+                // One request per connection: read its head, answer, close.
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = sock
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                          transfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+                    )
+                    .await;
+                for chunk in body.chunks(64 * 1024) {
+                    let size = format!("{:x}\r\n", chunk.len());
+                    if sock.write_all(size.as_bytes()).await.is_err()
+                        || sock.write_all(chunk).await.is_err()
+                        || sock.write_all(b"\r\n").await.is_err()
+                    {
+                        return;
+                    }
+                }
+                let _ = sock.write_all(b"0\r\n\r\n").await;
+            });
+        }
+    });
+    let e = account_error(addr).await;
+    assert_too_large(&e, addr);
 }

@@ -98,6 +98,85 @@ fn parse_retry_after(value: &str, now: SystemTime) -> Option<RetryAfter> {
     Some(RetryAfter { at, capped_from })
 }
 
+/// The most certkeeper reads of one CA response body.
+///
+/// ACME bodies are small: an order with a hundred authorizations or a
+/// certificate chain is tens of KiB. 1 MiB leaves a wide margin and stops
+/// a broken CA or a proxy's error page from filling the agent's memory,
+/// which is shared with every other certificate it keeps.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// A CA response body longer than [`MAX_BODY_BYTES`].
+#[derive(Debug)]
+struct BodyTooLarge {
+    uri: String,
+    /// The length the response declared, when it declared one.
+    declared: Option<u64>,
+}
+
+impl std::fmt::Display for BodyTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the response from {} ", self.uri)?;
+        match self.declared {
+            Some(declared) => write!(f, "declares {declared} bytes, ")?,
+            None => f.write_str("is longer than it may be: ")?,
+        }
+        write!(
+            f,
+            "more than the 1 MiB ({MAX_BODY_BYTES} bytes) certkeeper reads from a CA; \
+             check that the URL is the CA's ACME endpoint and not a web page, and report it to the CA"
+        )
+    }
+}
+
+impl StdError for BodyTooLarge {}
+
+/// The CA's body, refused once more than [`MAX_BODY_BYTES`] have arrived,
+/// so a body without a length (chunked) is stopped too.
+struct CappedBody {
+    inner: hyper::body::Incoming,
+    seen: usize,
+    uri: String,
+}
+
+impl hyper::body::Body for CappedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.seen = this.seen.saturating_add(data.len());
+                    if this.seen > MAX_BODY_BYTES {
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
+                            uri: this.uri.clone(),
+                            declared: None,
+                        }))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// An instant-acme `HttpClient` with explicit trust roots and a deadline on
 /// every request (headers and body).
 pub(crate) struct TimedHttpClient {
@@ -192,6 +271,25 @@ impl HttpClient for TimedHttpClient {
         Box::pin(async move {
             match tokio::time::timeout_at(deadline, fut).await {
                 Ok(Ok(rsp)) => {
+                    // Refuse an announced oversize body before reading any of it.
+                    let declared = rsp
+                        .headers()
+                        .get(hyper::header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok());
+                    if let Some(declared) = declared
+                        && declared > MAX_BODY_BYTES as u64
+                    {
+                        return Err(instant_acme::Error::Other(Box::new(BodyTooLarge {
+                            uri,
+                            declared: Some(declared),
+                        })));
+                    }
+                    let rsp = rsp.map(|inner| CappedBody {
+                        inner,
+                        seen: 0,
+                        uri: uri.clone(),
+                    });
                     let mut rsp = BytesResponse::from(rsp);
                     let now = SystemTime::now();
                     let parsed = rsp

@@ -23,7 +23,7 @@ pub use client::{
     NewAccountOptions, OrderRequest, PollPolicy, StepTimings, cert_id,
 };
 pub use error::{AcmeError, FailedAuthorization, Step};
-pub use http::MAX_RETRY_AFTER;
+pub use http::{MAX_BODY_BYTES, MAX_RETRY_AFTER};
 pub use http01::Http01Responder;
 pub use instant_acme::{AccountCredentials, CertificateIdentifier, Problem};
 pub use key::{CertificateKey, KeyAlgorithm};
