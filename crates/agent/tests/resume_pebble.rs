@@ -35,6 +35,14 @@ fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+/// The wall clock, what the agent's clock reads outside tests that move it.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
+}
+
 fn names(list: &[&str]) -> Vec<String> {
     list.iter().map(|n| (*n).to_owned()).collect()
 }
@@ -231,6 +239,7 @@ async fn restart_after_new_order_completes_the_same_order() {
             &key,
             &solver,
             &PollPolicy::default(),
+            unix_now(),
         )
         .await
         .unwrap_or_else(|e| panic!("{}\npebble log:\n{}", e.report(), pebble.log_tail()));
@@ -250,6 +259,7 @@ async fn restart_after_new_order_completes_the_same_order() {
             &key,
             &solver,
             &PollPolicy::default(),
+            unix_now(),
         )
         .await
         .expect_err("unknown order");
@@ -268,6 +278,7 @@ async fn restart_after_new_order_completes_the_same_order() {
             &key,
             &solver,
             &PollPolicy::default(),
+            unix_now(),
         )
         .await
         .expect_err("names differ");
@@ -318,6 +329,7 @@ async fn finalized_order_is_downloaded_not_finalized_again() {
             &first.key,
             &solver,
             &PollPolicy::default(),
+            unix_now(),
         )
         .await
         .unwrap_or_else(|e| panic!("{}\npebble log:\n{}", e.report(), pebble.log_tail()));
@@ -338,6 +350,7 @@ async fn finalized_order_is_downloaded_not_finalized_again() {
             &stranger,
             &solver,
             &PollPolicy::default(),
+            unix_now(),
         )
         .await
         .expect_err("wrong key");
@@ -403,6 +416,7 @@ async fn ready_and_partly_valid_orders_resume_where_they_stopped() {
             &key,
             &solver,
             &PollPolicy::default(),
+            unix_now(),
         )
         .await
         .unwrap_or_else(|e| panic!("{}\npebble log:\n{}", e.report(), pebble.log_tail()));
@@ -431,6 +445,7 @@ async fn ready_and_partly_valid_orders_resume_where_they_stopped() {
                 timeout: Duration::from_secs(30),
                 ..PollPolicy::default()
             },
+            unix_now(),
         )
         .await
         .unwrap_or_else(|e| panic!("{}\npebble log:\n{}", e.report(), pebble.log_tail()));
@@ -439,4 +454,70 @@ async fn ready_and_partly_valid_orders_resume_where_they_stopped() {
         leaf_dns_names(&issued),
         vec![done.to_owned(), todo.to_owned()]
     );
+}
+
+/// A leaf that is not valid at `now` is never returned for deployment: one
+/// expired already (it would replace a working certificate), or one whose
+/// notBefore is more than the 5-minute clock-skew allowance ahead. `now` is
+/// the caller's, so pebble's real certificate is judged at chosen instants.
+/// An expired leaf kills the order; a not-yet-valid one leaves it
+/// resumable, and the same order later yields the certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaf_not_valid_at_now_is_refused() {
+    let (_bind, pebble) = start_peers();
+    let stored = stored_account(&pebble).await;
+    let account = restore(&pebble, &stored).await;
+    let name = "validity.example.test";
+    let key = CertificateKey::generate(KeyAlgorithm::EcdsaP256).expect("key");
+    let url = account
+        .create_order(&OrderRequest::new([name]))
+        .await
+        .expect("create order");
+    let responder = Http01Responder::bind(loopback(pebble.http01_port()))
+        .await
+        .expect("bind http-01");
+    let requested = names(&[name]);
+    let poll = PollPolicy::default();
+    let complete =
+        |now: i64| account.complete_order(&url, &requested, &key, &responder, &poll, now);
+
+    // Year 2200: every certificate pebble issues today has expired by then.
+    let far_future = 7_258_118_400;
+    let err = complete(far_future)
+        .await
+        .expect_err("an expired leaf must not be returned");
+    assert!(
+        matches!(err, AcmeError::CertificateNotCurrent { .. }),
+        "{}",
+        err.report()
+    );
+    let text = err.report();
+    assert!(text.contains(name) && text.contains("expired"), "{text}");
+    assert!(
+        err.needs_new_order(),
+        "an expired certificate stays expired"
+    );
+    assert_eq!(order_status(&account, &url).await, OrderStatus::Valid);
+
+    // Year 2000: the leaf's notBefore is decades ahead of this `now`.
+    let err = complete(946_684_800)
+        .await
+        .expect_err("a not-yet-valid leaf must not be returned");
+    assert!(
+        matches!(err, AcmeError::CertificateNotCurrent { .. }),
+        "{}",
+        err.report()
+    );
+    let text = err.report();
+    assert!(
+        text.contains("not valid before") && text.contains("clock"),
+        "{text}"
+    );
+    assert!(!err.needs_new_order(), "resume later: time fixes it");
+
+    // At the real now, the same order yields the certificate.
+    let issued = complete(unix_now())
+        .await
+        .unwrap_or_else(|e| panic!("{}\npebble log:\n{}", e.report(), pebble.log_tail()));
+    assert_eq!(issued.order_url, url);
 }

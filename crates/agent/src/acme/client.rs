@@ -21,6 +21,13 @@ use super::http::{RetryAfterCell, TimedHttpClient};
 use super::key::{CertificateKey, KeyAlgorithm};
 use super::solver::{PendingChallenge, Solver, challenge_name};
 
+/// How far in the future a leaf's notBefore may be, in seconds, and still
+/// be accepted: clocks of a CA and an agent host disagree by seconds to a
+/// few minutes even with NTP, and CAs backdate by about that much for the
+/// same reason. Beyond it, a client that checks validity would refuse the
+/// certificate, so it must not be deployed.
+pub const CLOCK_SKEW_ALLOWANCE: i64 = 5 * 60;
+
 /// Where the CA is and how to reach it.
 #[derive(Debug, Clone)]
 pub struct AcmeDirectory {
@@ -333,6 +340,7 @@ impl AcmeAccount {
             solver,
             &request.poll,
             Drive::Fresh(timings),
+            unix_now(),
         )
         .await
     }
@@ -369,6 +377,12 @@ impl AcmeAccount {
     /// `names` and `key` must be the ones the order was created for and
     /// finalized with; the order's identifiers are checked against `names`
     /// before anything is sent, and the leaf against `key` after download.
+    /// The leaf is refused ([`AcmeError::CertificateNotCurrent`]) unless it
+    /// is valid at `now` (unix seconds, the caller's clock; validity is
+    /// judged against it, not the wall clock, and it is taken as the time
+    /// of download: a long poll makes the notAfter check at most that much
+    /// lenient).
+    ///
     /// On an error, [`AcmeError::needs_new_order`] says whether this order
     /// is dead (discard it) or may be resumed again later.
     pub async fn complete_order(
@@ -378,9 +392,10 @@ impl AcmeAccount {
         key: &CertificateKey,
         solver: &dyn Solver,
         poll: &PollPolicy,
+        now: i64,
     ) -> Result<IssuedCertificate, AcmeError> {
         self.retry_after.clear();
-        self.complete_order_inner(order_url, names, key, solver, poll)
+        self.complete_order_inner(order_url, names, key, solver, poll, now)
             .await
             .map_err(|e| with_retry_after(&self.retry_after, e))
     }
@@ -392,6 +407,7 @@ impl AcmeAccount {
         key: &CertificateKey,
         solver: &dyn Solver,
         poll: &PollPolicy,
+        now: i64,
     ) -> Result<IssuedCertificate, AcmeError> {
         let csr = SignedCsr::new(names, key)?;
         let order = self
@@ -411,6 +427,7 @@ impl AcmeAccount {
             solver,
             poll,
             Drive::Resumed,
+            now,
         )
         .await
     }
@@ -514,6 +531,7 @@ impl AcmeAccount {
         solver: &dyn Solver,
         poll: &PollPolicy,
         how: Drive,
+        now: i64,
     ) -> Result<IssuedCertificate, AcmeError> {
         let names = requested.join(",");
         let order_url = order.url().to_owned();
@@ -607,6 +625,19 @@ impl AcmeAccount {
             .first()
             .ok_or_else(|| bad("empty certificate chain".into()))?;
         let (not_before, not_after) = check_leaf(leaf, &csr.spki, requested).map_err(bad)?;
+        let (not_before_unix, not_after_unix) =
+            (not_before.unix_timestamp(), not_after.unix_timestamp());
+        if !valid_at(not_before_unix, not_after_unix, now) {
+            warn!(%order_url, %names, not_before = %not_before, not_after = %not_after, now,
+                "refusing a certificate that is not valid now");
+            return Err(AcmeError::CertificateNotCurrent {
+                names,
+                order_url,
+                not_before: not_before_unix,
+                not_after: not_after_unix,
+                now,
+            });
+        }
 
         Ok(IssuedCertificate {
             order_url,
@@ -803,6 +834,16 @@ impl AcmeAccount {
     }
 }
 
+/// The wall clock in unix seconds, for [`AcmeAccount::issue`] only: it is
+/// the one-shot entry point (bench, tests, `certkeeper` one-offs) where the
+/// wall clock is the right one. The agent passes its own clock's `now` to
+/// [`AcmeAccount::complete_order`].
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// How [`AcmeAccount::drive`] got its order.
 enum Drive {
     /// Just created by `issue`, with the `newOrder` time already measured.
@@ -959,6 +1000,13 @@ fn check_leaf(
     ))
 }
 
+/// Whether a leaf with this validity (unix seconds) may be deployed at
+/// `now`: not expired, and valid from no later than
+/// [`CLOCK_SKEW_ALLOWANCE`] ahead. Pure, so the caller's clock decides.
+fn valid_at(not_before: i64, not_after: i64, now: i64) -> bool {
+    not_after > now && not_before <= now.saturating_add(CLOCK_SKEW_ALLOWANCE)
+}
+
 /// Maps a failed account request (register or load) to our error, with the
 /// CA's Retry-After when it sent one.
 fn account_error<'a>(
@@ -1026,6 +1074,23 @@ mod tests {
         )
         .expect_err("wrong key");
         assert!(err.contains("public key"), "{err}");
+    }
+
+    #[test]
+    fn validity_is_judged_at_the_given_now_with_five_minutes_of_skew() {
+        let now = 1_800_000_000;
+        let day = 86_400;
+        assert!(valid_at(now - day, now + 90 * day, now));
+        // notAfter must be in the future, strictly.
+        assert!(!valid_at(now - 90 * day, now, now));
+        assert!(!valid_at(now - 90 * day, now - 1, now));
+        assert!(valid_at(now - 90 * day, now + 1, now));
+        // notBefore up to 5 minutes ahead is clock skew; more is refused.
+        assert!(valid_at(now + CLOCK_SKEW_ALLOWANCE, now + day, now));
+        assert!(!valid_at(now + CLOCK_SKEW_ALLOWANCE + 1, now + day, now));
+        // Extremes do not overflow.
+        assert!(!valid_at(i64::MIN, i64::MIN, i64::MAX));
+        assert!(valid_at(i64::MIN, i64::MAX, i64::MAX - 1));
     }
 
     #[test]

@@ -191,6 +191,25 @@ pub enum AcmeError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The CA's leaf is not valid at the caller's `now`: already expired, or
+    /// valid only from more than [`CLOCK_SKEW_ALLOWANCE`](super::CLOCK_SKEW_ALLOWANCE)
+    /// ahead. It is never returned, so it can never replace a working one.
+    #[error(
+        "the CA returned a certificate for [{names}] (order {order_url}) that {}",
+        describe_validity(*.not_before, *.not_after, *.now)
+    )]
+    CertificateNotCurrent {
+        /// Names of the order.
+        names: String,
+        /// URL of the order.
+        order_url: String,
+        /// The leaf's notBefore, unix seconds.
+        not_before: i64,
+        /// The leaf's notAfter, unix seconds.
+        not_after: i64,
+        /// The time it was judged at, unix seconds.
+        now: i64,
+    },
     /// The CA refused for now (429 or 503) and said when to come back.
     #[error("{source}; {}", describe_retry_after(*.retry_after, .capped_from.as_deref()))]
     RetryLater {
@@ -262,7 +281,9 @@ impl AcmeError {
             }
             Self::OrderInvalid { .. } => Some(Step::PollReady),
             Self::Csr { .. } => Some(Step::Finalize),
-            Self::BadCertificate { .. } => Some(Step::PollCertificate),
+            Self::BadCertificate { .. } | Self::CertificateNotCurrent { .. } => {
+                Some(Step::PollCertificate)
+            }
             Self::RootPem { .. } => Some(Step::Account),
             Self::OrderMismatch { .. } => Some(Step::LoadOrder),
             Self::BadRenewalInfo { .. } => Some(Step::RenewalInfo),
@@ -282,6 +303,10 @@ impl AcmeError {
             | Self::Authorization(_)
             | Self::OrderMismatch { .. }
             | Self::BadCertificate { .. } => true,
+            // An expired certificate stays expired; one valid too far
+            // ahead becomes valid as time passes (or the clock is fixed),
+            // and resuming the same order costs nothing against the limits.
+            Self::CertificateNotCurrent { not_after, now, .. } => not_after <= now,
             // The CA does not know the order (expired and purged, or
             // another account's): 404 or 403 on loading it.
             Self::Protocol {
@@ -337,6 +362,37 @@ pub(crate) fn problem_text(problem: &Problem) -> String {
         out.push_str("no details");
     }
     out
+}
+
+/// A unix time as RFC 3339, or the bare number if it is out of range.
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("unix time {unix}"))
+}
+
+fn describe_validity(not_before: i64, not_after: i64, now: i64) -> String {
+    if not_after <= now {
+        format!(
+            "expired at {} (now is {}); it was not installed and the certificate in service \
+             stays: report this to the CA, and check this host's clock",
+            rfc3339(not_after),
+            rfc3339(now)
+        )
+    } else {
+        format!(
+            "is not valid before {}, more than {} minutes after now ({}); it was not installed: \
+             check this host's clock (NTP); the order is kept and its certificate fetched again \
+             on a later run",
+            rfc3339(not_before),
+            super::CLOCK_SKEW_ALLOWANCE / 60,
+            rfc3339(now)
+        )
+    }
 }
 
 fn describe_retry_after(wait: Duration, capped_from: Option<&str>) -> String {

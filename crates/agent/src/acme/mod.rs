@@ -19,8 +19,8 @@ mod solver;
 mod tlsalpn01;
 
 pub use client::{
-    AcmeAccount, AcmeDirectory, ExternalAccountBinding, IssuedCertificate, KeyChoice,
-    NewAccountOptions, OrderRequest, PollPolicy, StepTimings, cert_id,
+    AcmeAccount, AcmeDirectory, CLOCK_SKEW_ALLOWANCE, ExternalAccountBinding, IssuedCertificate,
+    KeyChoice, NewAccountOptions, OrderRequest, PollPolicy, StepTimings, cert_id,
 };
 pub use error::{AcmeError, FailedAuthorization, Step};
 pub use http::{MAX_BODY_BYTES, MAX_RETRY_AFTER};

@@ -136,14 +136,16 @@ impl Issuer for AcmeIssuer {
         names: &'a [String],
         key: &'a CertificateKey,
         solver: &'a dyn Solver,
-        _now: i64,
+        now: i64,
     ) -> IssuerFuture<'a, IssuedCertificate> {
         Box::pin(async move {
             let account = self.account().await?;
             let poll = PollPolicy::default();
-            retry_bad_nonce(|| account.complete_order(&handle.order_url, names, key, solver, &poll))
-                .await
-                .map_err(AgentError::acme)
+            retry_bad_nonce(|| {
+                account.complete_order(&handle.order_url, names, key, solver, &poll, now)
+            })
+            .await
+            .map_err(AgentError::acme)
         })
     }
 }
