@@ -571,6 +571,7 @@ impl AcmeAccount {
                 .authorize(
                     &mut order,
                     solver,
+                    requested,
                     &names,
                     poll,
                     &mut presented,
@@ -653,10 +654,12 @@ impl AcmeAccount {
 
     /// Presents every pending authorization's challenge, then tells the CA
     /// to validate them all and waits until the order is `ready`.
+    #[allow(clippy::too_many_arguments)]
     async fn authorize(
         &self,
         order: &mut Order,
         solver: &dyn Solver,
+        requested: &[String],
         names: &str,
         poll: &PollPolicy,
         presented: &mut Vec<PendingChallenge>,
@@ -674,13 +677,22 @@ impl AcmeAccount {
             }
         };
 
-        // Phase 1: publish all responses first, so a slow solver (DNS
-        // propagation) is waited on once per order, not once per name.
-        let mut to_validate = Vec::new();
+        // Phase 1: read every authorization and decide what to present,
+        // presenting nothing yet: one the order never asked for must stop
+        // the order before any response is published for any name.
+        let order_url = order.url().to_owned();
+        let mut to_present = Vec::new();
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {
             let mut authz = authz.map_err(proto(Step::Authorization))?;
             let name = authz.identifier().to_string();
+            if !is_requested(&name, requested) {
+                return Err(AcmeError::UnrequestedIdentifier {
+                    identifier: name,
+                    names: names.to_owned(),
+                    order_url,
+                });
+            }
             match authz.status {
                 // Reused from an earlier order: nothing to prove.
                 AuthorizationStatus::Valid => continue,
@@ -726,21 +738,26 @@ impl AcmeAccount {
                 digest,
                 dns_value: key_auth.dns_value(),
             };
+            to_present.push((name, pending));
+        }
+
+        // Phase 2: publish all responses before triggering any.
+        let to_validate = !to_present.is_empty();
+        for (name, pending) in to_present {
             solver
                 .present(&pending)
                 .await
                 .map_err(|source| AcmeError::Solver {
-                    name: name.clone(),
+                    name,
                     challenge: kind_name.clone(),
                     source,
                 })?;
             presented.push(pending);
-            to_validate.push(name);
         }
 
-        // Phase 2: the authorizations are cached in the order now, so this
-        // second pass makes only the challenge POSTs.
-        if !to_validate.is_empty() {
+        // Phase 3: the authorizations are cached in the order now, so this
+        // pass makes only the challenge POSTs.
+        if to_validate {
             let mut authorizations = order.authorizations();
             while let Some(authz) = authorizations.next().await {
                 let mut authz = authz.map_err(proto(Step::Authorization))?;
@@ -902,6 +919,15 @@ fn normalize_name(name: &str) -> String {
     }
 }
 
+/// Whether `identifier` (as an authorization spells it, `*.` for wildcards)
+/// is one of the `requested` names.
+fn is_requested(identifier: &str, requested: &[String]) -> bool {
+    let identifier = normalize_name(identifier);
+    requested
+        .iter()
+        .any(|name| normalize_name(name) == identifier)
+}
+
 /// Refuses to drive a persisted order whose identifiers are not `requested`.
 async fn check_identifiers(
     order: &mut Order,
@@ -920,6 +946,17 @@ async fn check_identifiers(
         have.insert(normalize_name(&identifier.to_string()));
     }
     let want: BTreeSet<String> = requested.iter().map(|n| normalize_name(n)).collect();
+    // Everything we asked for plus more: the CA added an identifier, which
+    // is its fault, not a stale order of ours (that one is OrderMismatch).
+    if want.is_subset(&have)
+        && let Some(extra) = have.difference(&want).next()
+    {
+        return Err(AcmeError::UnrequestedIdentifier {
+            identifier: extra.clone(),
+            names: names.to_owned(),
+            order_url,
+        });
+    }
     if have != want {
         return Err(AcmeError::OrderMismatch {
             order_url,
@@ -1074,6 +1111,22 @@ mod tests {
         )
         .expect_err("wrong key");
         assert!(err.contains("public key"), "{err}");
+    }
+
+    #[test]
+    fn requested_identifiers_match_as_the_ca_spells_them() {
+        let requested = vec![
+            "A.Example.Test".to_owned(),
+            "*.b.example.test".to_owned(),
+            "2001:db8::1".to_owned(),
+        ];
+        assert!(is_requested("a.example.test", &requested));
+        assert!(is_requested("*.b.example.test", &requested));
+        assert!(is_requested("2001:0db8:0000::0001", &requested));
+        // The wildcard does not cover its base name, nor the reverse.
+        assert!(!is_requested("b.example.test", &requested));
+        assert!(!is_requested("*.a.example.test", &requested));
+        assert!(!is_requested("evil.example.test", &requested));
     }
 
     #[test]

@@ -151,6 +151,20 @@ pub enum AcmeError {
         /// What went wrong.
         reason: String,
     },
+    /// The CA put an authorization in the order for an identifier that was
+    /// never requested; nothing was presented for any of the order's names.
+    #[error(
+        "order {order_url} for [{names}] holds an authorization for {identifier}, which was never \
+         requested; nothing was presented: the order is discarded, and the CA should be told"
+    )]
+    UnrequestedIdentifier {
+        /// The identifier nobody asked for (`*.` prefix for wildcards).
+        identifier: String,
+        /// The names that were requested.
+        names: String,
+        /// URL of the order.
+        order_url: String,
+    },
     /// A persisted order is for other names than the caller asked to complete.
     #[error(
         "order {order_url} is for [{order_names}], not [{names}]; discard it and create a new order"
@@ -276,9 +290,10 @@ impl AcmeError {
         match self {
             Self::RetryLater { source, .. } => source.step(),
             Self::Protocol { step, .. } | Self::Timeout { step, .. } => Some(*step),
-            Self::Authorization(_) | Self::ChallengeUnavailable { .. } | Self::Solver { .. } => {
-                Some(Step::Authorization)
-            }
+            Self::Authorization(_)
+            | Self::ChallengeUnavailable { .. }
+            | Self::Solver { .. }
+            | Self::UnrequestedIdentifier { .. } => Some(Step::Authorization),
             Self::OrderInvalid { .. } => Some(Step::PollReady),
             Self::Csr { .. } => Some(Step::Finalize),
             Self::BadCertificate { .. } | Self::CertificateNotCurrent { .. } => {
@@ -302,6 +317,7 @@ impl AcmeError {
             Self::OrderInvalid { .. }
             | Self::Authorization(_)
             | Self::OrderMismatch { .. }
+            | Self::UnrequestedIdentifier { .. }
             | Self::BadCertificate { .. } => true,
             // An expired certificate stays expired; one valid too far
             // ahead becomes valid as time passes (or the clock is fixed),
