@@ -72,7 +72,8 @@ pub struct ExecDnsSolver {
     pub present: String,
     /// Removes it.
     pub cleanup: String,
-    /// Wait after publishing, for secondaries to catch up.
+    /// Wait after publishing, for secondaries to catch up; paid once per
+    /// order (in [`Solver::wait_until_visible`]), not once per name.
     pub propagation: Duration,
 }
 
@@ -116,14 +117,17 @@ impl Solver for ExecDnsSolver {
     }
 
     fn present<'a>(&'a self, c: &'a PendingChallenge) -> SolverFuture<'a> {
-        Box::pin(async move {
-            run_hook(&self.present, c).await?;
-            tokio::time::sleep(self.propagation).await;
-            Ok(())
-        })
+        Box::pin(run_hook(&self.present, c))
     }
 
     fn cleanup<'a>(&'a self, c: &'a PendingChallenge) -> SolverFuture<'a> {
         Box::pin(run_hook(&self.cleanup, c))
+    }
+
+    fn wait_until_visible(&self) -> SolverFuture<'_> {
+        Box::pin(async move {
+            tokio::time::sleep(self.propagation).await;
+            Ok(())
+        })
     }
 }

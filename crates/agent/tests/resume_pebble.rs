@@ -120,6 +120,10 @@ impl Solver for Recording<'_> {
     fn cleanup<'a>(&'a self, challenge: &'a PendingChallenge) -> SolverFuture<'a> {
         self.inner.cleanup(challenge)
     }
+
+    fn wait_until_visible(&self) -> SolverFuture<'_> {
+        self.inner.wait_until_visible()
+    }
 }
 
 /// Validates the authorization for `name` alone with raw instant-acme calls,

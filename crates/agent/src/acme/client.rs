@@ -741,7 +741,8 @@ impl AcmeAccount {
             to_present.push((name, pending));
         }
 
-        // Phase 2: publish all responses before triggering any.
+        // Phase 2: publish all responses, then wait for them once (DNS
+        // propagation is paid per order, not per name), before triggering any.
         let to_validate = !to_present.is_empty();
         for (name, pending) in to_present {
             solver
@@ -753,6 +754,16 @@ impl AcmeAccount {
                     source,
                 })?;
             presented.push(pending);
+        }
+        if to_validate {
+            solver
+                .wait_until_visible()
+                .await
+                .map_err(|source| AcmeError::Solver {
+                    name: names.to_owned(),
+                    challenge: kind_name.clone(),
+                    source,
+                })?;
         }
 
         // Phase 3: the authorizations are cached in the order now, so this

@@ -39,9 +39,13 @@ pub struct PendingChallenge {
 
 /// Publishes challenge responses for one challenge type.
 ///
-/// `present` must only return once the response is reachable by the CA
-/// (e.g. the DNS record is on the authoritative servers), because the client
-/// tells the CA to validate right after.
+/// For one order the client calls `present` for every pending
+/// authorization, then `wait_until_visible` once, then tells the CA to
+/// validate them all, then `cleanup` for every presented response (whether
+/// validation succeeded or not). So after `wait_until_visible` returns,
+/// every response presented must be reachable by the CA (e.g. the DNS
+/// record is on every authoritative server). A solver whose `present` is
+/// enough on its own keeps the default no-op wait.
 pub trait Solver: Send + Sync {
     /// The challenge type this solver answers.
     fn challenge_type(&self) -> ChallengeType;
@@ -49,6 +53,14 @@ pub trait Solver: Send + Sync {
     fn present<'a>(&'a self, challenge: &'a PendingChallenge) -> SolverFuture<'a>;
     /// Withdraw the response; called whether validation succeeded or not.
     fn cleanup<'a>(&'a self, challenge: &'a PendingChallenge) -> SolverFuture<'a>;
+    /// Wait until every response presented so far is visible to the CA.
+    ///
+    /// Called once per order, after all its challenges are presented and
+    /// before any is triggered, so a propagation delay (DNS secondaries)
+    /// is paid once per order, not once per name. Default: returns at once.
+    fn wait_until_visible(&self) -> SolverFuture<'_> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Why a solver could not present or clean up a challenge response.
