@@ -17,12 +17,12 @@ use certkeeper_store::{CertMeta, SlotRow, Store};
 
 use crate::config::{CertificateConfig, Config, IssuerConfig};
 use crate::error::AgentError;
-use crate::events::{EventKind, Events};
+use crate::events::{Event, EventKind, Events};
 use crate::guard::{Guard, JobKey};
 use crate::issuer::acme::AcmeIssuer;
 use crate::limits;
 use crate::model::{CertFacts, Health, Slot};
-use crate::planner::{self, Action, AriWindow, CertView, CertificateInput, SlotInput};
+use crate::planner::{self, Action, AriWindow, CertView, CertificateInput, SlotInput, Swap};
 use crate::resolver::CertResolver;
 use crate::runner::{JobEnd, Runner};
 use crate::solver_set::SolverSet;
@@ -43,9 +43,17 @@ const OPERATOR_SWAP: &str = "requested by the operator";
 /// What a job reports.
 pub type JobResult = Result<Option<String>, AgentError>;
 
+/// A planned full pass: swaps to apply, then actions to dispatch.
+pub struct PlannedPass {
+    pub(crate) next: i64,
+    pub(crate) swaps: Vec<(String, Swap)>,
+    /// By index into the configured certificates.
+    pub(crate) actions: Vec<(usize, Vec<(Slot, Action)>)>,
+}
+
 /// The store's view of every certificate, loaded in bulk.
 #[derive(Debug, Default)]
-pub(crate) struct Inventory {
+pub struct Inventory {
     pub(crate) slots: HashMap<(String, Slot), SlotRow>,
     pub(crate) certs: HashMap<(String, Slot), CertMeta>,
     /// The served slot, and whether the operator chose it.
@@ -64,6 +72,9 @@ pub struct Agent {
     pub(crate) events: Events,
     pub(crate) guard: Guard,
     resolvers: Mutex<HashMap<String, Arc<CertResolver>>>,
+    /// Position of each certificate in the configuration: lookups by name
+    /// stay O(1) at 100k certificates.
+    by_name: HashMap<String, usize>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -111,6 +122,12 @@ impl Agent {
             ),
             issuers,
             resolvers: Mutex::new(HashMap::new()),
+            by_name: config
+                .certificates
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.name.clone(), i))
+                .collect(),
             config,
             store,
             clock,
@@ -132,7 +149,11 @@ impl Agent {
     }
 
     pub(crate) fn certificate(&self, name: &str) -> Result<&CertificateConfig, AgentError> {
-        self.config.certificate(name).ok_or_else(|| {
+        let found = self
+            .by_name
+            .get(name)
+            .and_then(|i| self.config.certificates.get(*i));
+        found.ok_or_else(|| {
             AgentError::Config(format!(
                 "no [[certificate]] named {name:?} in the configuration"
             ))
@@ -175,7 +196,7 @@ impl Agent {
         Ok(resolver)
     }
 
-    pub(crate) fn loaded_resolver(&self, name: &str) -> Option<Arc<CertResolver>> {
+    pub fn loaded_resolver(&self, name: &str) -> Option<Arc<CertResolver>> {
         self.resolvers.lock().ok()?.get(name).cloned()
     }
 
@@ -189,7 +210,7 @@ impl Agent {
     }
 
     /// Everything the planner needs, in four bulk queries.
-    pub(crate) async fn load_inventory(&self) -> Result<Inventory, AgentError> {
+    pub async fn load_inventory(&self) -> Result<Inventory, AgentError> {
         let mut inv = Inventory::default();
         for row in self.store.slots_all().await? {
             if let Ok(slot) = row.slot.parse::<Slot>() {
@@ -310,13 +331,36 @@ impl Agent {
         forced: bool,
         runner: &mut Runner<JobResult>,
     ) -> Result<Option<i64>, AgentError> {
-        let input = self.certificate_input(cert, inv, forced);
-        let plan = planner::plan_certificate(&input, self.now())
-            .map_err(|e| AgentError::Config(format!("{}: {e}", cert.name)))?;
+        let plan = self.plan(cert, inv, forced)?;
         if let Some(swap) = &plan.swap {
-            self.apply_swap(&cert.name, swap.to, &swap.reason).await?;
+            self.apply_swaps(vec![(cert.name.clone(), swap.clone())])
+                .await?;
         }
-        for (slot, action) in plan.actions {
+        self.dispatch(cert, plan.actions, forced, runner);
+        Ok(plan.wake)
+    }
+
+    fn plan(
+        &self,
+        cert: &CertificateConfig,
+        inv: &Inventory,
+        forced: bool,
+    ) -> Result<planner::Plan, AgentError> {
+        let input = self.certificate_input(cert, inv, forced);
+        planner::plan_certificate(&input, self.now())
+            .map_err(|e| AgentError::Config(format!("{}: {e}", cert.name)))
+    }
+
+    /// Starts a job for every slot action that is not a wait, and the
+    /// certificate's deploy job.
+    fn dispatch(
+        self: &Arc<Self>,
+        cert: &CertificateConfig,
+        actions: Vec<(Slot, Action)>,
+        forced: bool,
+        runner: &mut Runner<JobResult>,
+    ) {
+        for (slot, action) in actions {
             if matches!(action, Action::Wait { .. }) {
                 continue;
             }
@@ -331,7 +375,6 @@ impl Agent {
             });
         }
         self.spawn_deploy(&cert.name, runner);
-        Ok(plan.wake)
     }
 
     /// Starts the deploy job of `name` if it has targets and none runs.
@@ -348,30 +391,37 @@ impl Agent {
         runner.spawn(key, None, async move { agent.run_deploy_job(claim).await });
     }
 
-    /// Serves `to` for `name`: recorded first (a crash after this point
-    /// finishes the deploy on restart), then the resolver (every handshake
-    /// from now on), then an event; files follow in the deploy job.
-    pub(crate) async fn apply_swap(
-        &self,
-        name: &str,
-        to: Slot,
-        reason: &str,
-    ) -> Result<(), AgentError> {
-        self.store
-            .set_served(name, to.as_str(), reason, self.now())
-            .await?;
-        crate::faults::crash_point("swap-recorded");
-        if let Some(r) = self.loaded_resolver(name) {
-            r.serve(to);
+    /// Serves the new slots: recorded first, all in one transaction (a
+    /// crash after this point finishes the deploys on restart), then the
+    /// resolvers (every handshake from now on), then the events; files
+    /// follow in the deploy jobs.
+    pub async fn apply_swaps(&self, swaps: Vec<(String, Swap)>) -> Result<(), AgentError> {
+        if swaps.is_empty() {
+            return Ok(());
         }
-        self.events
-            .emit(
-                EventKind::Swapped,
+        let rows: Vec<(String, String, String)> = swaps
+            .iter()
+            .map(|(name, s)| (name.clone(), s.to.as_str().to_string(), s.reason.clone()))
+            .collect();
+        self.store.set_served_many(&rows, self.now()).await?;
+        crate::faults::crash_point("swap-recorded");
+        if let Ok(resolvers) = self.resolvers.lock() {
+            for (name, s) in &swaps {
+                if let Some(r) = resolvers.get(name) {
+                    r.serve(s.to);
+                }
+            }
+        }
+        let events = swaps
+            .into_iter()
+            .map(|(name, s)| Event {
+                kind: EventKind::Swapped,
                 name,
-                to,
-                format!("now serving the {to} certificate: {reason}"),
-            )
-            .await;
+                slot: s.to,
+                detail: format!("now serving the {} certificate: {}", s.to, s.reason),
+            })
+            .collect();
+        self.events.emit_many(events).await;
         Ok(())
     }
 
@@ -390,7 +440,14 @@ impl Agent {
                 "{name}: the {to} certificate is {health}; nothing to swap to (run `certkeeper issue {name}` first)"
             )));
         }
-        self.apply_swap(name, to, OPERATOR_SWAP).await
+        self.apply_swaps(vec![(
+            name.to_string(),
+            Swap {
+                to,
+                reason: OPERATOR_SWAP.into(),
+            },
+        )])
+        .await
     }
 
     pub(crate) async fn slot_health(&self, name: &str, slot: Slot) -> Result<Health, AgentError> {
@@ -459,21 +516,79 @@ impl Agent {
         }
     }
 
-    /// One pass over every certificate; returns the next time one is due.
-    async fn full_pass(
+    /// One pass over every certificate: plan all, apply every swap in one
+    /// batch, then start the jobs. Returns the next time one is due.
+    pub(crate) async fn full_pass(
         self: &Arc<Self>,
         runner: &mut Runner<JobResult>,
     ) -> Result<i64, AgentError> {
         let inv = self.load_inventory().await?;
-        let mut next = self.now() + self.config.agent.check_interval_seconds as i64;
-        for cert in &self.config.certificates {
-            match self.pass_certificate(cert, &inv, false, runner).await {
-                Ok(Some(wake)) => next = next.min(wake),
-                Ok(None) => {}
-                Err(e) => tracing::warn!(certificate = %cert.name, error = %e, "pass failed"),
+        let pass = self.plan_all(&inv);
+        self.apply_swaps(pass.swaps).await?;
+        for (i, actions) in pass.actions {
+            if let Some(cert) = self.config.certificates.get(i) {
+                self.dispatch(cert, actions, false, runner);
             }
         }
-        Ok(next.max(self.now() + 1))
+        Ok(pass.next.max(self.now() + 1))
+    }
+
+    /// Plans every certificate (pure, no I/O).
+    pub fn plan_all(&self, inv: &Inventory) -> PlannedPass {
+        let mut pass = PlannedPass {
+            next: self.now() + self.config.agent.check_interval_seconds as i64,
+            swaps: Vec::new(),
+            actions: Vec::with_capacity(self.config.certificates.len()),
+        };
+        for (i, cert) in self.config.certificates.iter().enumerate() {
+            match self.plan(cert, inv, false) {
+                Ok(plan) => {
+                    if let Some(wake) = plan.wake {
+                        pass.next = pass.next.min(wake);
+                    }
+                    if let Some(swap) = plan.swap {
+                        pass.swaps.push((cert.name.clone(), swap));
+                    }
+                    pass.actions.push((i, plan.actions));
+                }
+                Err(e) => tracing::warn!(certificate = %cert.name, error = %e, "cannot plan"),
+            }
+        }
+        pass
+    }
+
+    /// Loads every certificate's slots into its resolver, in pages of one
+    /// query each (the bulk path for serving many certificates in process).
+    pub async fn load_all_resolvers(&self) -> Result<usize, AgentError> {
+        let served: HashMap<String, Slot> = self
+            .store
+            .served_all()
+            .await?
+            .into_iter()
+            .filter_map(|(n, s, _)| Some((n, s.parse().ok()?)))
+            .collect();
+        let mut after = String::new();
+        let mut loaded = 0;
+        loop {
+            let page = self.store.current_certs_page(&after, 2000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.name.clone();
+            let mut resolvers = self
+                .resolvers
+                .lock()
+                .map_err(|_| AgentError::Local("resolver registry poisoned".into()))?;
+            for c in &page {
+                let Ok(slot) = c.slot.parse::<Slot>() else {
+                    continue;
+                };
+                let r = resolvers.entry(c.name.clone()).or_default();
+                r.load(slot, &c.chain_pem, &c.key_pem)
+                    .map_err(|e| AgentError::Local(format!("{} {slot}: {e}", c.name)))?;
+                r.serve(served.get(&c.name).copied().unwrap_or(Slot::Primary));
+                loaded += 1;
+            }
+        }
+        Ok(loaded)
     }
 
     /// Records how a job ended; a panic counts as a failure of its slot.

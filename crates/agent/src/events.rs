@@ -95,28 +95,40 @@ impl Events {
 
     /// Records, logs, broadcasts and hands `event` to the hook.
     pub async fn emit(&self, kind: EventKind, name: &str, slot: Slot, detail: impl Into<String>) {
-        let event = Event {
+        self.emit_many(vec![Event {
             kind,
             name: name.to_string(),
             slot,
             detail: detail.into(),
-        };
-        tracing::info!(event = kind.as_str(), certificate = name, slot = %slot, detail = %event.detail, "event");
-        let row = EventRow {
-            at: self.clock.now(),
-            name: event.name.clone(),
-            slot: slot.as_str().to_string(),
-            kind: kind.as_str().to_string(),
-            detail: event.detail.clone(),
-        };
-        if let Err(e) = self.store.record_event(&row).await {
-            tracing::warn!(error = %e, "cannot record event");
+        }])
+        .await
+    }
+
+    /// [`Events::emit`] for many events, stored in one transaction (a mass
+    /// swap emits 100k of them).
+    pub async fn emit_many(&self, events: Vec<Event>) {
+        let at = self.clock.now();
+        let rows: Vec<EventRow> = events
+            .iter()
+            .map(|e| EventRow {
+                at,
+                name: e.name.clone(),
+                slot: e.slot.as_str().to_string(),
+                kind: e.kind.as_str().to_string(),
+                detail: e.detail.clone(),
+            })
+            .collect();
+        if let Err(e) = self.store.record_events(&rows).await {
+            tracing::warn!(error = %e, "cannot record events");
         }
-        if let Some(hook) = &self.hook {
-            run_hook(hook.clone(), event.clone());
+        for event in events {
+            tracing::info!(event = event.kind.as_str(), certificate = %event.name, slot = %event.slot, detail = %event.detail, "event");
+            if let Some(hook) = &self.hook {
+                run_hook(hook.clone(), event.clone());
+            }
+            // No subscriber is fine.
+            let _ = self.tx.send(event);
         }
-        // No subscriber is fine.
-        let _ = self.tx.send(event);
     }
 }
 

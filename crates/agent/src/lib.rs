@@ -15,6 +15,7 @@ pub mod deploy;
 pub mod error;
 pub mod events;
 pub mod faults;
+pub mod fleet_bench;
 pub mod guard;
 pub mod issuer;
 mod jobs;

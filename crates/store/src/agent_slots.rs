@@ -192,6 +192,36 @@ fn bind_slot<'q>(
         .bind(now)
 }
 
+async fn insert_cert(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    c: &ManagedCertRow,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+            "INSERT INTO agent_certificates (serial, name, issuer, names, chain_pem, key_pem, spki_sha256, not_before, not_after, \
+             order_url, obtained_at, identifier_set, registered_domains, slot, revoked_at, revocation_reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        )
+        .bind(&c.serial)
+        .bind(&c.name)
+        .bind(&c.issuer)
+        .bind(&c.names)
+        .bind(&c.chain_pem)
+        .bind(&c.key_pem)
+        .bind(&c.spki_sha256)
+        .bind(c.not_before)
+        .bind(c.not_after)
+        .bind(&c.order_url)
+        .bind(c.obtained_at)
+        .bind(&c.identifier_set)
+        .bind(wrap_domains(&c.registered_domains))
+        .bind(&c.slot)
+        .bind(c.revoked_at)
+        .bind(&c.revocation_reason)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 impl Store {
     /// Every slot of every managed certificate, in one query.
     pub async fn slots_all(&self) -> Result<Vec<SlotRow>, StoreError> {
@@ -236,29 +266,7 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.writer().begin().await?;
-        sqlx::query(
-            "INSERT INTO agent_certificates (serial, name, issuer, names, chain_pem, key_pem, spki_sha256, not_before, not_after, \
-             order_url, obtained_at, identifier_set, registered_domains, slot, revoked_at, revocation_reason) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-        )
-        .bind(&c.serial)
-        .bind(&c.name)
-        .bind(&c.issuer)
-        .bind(&c.names)
-        .bind(&c.chain_pem)
-        .bind(&c.key_pem)
-        .bind(&c.spki_sha256)
-        .bind(c.not_before)
-        .bind(c.not_after)
-        .bind(&c.order_url)
-        .bind(c.obtained_at)
-        .bind(&c.identifier_set)
-        .bind(wrap_domains(&c.registered_domains))
-        .bind(&c.slot)
-        .bind(c.revoked_at)
-        .bind(&c.revocation_reason)
-        .execute(&mut *tx)
-        .await?;
+        insert_cert(&mut tx, c).await?;
         bind_slot(sqlx::query(UPSERT_SLOT), slot, now)
             .execute(&mut *tx)
             .await?;
@@ -275,6 +283,59 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         Ok(rows.iter().map(meta_from).collect::<Result<_, _>>()?)
+    }
+
+    /// The current certificates (with chain and key) of the slots of
+    /// certificates named after `after`, in name order, at most `limit`
+    /// certificates' worth: page through all of them without holding every
+    /// private key in memory at once.
+    pub async fn current_certs_page(
+        &self,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<ManagedCertRow>, StoreError> {
+        let columns = MANAGED_COLUMNS
+            .split(',')
+            .map(|c| format!("c.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {columns} FROM agent_slots s JOIN agent_certificates c \
+             ON c.issuer = s.current_issuer AND c.serial = s.current_serial \
+             WHERE s.name IN (SELECT DISTINCT name FROM agent_slots WHERE name > $1 ORDER BY name LIMIT $2) \
+             ORDER BY s.name"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(after)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.iter().map(managed_from).collect::<Result<_, _>>()?)
+    }
+
+    /// Marks many certificates (issuer, serial) revoked in one transaction,
+    /// as one CRL download reports them.
+    pub async fn mark_revoked_many(
+        &self,
+        certs: &[(String, String)],
+        reason: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer().begin().await?;
+        for (issuer, serial) in certs {
+            sqlx::query(
+                "UPDATE agent_certificates SET revoked_at = $1, revocation_reason = $2 \
+                 WHERE issuer = $3 AND serial = $4 AND revoked_at IS NULL",
+            )
+            .bind(at)
+            .bind(reason)
+            .bind(issuer)
+            .bind(serial)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// One certificate version with its chain and key.
@@ -378,17 +439,60 @@ impl Store {
         reason: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO agent_served (name, slot, reason, changed_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (name) DO UPDATE SET slot = excluded.slot, reason = excluded.reason, changed_at = excluded.changed_at",
+        self.set_served_many(
+            &[(name.to_string(), slot.to_string(), reason.to_string())],
+            now,
         )
-        .bind(name)
-        .bind(slot)
-        .bind(reason)
-        .bind(now)
-        .execute(self.writer())
+        .await
+    }
+
+    /// Sets the served slot of many certificates (name, slot, reason) in
+    /// one transaction: a mass revocation swaps 100k certificates with one
+    /// commit, not 100k.
+    pub async fn set_served_many(
+        &self,
+        rows: &[(String, String, String)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer().begin().await?;
+        for (name, slot, reason) in rows {
+            sqlx::query(
+                "INSERT INTO agent_served (name, slot, reason, changed_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (name) DO UPDATE SET slot = excluded.slot, reason = excluded.reason, changed_at = excluded.changed_at",
+            )
+            .bind(name)
+            .bind(slot)
+            .bind(reason)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO agent_meta (key, value) VALUES ('generation', 1) \
+             ON CONFLICT (key) DO UPDATE SET value = agent_meta.value + 1",
+        )
+        .execute(&mut *tx)
         .await?;
-        self.bump_generation().await
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Imports certificate versions, each made its slot's current one, in
+    /// one transaction (migrating from another tool; benchmarks).
+    pub async fn import_issued(
+        &self,
+        rows: &[(SlotRow, ManagedCertRow)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer().begin().await?;
+        for (slot, c) in rows {
+            insert_cert(&mut tx, c).await?;
+            bind_slot(sqlx::query(UPSERT_SLOT), slot, now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Adds a key to the local blocked-key registry (idempotent: the first
@@ -442,18 +546,22 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Appends a lifecycle event.
-    pub async fn record_event(&self, e: &EventRow) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO agent_events (at, name, slot, kind, detail) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(e.at)
-        .bind(&e.name)
-        .bind(&e.slot)
-        .bind(&e.kind)
-        .bind(&e.detail)
-        .execute(self.writer())
-        .await?;
+    /// Appends lifecycle events, in one transaction.
+    pub async fn record_events(&self, events: &[EventRow]) -> Result<(), StoreError> {
+        let mut tx = self.writer().begin().await?;
+        for e in events {
+            sqlx::query(
+                "INSERT INTO agent_events (at, name, slot, kind, detail) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(e.at)
+            .bind(&e.name)
+            .bind(&e.slot)
+            .bind(&e.kind)
+            .bind(&e.detail)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -32,10 +32,44 @@ pub enum BenchCommand {
         #[arg(long, default_value = "example.test")]
         domain_suffix: String,
     },
+    /// The agent at fleet scale, no CA: N certificates each with a backup;
+    /// restart + plan, both slots loaded in resolvers (RSS), and failover
+    /// of every certificate to its backup after a mass revocation.
+    Fleet {
+        /// Managed certificates.
+        #[arg(long, default_value_t = 100_000)]
+        certs: usize,
+        /// Where to put the store (default: a temporary directory, removed after).
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
+        BenchCommand::Fleet { certs, data } => {
+            anyhow::ensure!(certs > 0, "--certs must be at least 1");
+            let temp = tempfile::tempdir()?;
+            let dir = data.unwrap_or_else(|| temp.path().join("fleet"));
+            anyhow::ensure!(
+                !dir.join("certkeeper.db").exists(),
+                "{} already holds a store; the fleet bench needs an empty directory",
+                dir.display()
+            );
+            let report =
+                certkeeper_agent::fleet_bench::run(certkeeper_agent::fleet_bench::FleetOptions {
+                    certs,
+                    dir,
+                })
+                .await?;
+            print!("{report}");
+            anyhow::ensure!(
+                report.serving_backup == certs,
+                "only {} of {certs} certificates serve their backup",
+                report.serving_backup
+            );
+            Ok(())
+        }
         BenchCommand::Ca {
             directory,
             concurrency,
