@@ -15,6 +15,7 @@ mod error;
 mod http;
 mod http01;
 mod key;
+mod revoke;
 mod solver;
 mod tlsalpn01;
 
@@ -26,5 +27,6 @@ pub use error::{AcmeError, FailedAuthorization, Step};
 pub use http01::Http01Responder;
 pub use instant_acme::{AccountCredentials, CertificateIdentifier, Problem};
 pub use key::{CertificateKey, KeyAlgorithm};
+pub use revoke::{CertificateKeyRevoker, RevocationReason, RevokeError, UnknownReason};
 pub use solver::{ChallengeType, PendingChallenge, Solver, SolverError, SolverFuture};
 pub use tlsalpn01::TlsAlpn01Responder;
