@@ -27,6 +27,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use certkeeper_proto::clock::rfc3339;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::header::{ACCEPT, USER_AGENT};
@@ -383,17 +384,6 @@ impl CrlError {
             _ => None,
         }
     }
-}
-
-/// Unix seconds as RFC 3339 for messages; the raw number if out of range.
-fn rfc3339(t: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| t.to_string())
 }
 
 /// The first CRL URL in `leaf_der` that [`CrlChecker`] can fetch, or `None`
