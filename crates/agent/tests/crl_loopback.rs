@@ -32,6 +32,8 @@ enum Reply {
     Status(u16),
     /// Read the request, then say nothing.
     Silent,
+    /// The body for the first request, 503 for every later one.
+    Once(Vec<u8>),
 }
 
 struct Server {
@@ -60,7 +62,12 @@ async fn serve(reply: Reply) -> Server {
                         Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     }
                 }
-                counter.fetch_add(1, Ordering::SeqCst);
+                let hit = counter.fetch_add(1, Ordering::SeqCst);
+                let reply = match reply {
+                    Reply::Once(body) if hit == 0 => Reply::Body(body),
+                    Reply::Once(_) => Reply::Status(503),
+                    other => other,
+                };
                 let head = |extra: &str| {
                     format!(
                         "HTTP/1.1 200 OK\r\nContent-Type: application/pkix-crl\r\nConnection: close\r\n{extra}\r\n"
@@ -101,7 +108,7 @@ async fn serve(reply: Reply) -> Server {
                         )
                         .await
                     }
-                    Reply::Silent => {
+                    Reply::Silent | Reply::Once(_) => {
                         tokio::time::sleep(Duration::from_secs(30)).await;
                         Ok(())
                     }
@@ -306,4 +313,39 @@ async fn the_cache_downloads_once_until_due_or_forced() {
         .expect_err("stale");
     assert!(matches!(err, CrlError::Stale { .. }), "{err}");
     assert_eq!(server.hits.load(Ordering::SeqCst), 4, "nextUpdate passed");
+}
+
+/// The CA's CRL endpoint goes down after one download: past the cache-age
+/// bound, the cached CRL (still before its nextUpdate) keeps answering;
+/// a forced check reports the outage; past nextUpdate nothing answers.
+#[tokio::test]
+async fn an_outage_falls_back_to_the_cached_crl_until_its_next_update() {
+    let pki = pki();
+    let server = serve(Reply::Once(empty_crl(&pki))).await;
+    let cert = leaf(&pki, &server.url);
+    let checker = checker(1024 * 1024, Duration::from_secs(5), 60);
+    assert!(matches!(
+        checker.check(&cert, &pki.issuer_der, NOW).await,
+        Ok(CrlStatus::Good { .. })
+    ));
+
+    let status = checker.check(&cert, &pki.issuer_der, NOW + 3600).await;
+    assert!(matches!(status, Ok(CrlStatus::Good { .. })), "{status:?}");
+    assert_eq!(
+        server.hits.load(Ordering::SeqCst),
+        2,
+        "a download was tried"
+    );
+
+    let err = checker
+        .check_forced(&cert, &pki.issuer_der, NOW + 3600)
+        .await
+        .expect_err("forced checks report the outage");
+    assert!(matches!(err, CrlError::Status { status: 503, .. }), "{err}");
+
+    let err = checker
+        .check(&cert, &pki.issuer_der, NOW + 86_400)
+        .await
+        .expect_err("past nextUpdate the cache is no answer");
+    assert!(matches!(err, CrlError::Status { status: 503, .. }), "{err}");
 }

@@ -832,7 +832,9 @@ impl CrlChecker {
     }
 
     /// The status of `leaf_der` (issued by `issuer_der`) at `now`, from the
-    /// cached CRL while it is fresh, else from a new download.
+    /// cached CRL while it is fresh, else from a new download. When that
+    /// download fails for a retryable reason and the cached CRL has not
+    /// reached its nextUpdate, the cached CRL answers (with a warning).
     pub async fn check(
         &self,
         leaf_der: &[u8],
@@ -878,23 +880,47 @@ impl CrlChecker {
             // Same URL, another issuer certificate (a re-issued
             // intermediate with the same name): verify the bytes again.
             Some(e) => Arc::new(verify_crl(&e.der, &url, &issuer, now)?),
-            None => {
-                let der = self.fetch(&url).await?;
-                let verified = Arc::new(verify_crl(&der, &url, &issuer, now)?);
-                tracing::debug!(
-                    %url,
-                    bytes = der.len(),
-                    revoked = verified.revoked.len(),
-                    next_update = verified.next_update,
-                    "CRL fetched"
-                );
-                *entry = Some(CacheEntry {
-                    fetched_at: now,
-                    der,
-                    verified: Arc::clone(&verified),
-                });
-                verified
-            }
+            None => match self.fetch(&url).await {
+                Ok(der) => {
+                    let verified = Arc::new(verify_crl(&der, &url, &issuer, now)?);
+                    tracing::debug!(
+                        %url,
+                        bytes = der.len(),
+                        revoked = verified.revoked.len(),
+                        next_update = verified.next_update,
+                        "CRL fetched"
+                    );
+                    *entry = Some(CacheEntry {
+                        fetched_at: now,
+                        der,
+                        verified: Arc::clone(&verified),
+                    });
+                    verified
+                }
+                Err(err) => {
+                    // The CRL endpoint is down, but the last CRL is still
+                    // current: until its nextUpdate it remains the CA's
+                    // signed answer (RFC 5280 §5.1.2.5), and an outage of
+                    // the CA's web server must not blind the agent. An
+                    // explicit forced check reports the failure instead.
+                    let previous = entry.as_ref().filter(|e| {
+                        !force
+                            && err.is_retryable()
+                            && now < e.verified.next_update
+                            && e.verified.verified_for(&issuer)
+                    });
+                    let Some(previous) = previous else {
+                        return Err(err);
+                    };
+                    tracing::warn!(
+                        %url,
+                        error = %err,
+                        fetched_at = previous.fetched_at,
+                        "CRL download failed; using the cached CRL, still current until its nextUpdate"
+                    );
+                    Arc::clone(&previous.verified)
+                }
+            },
         };
         drop(entry);
         verified.status_of(&url, &leaf, now)
