@@ -8,6 +8,7 @@ use rcgen::{
     KeyUsagePurpose, RevocationReason, RevokedCertParams, SerialNumber,
 };
 
+use super::verify::{CLOCK_SKEW_SECS, serial_key};
 use super::*;
 
 const URL: &str = "http://crl.example.test/int.crl";
