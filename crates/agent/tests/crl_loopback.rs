@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use certkeeper_agent::monitor::crl::{CrlChecker, CrlError, CrlOptions, CrlStatus};
+use certkeeper_agent::monitor::crl::{CrlChecker, CrlError, CrlOptions, CrlReason, CrlStatus};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, CrlDistributionPoint,
-    DnType, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, SerialNumber,
+    DnType, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason,
+    RevokedCertParams, SerialNumber,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -34,6 +35,8 @@ enum Reply {
     Silent,
     /// The body for the first request, 503 for every later one.
     Once(Vec<u8>),
+    /// The n-th body for the n-th request, the last one from then on.
+    Sequence(Vec<Vec<u8>>),
 }
 
 struct Server {
@@ -66,6 +69,10 @@ async fn serve(reply: Reply) -> Server {
                 let reply = match reply {
                     Reply::Once(body) if hit == 0 => Reply::Body(body),
                     Reply::Once(_) => Reply::Status(503),
+                    Reply::Sequence(bodies) => match bodies.get(hit).or(bodies.last()) {
+                        Some(body) => Reply::Body(body.clone()),
+                        None => Reply::Status(404),
+                    },
                     other => other,
                 };
                 let head = |extra: &str| {
@@ -108,7 +115,7 @@ async fn serve(reply: Reply) -> Server {
                         )
                         .await
                     }
-                    Reply::Silent | Reply::Once(_) => {
+                    Reply::Silent | Reply::Once(_) | Reply::Sequence(_) => {
                         tokio::time::sleep(Duration::from_secs(30)).await;
                         Ok(())
                     }
@@ -151,13 +158,26 @@ fn leaf(pki: &Pki, url: &str) -> Vec<u8> {
 }
 
 fn empty_crl(pki: &Pki) -> Vec<u8> {
+    numbered_crl(pki, 1, &[])
+}
+
+/// A CRL with CRL number `number` listing `revoked` serials (keyCompromise).
+fn numbered_crl(pki: &Pki, number: u8, revoked: &[u8]) -> Vec<u8> {
     let at = |t: i64| time::OffsetDateTime::from_unix_timestamp(t).expect("time");
     CertificateRevocationListParams {
         this_update: at(NOW - 60),
         next_update: at(NOW + 86_400),
-        crl_number: SerialNumber::from_slice(&[1]),
+        crl_number: SerialNumber::from_slice(&[number]),
         issuing_distribution_point: None,
-        revoked_certs: Vec::new(),
+        revoked_certs: revoked
+            .iter()
+            .map(|serial| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&[*serial]),
+                revocation_time: at(NOW - 30),
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect(),
         key_identifier_method: KeyIdMethod::Sha256,
     }
     .signed_by(&pki.issuer)
@@ -348,4 +368,52 @@ async fn an_outage_falls_back_to_the_cached_crl_until_its_next_update() {
         .await
         .expect_err("past nextUpdate the cache is no answer");
     assert!(matches!(err, CrlError::Status { status: 503, .. }), "{err}");
+}
+
+/// RFC 5280 §5.2.3: CRL numbers only grow. A replayed older CRL (still
+/// current, and validly signed) must not hide a revocation the newer one
+/// showed; a newer CRL does replace the cached one.
+#[tokio::test]
+async fn an_older_crl_never_replaces_a_newer_cached_one() {
+    let pki = pki();
+    let newer = numbered_crl(&pki, 2, &[7]);
+    let older = numbered_crl(&pki, 1, &[]);
+    let server = serve(Reply::Sequence(vec![newer.clone(), older.clone()])).await;
+    let cert = leaf(&pki, &server.url);
+    let checker = checker(1024 * 1024, Duration::from_secs(5), 60);
+    let revoked = CrlStatus::Revoked {
+        reason: Some(CrlReason::KeyCompromise),
+        revoked_at: NOW - 30,
+    };
+    assert_eq!(
+        checker
+            .check(&cert, &pki.issuer_der, NOW)
+            .await
+            .expect("first"),
+        revoked
+    );
+    assert_eq!(
+        checker
+            .check_forced(&cert, &pki.issuer_der, NOW)
+            .await
+            .expect("replayed"),
+        revoked,
+        "the replayed older CRL is ignored"
+    );
+    assert_eq!(server.hits.load(Ordering::SeqCst), 2, "it was downloaded");
+
+    let server = serve(Reply::Sequence(vec![older, newer])).await;
+    let cert = leaf(&pki, &server.url);
+    let checker = self::checker(1024 * 1024, Duration::from_secs(5), 60);
+    assert!(matches!(
+        checker.check(&cert, &pki.issuer_der, NOW).await,
+        Ok(CrlStatus::Good { .. })
+    ));
+    assert_eq!(
+        checker
+            .check_forced(&cert, &pki.issuer_der, NOW)
+            .await
+            .expect("newer"),
+        revoked
+    );
 }

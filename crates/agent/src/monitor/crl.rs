@@ -510,19 +510,33 @@ impl CrlChecker {
             None => match self.fetch(&url).await {
                 Ok(der) => {
                     let verified = Arc::new(verify_crl(&der, &url, &issuer, now)?);
-                    tracing::debug!(
-                        %url,
-                        bytes = der.len(),
-                        revoked = verified.revoked.len(),
-                        next_update = verified.next_update,
-                        "CRL fetched"
-                    );
-                    *entry = Some(CacheEntry {
-                        fetched_at: now,
-                        der,
-                        verified: Arc::clone(&verified),
-                    });
-                    verified
+                    // Over plain http anyone on the path can replay an
+                    // older CRL that is still current, to hide a newer
+                    // revocation: never trade the cached CRL for an older one.
+                    if let Some(previous) = entry.as_mut().filter(|e| {
+                        e.verified.verified_for(&issuer) && verified.is_older_than(&e.verified)
+                    }) {
+                        tracing::warn!(
+                            %url,
+                            "the CA served an older CRL than the one cached; keeping the newer"
+                        );
+                        previous.fetched_at = now;
+                        Arc::clone(&previous.verified)
+                    } else {
+                        tracing::debug!(
+                            %url,
+                            bytes = der.len(),
+                            revoked = verified.revoked.len(),
+                            next_update = verified.next_update,
+                            "CRL fetched"
+                        );
+                        *entry = Some(CacheEntry {
+                            fetched_at: now,
+                            der,
+                            verified: Arc::clone(&verified),
+                        });
+                        verified
+                    }
                 }
                 Err(err) => {
                     // The CRL endpoint is down, but the last CRL is still

@@ -7,6 +7,7 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{
     DistributionPointName, GeneralName, IssuingDistributionPoint, ParsedExtension,
 };
+use x509_parser::num_bigint::BigUint;
 use x509_parser::oid_registry::{
     OID_X509_EXT_CRL_DISTRIBUTION_POINTS, OID_X509_EXT_DELTA_CRL_INDICATOR,
 };
@@ -148,6 +149,7 @@ pub(super) struct VerifiedCrl {
     pub(super) issuer_name: Vec<u8>,
     pub(super) issuer_spki: Vec<u8>,
     pub(super) this_update: i64,
+    pub(super) crl_number: Option<BigUint>,
     pub(super) next_update: i64,
     pub(super) scope: Scope,
     pub(super) revoked: HashMap<Vec<u8>, Revocation>,
@@ -157,6 +159,16 @@ impl VerifiedCrl {
     /// Whether this CRL was verified against exactly this issuer.
     pub(super) fn verified_for(&self, issuer: &X509Certificate<'_>) -> bool {
         self.issuer_name == issuer.subject().as_raw() && self.issuer_spki == issuer.public_key().raw
+    }
+
+    /// Whether this CRL was issued before `other`: by CRL number when both
+    /// carry one (RFC 5280 §5.2.3: "monotonically increasing"), else by
+    /// thisUpdate.
+    pub(super) fn is_older_than(&self, other: &VerifiedCrl) -> bool {
+        match (&self.crl_number, &other.crl_number) {
+            (Some(mine), Some(theirs)) => mine < theirs,
+            _ => self.this_update < other.this_update,
+        }
     }
 
     pub(super) fn status_of(
@@ -338,6 +350,7 @@ pub(super) fn verify_crl(
         issuer_name: issuer.subject().as_raw().to_vec(),
         issuer_spki: issuer.public_key().raw.to_vec(),
         this_update,
+        crl_number: crl.crl_number().cloned(),
         next_update,
         scope,
         revoked,
