@@ -509,34 +509,8 @@ impl CrlChecker {
             Some(e) => Arc::new(verify_crl(&e.der, &url, &issuer, now)?),
             None => match self.fetch(&url).await {
                 Ok(der) => {
-                    let verified = Arc::new(verify_crl(&der, &url, &issuer, now)?);
-                    // Over plain http anyone on the path can replay an
-                    // older CRL that is still current, to hide a newer
-                    // revocation: never trade the cached CRL for an older one.
-                    if let Some(previous) = entry.as_mut().filter(|e| {
-                        e.verified.verified_for(&issuer) && verified.is_older_than(&e.verified)
-                    }) {
-                        tracing::warn!(
-                            %url,
-                            "the CA served an older CRL than the one cached; keeping the newer"
-                        );
-                        previous.fetched_at = now;
-                        Arc::clone(&previous.verified)
-                    } else {
-                        tracing::debug!(
-                            %url,
-                            bytes = der.len(),
-                            revoked = verified.revoked.len(),
-                            next_update = verified.next_update,
-                            "CRL fetched"
-                        );
-                        *entry = Some(CacheEntry {
-                            fetched_at: now,
-                            der,
-                            verified: Arc::clone(&verified),
-                        });
-                        verified
-                    }
+                    let verified = verify_crl(&der, &url, &issuer, now)?;
+                    adopt(&mut entry, der, verified, &issuer, &url, now)
                 }
                 Err(err) => {
                     // The CRL endpoint is down, but the last CRL is still
@@ -601,6 +575,44 @@ impl CrlChecker {
         }
         Ok(rsp.body)
     }
+}
+
+/// Caches a freshly downloaded and verified CRL, unless the cached one is
+/// newer: over plain http anyone on the path can replay an older CRL that
+/// is still current, to hide a later revocation.
+fn adopt(
+    entry: &mut Option<CacheEntry>,
+    der: Bytes,
+    verified: VerifiedCrl,
+    issuer: &x509_parser::certificate::X509Certificate<'_>,
+    url: &str,
+    now: i64,
+) -> Arc<VerifiedCrl> {
+    if let Some(previous) = entry
+        .as_mut()
+        .filter(|e| e.verified.verified_for(issuer) && verified.is_older_than(&e.verified))
+    {
+        tracing::warn!(
+            %url,
+            "the CA served an older CRL than the one cached; keeping the newer"
+        );
+        previous.fetched_at = now;
+        return Arc::clone(&previous.verified);
+    }
+    tracing::debug!(
+        %url,
+        bytes = der.len(),
+        revoked = verified.revoked.len(),
+        next_update = verified.next_update,
+        "CRL fetched"
+    );
+    let verified = Arc::new(verified);
+    *entry = Some(CacheEntry {
+        fetched_at: now,
+        der,
+        verified: Arc::clone(&verified),
+    });
+    verified
 }
 
 fn map_http(url: &str, e: HttpError) -> CrlError {
