@@ -9,6 +9,7 @@
 
 pub mod acme;
 pub mod bench;
+mod bounded_http;
 pub mod config;
 pub mod daemon;
 pub mod deploy;

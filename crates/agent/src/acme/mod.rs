@@ -15,6 +15,7 @@ mod error;
 mod http;
 mod http01;
 mod key;
+mod revoke;
 mod solver;
 mod tlsalpn01;
 
@@ -27,5 +28,6 @@ pub use http::{MAX_BODY_BYTES, MAX_RETRY_AFTER};
 pub use http01::Http01Responder;
 pub use instant_acme::{AccountCredentials, CertificateIdentifier, Problem};
 pub use key::{CertificateKey, KeyAlgorithm};
+pub use revoke::{CertificateKeyRevoker, RevocationReason, RevokeError, UnknownReason};
 pub use solver::{ChallengeType, PendingChallenge, Solver, SolverError, SolverFuture};
 pub use tlsalpn01::TlsAlpn01Responder;

@@ -3,3 +3,4 @@
 //! a revocation) that the planner acts on: swap to the backup, re-key.
 
 pub mod ari;
+pub mod crl;
