@@ -22,6 +22,7 @@ use crate::guard::{Guard, JobKey};
 use crate::issuer::acme::AcmeIssuer;
 use crate::limits;
 use crate::model::{CertFacts, Health, Slot};
+use crate::monitor::crl::{CrlChecker, CrlOptions};
 use crate::planner::{self, Action, AriWindow, CertView, CertificateInput, SlotInput, Swap};
 use crate::resolver::CertResolver;
 use crate::runner::{JobEnd, Runner};
@@ -72,6 +73,8 @@ pub struct Agent {
     pub(crate) events: Events,
     pub(crate) guard: Guard,
     resolvers: Mutex<HashMap<String, Arc<CertResolver>>>,
+    /// CRL checkers per issuer (each trusts that issuer's private root).
+    pub(crate) crl: HashMap<String, CrlChecker>,
     /// Position of each certificate in the configuration: lookups by name
     /// stay O(1) at 100k certificates.
     by_name: HashMap<String, usize>,
@@ -120,6 +123,25 @@ impl Agent {
                 Arc::clone(&clock),
                 config.agent.max_orders_per_minute,
             ),
+            crl: config
+                .issuers
+                .iter()
+                .filter_map(|i| {
+                    let options = CrlOptions {
+                        root_pem: i.root.clone(),
+                        // The CRL is fetched at least this often anyway.
+                        max_cache_age_secs: config.agent.revocation_check_seconds as i64,
+                        ..CrlOptions::default()
+                    };
+                    match CrlChecker::with_options(&options) {
+                        Ok(c) => Some((i.name.clone(), c)),
+                        Err(e) => {
+                            tracing::warn!(issuer = %i.name, error = %e, "no CRL checks for this issuer");
+                            None
+                        }
+                    }
+                })
+                .collect(),
             issuers,
             resolvers: Mutex::new(HashMap::new()),
             by_name: config
@@ -196,6 +218,7 @@ impl Agent {
         Ok(resolver)
     }
 
+    /// The resolver of `name`, if one was loaded (`resolver`, `load_all_resolvers`).
     pub fn loaded_resolver(&self, name: &str) -> Option<Arc<CertResolver>> {
         self.resolvers.lock().ok()?.get(name).cloned()
     }
@@ -507,6 +530,9 @@ impl Agent {
                         Ok(g) if g != generation => {
                             generation = g;
                             next_full = self.now();
+                            // Another process (swap, revoke, compromised)
+                            // changed what is served: reload what we serve.
+                            self.reload_resolvers().await;
                         }
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "cannot read the store generation"),
@@ -555,6 +581,19 @@ impl Agent {
             }
         }
         pass
+    }
+
+    /// Reloads every loaded resolver from the store (both slots, served slot).
+    async fn reload_resolvers(&self) {
+        let names: Vec<String> = match self.resolvers.lock() {
+            Ok(r) => r.keys().cloned().collect(),
+            Err(_) => return,
+        };
+        for name in names {
+            if let Err(e) = self.resolver(&name).await {
+                tracing::warn!(certificate = %name, error = %e, "cannot reload the resolver");
+            }
+        }
     }
 
     /// Loads every certificate's slots into its resolver, in pages of one

@@ -56,6 +56,18 @@ pub enum AgentError {
         /// When an attempt can succeed.
         until: i64,
     },
+    /// The CA did not revoke a certificate.
+    #[error("{name}: {issuer} did not revoke serial {serial}: {error}")]
+    Revoke {
+        /// Managed certificate name.
+        name: String,
+        /// Issuer name.
+        issuer: String,
+        /// The serial.
+        serial: String,
+        /// What the CA (or the transport) said.
+        error: Box<crate::acme::RevokeError>,
+    },
     /// The operator asked for something unsafe; the message says how to
     /// make it safe or to insist with `--force`.
     #[error("{0}")]
@@ -97,6 +109,7 @@ impl AgentError {
             | AgentError::Store(_)
             | AgentError::Local(_) => true,
             AgentError::Deploy(e) => e.is_retryable(),
+            AgentError::Revoke { error, .. } => error.is_retryable(),
             AgentError::BadCertificate { .. } => true,
             AgentError::Config(_) | AgentError::Key { .. } | AgentError::Refused(_) => false,
         }

@@ -17,6 +17,7 @@ use crate::guard::{Claim, JobKey};
 use crate::issuer::{IssueRequest, Issuer, OrderHandle};
 use crate::limits;
 use crate::model::{Health, Slot};
+use crate::monitor::crl::CrlStatus;
 use crate::planner::{self, Action};
 use crate::targets::Role;
 use crate::x509;
@@ -66,6 +67,20 @@ impl Agent {
                 Err(e)
             }
         }
+    }
+
+    /// A new certificate on a new key for `slot`, now (the caller holds the
+    /// slot's claim): `certkeeper revoke`'s replacement.
+    pub(crate) async fn rekey_order(
+        &self,
+        cert: &CertificateConfig,
+        slot: Slot,
+    ) -> Result<ManagedCertRow, AgentError> {
+        let result = self.order(cert, slot, true, false, true).await;
+        if let Err(e) = &result {
+            self.record_failure(&cert.name, slot, e).await;
+        }
+        result
     }
 
     /// Creates a new order on a key no other slot uses and no registry
@@ -304,7 +319,7 @@ impl Agent {
             urgent = crate::monitor::ari::poll(issuer, &leaf, &mut row, now, rand::random()).await;
         }
         if urgent || row.crl_next_check.is_none_or(|t| t <= now) {
-            let (next, revoked) = self.check_crl(&current, leaf.as_ref(), urgent).await;
+            let (next, revoked) = self.check_crl(&current, urgent).await;
             row.crl_next_check = Some(next);
             if let Some(reason) = revoked {
                 self.record_revocation(&current, &reason, "the CA's CRL")
@@ -315,17 +330,45 @@ impl Agent {
         Ok(())
     }
 
-    /// The revocation status from the CRL; returns when to look again and
-    /// the reason when revoked.
-    async fn check_crl(
-        &self,
-        current: &ManagedCertRow,
-        leaf: &[u8],
-        force: bool,
-    ) -> (i64, Option<String>) {
-        let next = self.now() + self.config.agent.revocation_check_seconds as i64;
-        let _ = (current, leaf, force);
-        (next, None)
+    /// The revocation status from the CRL named in the certificate;
+    /// returns when to look again and the reason when revoked. `force`
+    /// skips the cache (the CA's ARI window said "replace now").
+    async fn check_crl(&self, current: &ManagedCertRow, force: bool) -> (i64, Option<String>) {
+        let now = self.now();
+        let interval = self.config.agent.revocation_check_seconds as i64;
+        let next = now + interval;
+        let Some(checker) = self.crl.get(&current.issuer) else {
+            return (next, None);
+        };
+        let chain = match x509::chain_der(&current.chain_pem) {
+            Ok(chain) if chain.len() >= 2 => chain,
+            // No issuer certificate in the chain: the CRL cannot be verified.
+            _ => return (next, None),
+        };
+        let (leaf, issuer) = (chain[0].as_ref(), chain[1].as_ref());
+        let status = if force {
+            checker.check_forced(leaf, issuer, now).await
+        } else {
+            checker.check(leaf, issuer, now).await
+        };
+        match status {
+            Ok(CrlStatus::Good { next_update }) => (next.min(next_update).max(now + 1), None),
+            Ok(CrlStatus::NoDistributionPoint) => (next, None),
+            Ok(CrlStatus::Revoked { reason, .. }) => (
+                next,
+                Some(reason.map_or_else(|| "unspecified".to_string(), |r| r.to_string())),
+            ),
+            Err(e) => {
+                tracing::warn!(certificate = %current.name, slot = %current.slot, error = %e, "CRL check failed");
+                // A passing outage is asked again soon; a broken CRL at the interval.
+                let retry = if e.is_retryable() {
+                    interval.min(300)
+                } else {
+                    interval
+                };
+                (now + retry, None)
+            }
+        }
     }
 
     /// Records that `cert` is revoked, blocks its key when the reason is

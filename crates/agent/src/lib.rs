@@ -25,6 +25,7 @@ pub mod model;
 pub mod monitor;
 pub mod planner;
 pub mod resolver;
+pub mod revocation;
 pub mod runner;
 pub mod solver_set;
 pub mod solvers;

@@ -82,9 +82,12 @@ reload = "touch {deploy}/reloaded"
     }
 
     fn status(&self) -> serde_json::Value {
-        let text = self.ok(&["status", "--json"]);
-        let json = text.find('[').map(|i| &text[i..]).unwrap_or("[]");
-        serde_json::from_str::<serde_json::Value>(json).expect("status json")[0].clone()
+        let out = self.run(&["status", "--json"], &[]);
+        assert!(out.status.success(), "status failed: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let json = text.find('{').map(|i| &text[i..]).unwrap_or("{}");
+        serde_json::from_str::<serde_json::Value>(json).expect("status json")["certificates"][0]
+            .clone()
     }
 }
 

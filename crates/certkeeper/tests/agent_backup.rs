@@ -82,6 +82,11 @@ struct Setup {
 
 impl Setup {
     fn new(cas: &Cas, return_to_primary: bool) -> Setup {
+        Setup::with_agent_settings(cas, return_to_primary, "")
+    }
+
+    /// `agent` is extra `[agent]` TOML lines.
+    fn with_agent_settings(cas: &Cas, return_to_primary: bool, agent: &str) -> Setup {
         let s = Setup {
             dir: tempfile::tempdir().expect("tempdir"),
             status_port: free_port(),
@@ -93,6 +98,7 @@ impl Setup {
 http01_listen = "127.0.0.1:{http01}"
 check_interval_seconds = 5
 revocation_check_seconds = 1
+{agent}
 
 [[issuer]]
 name = "ours"
@@ -162,9 +168,12 @@ certificate = "web"
     }
 
     fn status(&self) -> serde_json::Value {
-        let text = self.ok(&["status", "--json"]);
-        let json = text.find('[').map(|i| &text[i..]).unwrap_or("[]");
-        serde_json::from_str::<serde_json::Value>(json).expect("status json")[0].clone()
+        let out = self.run(&["status", "--json"], &[]);
+        assert!(out.status.success(), "status failed: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let json = text.find('{').map(|i| &text[i..]).unwrap_or("{}");
+        serde_json::from_str::<serde_json::Value>(json).expect("status json")["certificates"][0]
+            .clone()
     }
 
     fn slot(&self, slot: &str) -> serde_json::Value {
@@ -225,7 +234,40 @@ fn text(v: &serde_json::Value) -> String {
     v.as_str().unwrap_or_default().to_string()
 }
 
-/// A TLS client handshaking with the status page every 50 ms, recording
+/// The serial (lowercase hex, as `status` shows it) a TLS server on
+/// 127.0.0.1:`port` presents, after a handshake verified against `config`'s
+/// roots: in process, a few milliseconds per handshake.
+fn handshake_serial(config: &Arc<rustls::ClientConfig>, port: u16) -> Option<String> {
+    use x509_parser::prelude::FromDer;
+    let name = rustls::pki_types::ServerName::try_from(NAME).ok()?;
+    let mut conn = rustls::ClientConnection::new(Arc::clone(config), name).ok()?;
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    sock.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).ok()?;
+    }
+    let leaf = conn.peer_certificates()?.first()?.clone();
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&leaf).ok()?;
+    Some(hex::encode(cert.raw_serial()))
+}
+
+fn client_config(roots_pem: &Path) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for root in rustls::pki_types::CertificateDer::pem_file_iter(roots_pem).expect("roots") {
+        roots.add(root.expect("root")).expect("add root");
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// A TLS client handshaking with the status page back to back, recording
 /// every serial it sees (consecutive repeats folded) and every failure.
 struct Watcher {
     stop: Arc<AtomicBool>,
@@ -235,16 +277,16 @@ struct Watcher {
 impl Watcher {
     fn start(roots: &Path, port: u16) -> Watcher {
         let stop = Arc::new(AtomicBool::new(false));
-        let (roots, flag) = (roots.to_path_buf(), Arc::clone(&stop));
+        let (config, flag) = (client_config(roots), Arc::clone(&stop));
         let handle = std::thread::spawn(move || {
             let (mut seen, mut failures) = (Vec::<String>::new(), 0);
             while !flag.load(Ordering::SeqCst) {
-                match served_serial(&roots, port, NAME) {
+                match handshake_serial(&config, port) {
                     Some(s) if seen.last() != Some(&s) => seen.push(s),
                     Some(_) => {}
                     None => failures += 1,
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(Duration::from_millis(2));
             }
             (seen, failures)
         });
@@ -404,7 +446,9 @@ fn operator_swap_sticks_and_a_crash_mid_swap_finishes_on_restart() {
 #[test]
 fn a_crash_between_storing_a_certificate_and_deploying_it_loses_nothing() {
     let cas = two_cas();
-    let s = Setup::new(&cas, true);
+    // One job at a time: the crash lands after the first slot's certificate
+    // is stored, never while the other slot's challenge is being validated.
+    let s = Setup::with_agent_settings(&cas, true, "max_concurrent_jobs = 1");
     // Regression: the certificate and its slot's cleared order are one
     // transaction. (Before, a kill between the two left the order in flight,
     // and every later run re-downloaded it and failed on the duplicate
@@ -425,5 +469,99 @@ fn a_crash_between_storing_a_certificate_and_deploying_it_loses_nothing() {
             .map_or(0, Vec::len),
         1,
         "one certificate from our CA, not two"
+    );
+}
+
+/// `certkeeper revoke web --reason keyCompromise` while the daemon serves:
+/// the backup is served first, then the primary is revoked signed with its
+/// own key — our CA records the compromise as proven — the key is blocked
+/// locally, and the daemon re-keys the primary and serves it again. Then
+/// the backup (pebble) is revoked the same way. A TLS client polling all
+/// along never fails a handshake.
+#[test]
+fn key_compromise_revocation_from_the_cli_swaps_first_and_never_drops_a_handshake() {
+    let cas = two_cas();
+    let s = Setup::new(&cas, true);
+    let _daemon = s.daemon();
+    s.wait("both slots valid", Duration::from_secs(60), || {
+        let st = s.status();
+        let slots = st["slots"].as_array()?;
+        (slots.len() == 2 && slots.iter().all(|x| x["state"] == "valid")).then_some(())
+    });
+    let (primary, backup) = (s.slot("primary"), s.slot("backup"));
+    let (p1, b1) = (text(&primary["serial"]), text(&backup["serial"]));
+    let config = client_config(&cas.roots);
+    s.wait("primary served", Duration::from_secs(20), || {
+        (handshake_serial(&config, s.status_port)? == p1).then_some(())
+    });
+    let watcher = Watcher::start(&cas.roots, s.status_port);
+
+    let out = s.ok(&["revoke", "web", "--reason", "keyCompromise"]);
+    assert!(
+        out.contains(&format!("serial {p1} revoked (keyCompromise)")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("now serving serial {b1}")), "{out}");
+
+    // Our CA recorded a proven compromise (signed with the certificate key).
+    let list = cas.ours.list().expect("ca list");
+    let record = list
+        .as_array()
+        .and_then(|l| l.iter().find(|c| c["serial"] == p1.as_str()).cloned())
+        .expect("primary at the CA");
+    assert_eq!(record["status"], "revoked", "{record}");
+    assert_eq!(record["revocation_reason"], 1, "{record}");
+    assert_eq!(record["key_proven_at_revocation"], true, "{record}");
+
+    // Blocked locally, and the daemon re-keys and serves a new primary.
+    let text_status = s.ok(&["status"]);
+    assert!(
+        text_status.contains(&text(&primary["spki_sha256"])),
+        "blocked key listed:\n{text_status}"
+    );
+    let p2 = s.wait("new primary served", Duration::from_secs(60), || {
+        let p = s.slot("primary");
+        let serial = text(&p["serial"]);
+        (serial != p1 && p["health"] == "healthy" && s.status()["served"] == "primary")
+            .then_some(serial)
+    });
+    assert_ne!(s.slot("primary")["spki_sha256"], primary["spki_sha256"]);
+    s.wait("new primary over TLS", Duration::from_secs(20), || {
+        (handshake_serial(&config, s.status_port)? == p2).then_some(())
+    });
+
+    // The backup, revoked at pebble with its own key, while not served.
+    let b1_pem = s.path("b1.pem");
+    std::fs::copy(s.path("deploy/backup/cert.pem"), &b1_pem).expect("copy backup");
+    assert_eq!(openssl_serial_hex(&b1_pem).expect("serial"), b1);
+    let out = s.ok(&[
+        "revoke",
+        "web",
+        "--slot",
+        "backup",
+        "--reason",
+        "keyCompromise",
+    ]);
+    assert!(
+        out.contains(&format!("backup serial {b1} revoked")),
+        "{out}"
+    );
+    let pebble_status = cas.pebble.cert_status(&b1_pem).expect("pebble status");
+    assert!(pebble_status.contains("Revoked"), "{pebble_status}");
+    let b2 = s.wait("backup re-issued", Duration::from_secs(60), || {
+        let b = s.slot("backup");
+        let serial = text(&b["serial"]);
+        (serial != b1 && b["health"] == "healthy").then_some(serial)
+    });
+    assert_ne!(b2, b1);
+    std::thread::sleep(Duration::from_millis(300));
+    let (seen, failures) = watcher.finish();
+    assert_eq!(failures, 0, "handshakes failed: served {seen:?}");
+    assert_eq!(seen, vec![p1, b1, p2], "served sequence");
+    assert!(
+        !s.reloads().contains(&text(&primary["serial"]))
+            || s.reloads().first() == Some(&text(&primary["serial"])),
+        "the revoked primary was deployed again: {:?}",
+        s.reloads()
     );
 }

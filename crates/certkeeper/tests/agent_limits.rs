@@ -77,7 +77,7 @@ issuer = "ca"
 
     fn json(&self, args: &[&str]) -> serde_json::Value {
         let text = self.ok(args);
-        let start = text.find('[').expect("JSON array");
+        let start = text.find(['[', '{']).expect("JSON");
         serde_json::from_str(&text[start..]).expect("JSON")
     }
 }
@@ -155,7 +155,7 @@ fn a_sixth_certificate_for_a_set_is_refused_locally() {
     );
     let status = s.json(&["status", "--json"]);
     assert!(
-        status[0]["last_error"]
+        status["certificates"][0]["last_error"]
             .as_str()
             .is_some_and(|e| e.contains("CertificatesPerFQDNSet")),
         "{status:#}"
@@ -326,7 +326,9 @@ fn a_retry_after_is_persisted_and_obeyed_by_later_runs_and_force() {
     assert_eq!(ca.requests(), seen, "--force contacted the CA:\n{forced}");
 
     let status = s.json(&["status", "--json"]);
-    let last = status[0]["last_error"].as_str().expect("last error");
+    let last = status["certificates"][0]["last_error"]
+        .as_str()
+        .expect("last error");
     assert!(last.contains("Retry-After"), "{last}");
     let limits = s.json(&["limits", "--json"]);
     let row = limits

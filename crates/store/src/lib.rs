@@ -51,17 +51,6 @@ impl Store {
                 restrict(&file, 0o600)?;
             }
         }
-        // journal_mode is persistent in the database file; set it once here.
-        // Switching needs an exclusive lock, so only when not yet WAL: a CLI
-        // command opening the store while the daemon writes must not fail.
-        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(&store.pool)
-            .await?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            sqlx::query("PRAGMA journal_mode=WAL")
-                .execute(&store.pool)
-                .await?;
-        }
         Ok(store)
     }
 
@@ -70,12 +59,12 @@ impl Store {
         sqlx::any::install_default_drivers();
         let options = AnyConnectOptions::from_str(url)?;
         let is_sqlite = url.starts_with("sqlite:");
-        let pool = AnyPoolOptions::new()
+        let pool = pool_options(is_sqlite)
             .max_connections(if is_sqlite { 8 } else { 16 })
             .connect_with(options.clone())
             .await?;
         let writer = if is_sqlite {
-            AnyPoolOptions::new()
+            pool_options(is_sqlite)
                 .max_connections(1)
                 .connect_with(options)
                 .await?
@@ -83,7 +72,7 @@ impl Store {
             pool.clone()
         };
         let store = Store { pool, writer };
-        migrate::run(&store.writer).await?;
+        migrate::run(&store.writer, is_sqlite).await?;
         Ok(store)
     }
 
@@ -96,6 +85,30 @@ impl Store {
     pub(crate) fn writer(&self) -> &AnyPool {
         &self.writer
     }
+}
+
+/// Pool options; SQLite connections are in WAL mode and wait up to 10 s for
+/// another process's write lock (a CLI command beside the daemon) instead
+/// of failing at once.
+fn pool_options(is_sqlite: bool) -> AnyPoolOptions {
+    AnyPoolOptions::new().after_connect(move |conn, _meta| {
+        Box::pin(async move {
+            if is_sqlite {
+                sqlx::query("PRAGMA busy_timeout = 10000")
+                    .execute(&mut *conn)
+                    .await?;
+                // Before anything else touches the file: WAL lets readers
+                // (CLI commands) run beside the daemon's writer, and avoids
+                // the rollback journal's lock-upgrade deadlocks between two
+                // processes opening a new database. A no-op once set (the
+                // mode is persistent); in-memory databases answer "memory".
+                sqlx::query("PRAGMA journal_mode = WAL")
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(())
+        })
+    })
 }
 
 fn restrict(path: &Path, mode: u32) -> Result<(), StoreError> {

@@ -21,7 +21,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
 ];
 
 /// Applies the migrations the database has not seen yet, each in its own transaction.
-pub(crate) async fn run(pool: &AnyPool) -> Result<(), StoreError> {
+pub(crate) async fn run(pool: &AnyPool, sqlite: bool) -> Result<(), StoreError> {
     // Read first, outside any transaction: an up-to-date database needs no
     // write lock at all, so opening it beside a busy daemon never waits.
     let applied: Vec<i64> = match sqlx::query_scalar("SELECT version FROM schema_migrations")
@@ -42,31 +42,54 @@ pub(crate) async fn run(pool: &AnyPool) -> Result<(), StoreError> {
         if applied.contains(version) {
             continue;
         }
-        let mut tx = pool.begin().await?;
-        let seen: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
-                .bind(*version)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if seen.is_some() {
-            continue;
-        }
-        for statement in statements(sql) {
-            sqlx::query(sqlx::AssertSqlSafe(statement))
-                .execute(&mut *tx)
-                .await?;
-        }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
-            .bind(*version)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        // Two processes opening a new database race to migrate it. A
+        // deferred transaction would read, then fail to upgrade to a write
+        // at once (SQLITE_BUSY, no waiting); BEGIN IMMEDIATE takes the write
+        // lock first, so the loser waits, then sees the version applied.
+        let mut conn = pool.acquire().await?;
+        let begin = if sqlite { "BEGIN IMMEDIATE" } else { "BEGIN" };
+        sqlx::query(begin).execute(&mut *conn).await?;
+        match apply(&mut conn, *version, sql).await {
+            Ok(true) => sqlx::query("COMMIT").execute(&mut *conn).await?,
+            Ok(false) => sqlx::query("ROLLBACK").execute(&mut *conn).await?,
+            Err(e) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                return Err(e.into());
+            }
+        };
     }
     Ok(())
+}
+
+/// Applies one migration inside the caller's transaction; `false` when
+/// another process applied it first.
+async fn apply(
+    conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+    version: i64,
+    sql: &str,
+) -> Result<bool, sqlx::Error> {
+    let seen: Option<i64> =
+        sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+            .bind(version)
+            .fetch_optional(&mut **conn)
+            .await?;
+    if seen.is_some() {
+        return Ok(false);
+    }
+    for statement in statements(sql) {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut **conn)
+            .await?;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+        .bind(version)
+        .bind(now)
+        .execute(&mut **conn)
+        .await?;
+    Ok(true)
 }
 
 /// Splits a migration file into statements, dropping `--` comment lines first

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
+use certkeeper_agent::acme::RevocationReason;
 use certkeeper_agent::config::Config;
 use certkeeper_agent::daemon::{Agent, Outcome};
 use certkeeper_agent::model::Slot;
@@ -48,7 +49,7 @@ pub fn check_config(path: &Path) -> anyhow::Result<()> {
 pub async fn status(path: &Path, json: bool) -> anyhow::Result<()> {
     let report = agent(path).await?.status().await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report.certificates)?);
+        println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     println!(
@@ -112,6 +113,92 @@ pub async fn events(path: &Path, json: bool) -> anyhow::Result<()> {
             e.detail
         );
     }
+    Ok(())
+}
+
+/// `certkeeper revoke NAME`: replacement first, then revocation.
+pub async fn revoke(
+    path: &Path,
+    name: &str,
+    slot: Slot,
+    reason: RevocationReason,
+    force: bool,
+) -> anyhow::Result<()> {
+    let agent = agent(path).await?;
+    let _ca = start_builtin_ca(agent.config()).await?;
+    let done = agent.revoke(name, slot, reason, force).await?;
+    print_revoked(&done, reason);
+    println!(
+        "  the running daemon (or the next `certkeeper issue {name}`) re-keys and re-issues the {} slot",
+        done.slot
+    );
+    Ok(())
+}
+
+fn print_revoked(done: &certkeeper_agent::revocation::Revoked, reason: RevocationReason) {
+    let already = if done.already_revoked {
+        " (the CA had already revoked it)"
+    } else {
+        ""
+    };
+    println!(
+        "{}: {} serial {} revoked ({reason}){already}",
+        done.name, done.slot, done.serial
+    );
+    match &done.replacement {
+        Some(serial) => println!("  now serving serial {serial}"),
+        None => println!("  it was not served; nothing else changed"),
+    }
+}
+
+/// `certkeeper compromised --key FILE | --spki HEX`.
+pub async fn compromised(
+    path: &Path,
+    key: Option<&Path>,
+    spki: Option<&str>,
+) -> anyhow::Result<()> {
+    let spki = match (key, spki) {
+        (Some(file), None) => {
+            let pem = std::fs::read_to_string(file)
+                .with_context(|| format!("reading the key {}", file.display()))?;
+            certkeeper_agent::x509::key_spki_sha256(&pem)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+        }
+        (None, Some(hex)) => {
+            anyhow::ensure!(
+                hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+                "--spki must be the 64-hex-digit SHA-256 of the key's SubjectPublicKeyInfo (as `certkeeper status` shows it)"
+            );
+            hex.to_ascii_lowercase()
+        }
+        _ => anyhow::bail!("give exactly one of --key FILE or --spki SHA256"),
+    };
+    let agent = agent(path).await?;
+    let _ca = start_builtin_ca(agent.config()).await?;
+    let results = agent.compromised(&spki).await?;
+    println!("key {spki} blocked: no certificate will use it again");
+    let mut failed = 0;
+    for r in &results {
+        match r {
+            Ok(done) => print_revoked(done, RevocationReason::KeyCompromise),
+            Err(e) => {
+                failed += 1;
+                println!("  failed: {e}");
+            }
+        }
+    }
+    if results.is_empty() {
+        println!("no managed certificate uses it");
+    }
+    if !results.is_empty() {
+        println!(
+            "  the running daemon (or `certkeeper issue NAME`) re-keys and re-issues every revoked slot"
+        );
+    }
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} revocation(s) failed; run the command again"
+    );
     Ok(())
 }
 

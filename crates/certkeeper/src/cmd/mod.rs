@@ -56,6 +56,35 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Revoke a certificate: a replacement is served first (the other slot, or a new
+    /// certificate on a new key); keyCompromise is signed with the certificate's own key.
+    Revoke {
+        /// The [[certificate]] name.
+        name: String,
+        /// Which slot's certificate.
+        #[arg(long, value_parser = parse_slot, default_value = "primary")]
+        slot: certkeeper_agent::model::Slot,
+        /// keyCompromise, superseded, cessationOfOperation, affiliationChanged or unspecified.
+        #[arg(long, value_parser = parse_reason)]
+        reason: certkeeper_agent::acme::RevocationReason,
+        /// Revoke even when no replacement can be served (the service may go down).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        config: agent::ConfigArg,
+    },
+    /// Report a leaked key: block it, then replace and revoke (keyCompromise) every
+    /// certificate that uses it.
+    Compromised {
+        /// The private key (PEM).
+        #[arg(long, conflicts_with = "spki")]
+        key: Option<std::path::PathBuf>,
+        /// Or its SubjectPublicKeyInfo SHA-256, hex (as `status` shows it).
+        #[arg(long)]
+        spki: Option<String>,
+        #[command(flatten)]
+        config: agent::ConfigArg,
+    },
     /// Show the lifecycle events (obtained, renewed, swapped, revoked, deployed, failed).
     Events {
         #[command(flatten)]
@@ -99,6 +128,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Issue { name, config } => agent::once(&config.config, &name, false).await,
         Command::Limits { config, json } => agent::limits(&config.config, json).await,
         Command::CheckConfig { file } => agent::check_config(&file),
+        Command::Revoke {
+            name,
+            slot,
+            reason,
+            force,
+            config,
+        } => agent::revoke(&config.config, &name, slot, reason, force).await,
+        Command::Compromised { key, spki, config } => {
+            agent::compromised(&config.config, key.as_deref(), spki.as_deref()).await
+        }
         Command::Events { config, json } => agent::events(&config.config, json).await,
         Command::Swap { name, to, config } => agent::swap(&config.config, &name, to).await,
     }
@@ -106,4 +145,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn parse_slot(s: &str) -> Result<certkeeper_agent::model::Slot, String> {
     s.parse()
+}
+
+fn parse_reason(s: &str) -> Result<certkeeper_agent::acme::RevocationReason, String> {
+    s.parse()
+        .map_err(|e: certkeeper_agent::acme::UnknownReason| e.to_string())
 }
