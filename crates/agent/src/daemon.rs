@@ -232,18 +232,17 @@ impl Agent {
             .unwrap_or(Slot::Primary))
     }
 
-    /// Everything the planner needs, in four bulk queries.
+    /// Everything the planner needs, in three bulk queries.
     pub async fn load_inventory(&self) -> Result<Inventory, AgentError> {
         let mut inv = Inventory::default();
-        for row in self.store.slots_all().await? {
-            if let Ok(slot) = row.slot.parse::<Slot>() {
-                inv.slots.insert((row.name.clone(), slot), row);
+        for (row, meta) in self.store.planning_rows().await? {
+            let Ok(slot) = row.slot.parse::<Slot>() else {
+                continue;
+            };
+            if let Some(meta) = meta {
+                inv.certs.insert((row.name.clone(), slot), meta);
             }
-        }
-        for meta in self.store.current_certs().await? {
-            if let Ok(slot) = meta.slot.parse::<Slot>() {
-                inv.certs.insert((meta.name.clone(), slot), meta);
-            }
+            inv.slots.insert((row.name.clone(), slot), row);
         }
         for (name, slot, reason) in self.store.served_all().await? {
             if let Ok(slot) = slot.parse() {
@@ -257,6 +256,32 @@ impl Agent {
             .into_iter()
             .map(|b| b.spki_sha256)
             .collect();
+        Ok(inv)
+    }
+
+    /// The inventory of one certificate only: what a job and the re-plan
+    /// after it need, in a handful of indexed queries whatever the fleet size.
+    pub async fn load_inventory_of(&self, name: &str) -> Result<Inventory, AgentError> {
+        let mut inv = Inventory::default();
+        for row in self.store.slots_of(name).await? {
+            if let Ok(slot) = row.slot.parse::<Slot>() {
+                inv.slots.insert((row.name.clone(), slot), row);
+            }
+        }
+        for meta in self.store.current_certs_of(name).await? {
+            if self.store.agent_key_blocked(&meta.spki_sha256).await? {
+                inv.blocked.insert(meta.spki_sha256.clone());
+            }
+            if let Ok(slot) = meta.slot.parse::<Slot>() {
+                inv.certs.insert((meta.name.clone(), slot), meta);
+            }
+        }
+        if let Some((slot, reason)) = self.store.served_with_reason(name).await?
+            && let Ok(slot) = slot.parse()
+        {
+            inv.served
+                .insert(name.to_string(), (slot, reason == OPERATOR_SWAP));
+        }
         Ok(inv)
     }
 
@@ -414,11 +439,30 @@ impl Agent {
         runner.spawn(key, None, async move { agent.run_deploy_job(claim).await });
     }
 
-    /// Serves the new slots: recorded first, all in one transaction (a
-    /// crash after this point finishes the deploys on restart), then the
-    /// resolvers (every handshake from now on), then the events; files
-    /// follow in the deploy jobs.
+    /// Serves the new slots: the resolvers first (every handshake from now
+    /// on), then the store and the events. A crash between the two loses
+    /// nothing: the swap follows from facts already stored (a revocation,
+    /// an expiry), so the next start decides it again.
     pub async fn apply_swaps(&self, swaps: Vec<(String, Swap)>) -> Result<(), AgentError> {
+        self.serve_swaps(&swaps);
+        self.record_swaps(swaps).await
+    }
+
+    /// Points each swapped certificate's resolver at its new slot: one
+    /// atomic store each, no parsing.
+    pub fn serve_swaps(&self, swaps: &[(String, Swap)]) {
+        if let Ok(resolvers) = self.resolvers.lock() {
+            for (name, s) in swaps {
+                if let Some(r) = resolvers.get(name) {
+                    r.serve(s.to);
+                }
+            }
+        }
+    }
+
+    /// Records the swaps in one transaction (deploy jobs then move the
+    /// files) and emits their events.
+    pub async fn record_swaps(&self, swaps: Vec<(String, Swap)>) -> Result<(), AgentError> {
         if swaps.is_empty() {
             return Ok(());
         }
@@ -428,13 +472,6 @@ impl Agent {
             .collect();
         self.store.set_served_many(&rows, self.now()).await?;
         crate::faults::crash_point("swap-recorded");
-        if let Ok(resolvers) = self.resolvers.lock() {
-            for (name, s) in &swaps {
-                if let Some(r) = resolvers.get(name) {
-                    r.serve(s.to);
-                }
-            }
-        }
         let events = swaps
             .into_iter()
             .map(|(name, s)| Event {
@@ -515,7 +552,7 @@ impl Agent {
                     self.job_ended(&key, end).await;
                     // The job changed this certificate: plan it again now.
                     if let Ok(cert) = self.certificate(key.name()).cloned() {
-                        match self.load_inventory().await {
+                        match self.load_inventory_of(&cert.name).await {
                             Ok(inv) => match self.pass_certificate(&cert, &inv, false, &mut runner).await {
                                 Ok(Some(wake)) => next_full = next_full.min(wake),
                                 Ok(None) => {}
@@ -709,7 +746,7 @@ impl Agent {
         // The forced pass orders; the second swaps to, and deploys, what
         // the first obtained.
         for forced in [forced, false] {
-            let inv = self.load_inventory().await?;
+            let inv = self.load_inventory_of(&cert.name).await?;
             wake = self
                 .pass_certificate(&cert, &inv, forced, &mut runner)
                 .await?;

@@ -73,6 +73,9 @@ pub struct Events {
     tx: broadcast::Sender<Event>,
 }
 
+/// Batches up to this size are logged event by event; larger ones as a summary.
+const LOG_EACH_UP_TO: usize = 16;
+
 /// How long an event hook may run before it is killed.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -121,8 +124,22 @@ impl Events {
         if let Err(e) = self.store.record_events(&rows).await {
             tracing::warn!(error = %e, "cannot record events");
         }
+        // A mass swap is one log line, not 100k (each line is a write to
+        // stderr); every event is still in the store and at debug level.
+        let one_by_one = events.len() <= LOG_EACH_UP_TO;
+        if !one_by_one {
+            tracing::info!(
+                events = events.len(),
+                kind = events[0].kind.as_str(),
+                "events (details: `certkeeper events`)"
+            );
+        }
         for event in events {
-            tracing::info!(event = event.kind.as_str(), certificate = %event.name, slot = %event.slot, detail = %event.detail, "event");
+            if one_by_one {
+                tracing::info!(event = event.kind.as_str(), certificate = %event.name, slot = %event.slot, detail = %event.detail, "event");
+            } else {
+                tracing::debug!(event = event.kind.as_str(), certificate = %event.name, slot = %event.slot, detail = %event.detail, "event");
+            }
             if let Some(hook) = &self.hook {
                 run_hook(hook.clone(), event.clone());
             }

@@ -36,7 +36,7 @@ impl Agent {
         let name = claim.key().name().to_string();
         let cert = self.certificate(&name)?.clone();
         // Check the store again, under the claim.
-        let inv = self.load_inventory().await?;
+        let inv = self.load_inventory_of(&name).await?;
         let input = self.certificate_input(&cert, &inv, forced);
         let plan = planner::plan_certificate(&input, self.now())
             .map_err(|e| AgentError::Config(format!("{name}: {e}")))?;

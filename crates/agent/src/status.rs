@@ -76,6 +76,14 @@ impl Agent {
     /// The status of every managed certificate, from the store.
     pub async fn status(&self) -> Result<StatusReport, AgentError> {
         let inv = self.load_inventory().await?;
+        // Failure texts are not part of the planning inventory.
+        let errors: std::collections::HashMap<(String, String), (i64, Option<String>)> = self
+            .store
+            .slots_all()
+            .await?
+            .into_iter()
+            .map(|r| ((r.name, r.slot), (r.failures, r.last_error)))
+            .collect();
         let now = self.now();
         let mut certificates = Vec::new();
         for cert in &self.config.certificates {
@@ -89,7 +97,7 @@ impl Agent {
                 let (Some(s), Some((issuer, _))) = (s, self.slot_issuer(cert, slot)) else {
                     continue;
                 };
-                let row = inv.slots.get(&(cert.name.clone(), slot));
+                let row = errors.get(&(cert.name.clone(), slot.as_str().to_string()));
                 let health = Health::of(s.facts.as_ref(), s.view.ari.map(|a| a.end), now);
                 let next_renewal = s
                     .facts
@@ -117,8 +125,8 @@ impl Agent {
                     health,
                     spki_sha256: s.facts.as_ref().map(|f| f.spki_sha256.clone()),
                     state: state.into(),
-                    failures: row.map_or(0, |r| r.failures),
-                    last_error: row.and_then(|r| r.last_error.clone()),
+                    failures: row.map_or(0, |r| r.0),
+                    last_error: row.and_then(|r| r.1.clone()),
                 });
             }
             let top = slots

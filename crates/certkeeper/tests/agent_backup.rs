@@ -565,3 +565,68 @@ fn key_compromise_revocation_from_the_cli_swaps_first_and_never_drops_a_handshak
         s.reloads()
     );
 }
+
+/// `certkeeper compromised --key FILE`: the operator reports the primary's
+/// key as leaked. It is blocked, the backup is served, the primary is
+/// revoked with proof at our CA; a kill -9 during the re-key resumes the
+/// same order, and the new primary never uses the blocked key.
+#[test]
+fn a_reported_key_is_blocked_replaced_and_revoked_and_a_crash_mid_rekey_resumes() {
+    let cas = two_cas();
+    let s = Setup::new(&cas, true);
+    s.ok(&["issue", "web"]);
+    let primary = s.slot("primary");
+    let p1 = text(&primary["serial"]);
+    let leaked = s.path("leaked-key.pem");
+    std::fs::copy(s.path("deploy/key.pem"), &leaked).expect("copy key");
+
+    let out = s.ok(&["compromised", "--key", leaked.to_str().expect("path")]);
+    assert!(out.contains("blocked"), "{out}");
+    assert!(
+        out.contains(&format!("serial {p1} revoked (keyCompromise)")),
+        "{out}"
+    );
+    let st = s.status();
+    assert_eq!(st["served"], "backup", "{st}");
+    assert_eq!(s.deployed_serial(""), text(&s.slot("backup")["serial"]));
+    let record = cas
+        .ours
+        .list()
+        .expect("list")
+        .as_array()
+        .and_then(|l| l.iter().find(|c| c["serial"] == p1.as_str()).cloned())
+        .expect("record");
+    assert_eq!(record["key_proven_at_revocation"], true, "{record}");
+    let orders = |ca: &CertkeeperCa| ca.list().expect("list").as_array().map_or(0, Vec::len);
+    assert_eq!(orders(&cas.ours), 1);
+
+    // The re-key crashes right after its order is recorded; the next run
+    // finishes that order: one new certificate, on a new key.
+    let crashed = s.run(
+        &["issue", "web"],
+        &[("CERTKEEPER_CRASH_AT", "order-created")],
+    );
+    assert!(!crashed.status.success(), "the crash point must abort");
+    assert_eq!(s.slot("primary")["state"], "order in flight");
+    s.ok(&["issue", "web"]);
+    assert_eq!(
+        orders(&cas.ours),
+        2,
+        "the crashed order was resumed, not replaced"
+    );
+    let p2 = s.slot("primary");
+    assert_ne!(
+        p2["spki_sha256"], primary["spki_sha256"],
+        "never the blocked key"
+    );
+    assert_eq!(p2["health"], "healthy");
+    assert_eq!(s.status()["served"], "primary", "back to the new primary");
+    assert_eq!(s.deployed_serial(""), text(&p2["serial"]));
+    // The blocked key stays listed.
+    let out = s.run(&["status", "--json"], &[]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        report["blocked_keys"][0]["spki_sha256"], primary["spki_sha256"],
+        "{report}"
+    );
+}

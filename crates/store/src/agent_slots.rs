@@ -232,6 +232,79 @@ impl Store {
         Ok(rows.iter().map(slot_from).collect::<Result<_, _>>()?)
     }
 
+    /// Both slots of one certificate.
+    pub async fn slots_of(&self, name: &str) -> Result<Vec<SlotRow>, StoreError> {
+        let sql = format!("SELECT {SLOT_COLUMNS} FROM agent_slots WHERE name = $1");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(name)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.iter().map(slot_from).collect::<Result<_, _>>()?)
+    }
+
+    /// The current certificates of one certificate's slots, without PEM.
+    pub async fn current_certs_of(&self, name: &str) -> Result<Vec<CertMeta>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.name, c.slot, c.issuer, c.serial, c.spki_sha256, c.not_before, c.not_after, c.revoked_at, c.revocation_reason \
+             FROM agent_slots s JOIN agent_certificates c ON c.issuer = s.current_issuer AND c.serial = s.current_serial \
+             WHERE s.name = $1",
+        )
+        .bind(name)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(meta_from).collect::<Result<_, _>>()?)
+    }
+
+    /// What the planner needs of every slot and its current certificate, in
+    /// one query: no private keys, no PEM, no error texts (the daemon's
+    /// start and its periodic passes read 2 rows per certificate, 100k
+    /// certificates included).
+    pub async fn planning_rows(&self) -> Result<Vec<(SlotRow, Option<CertMeta>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT s.name, s.slot, s.fingerprint, s.order_url, s.failures, s.next_attempt, s.ari_start, s.ari_end, \
+             s.ari_chosen, s.ari_next_poll, s.crl_next_check, \
+             c.issuer, c.serial, c.spki_sha256, c.not_before, c.not_after, c.revoked_at, c.revocation_reason \
+             FROM agent_slots s LEFT JOIN agent_certificates c ON c.issuer = s.current_issuer AND c.serial = s.current_serial",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let slot = SlotRow {
+                    name: r.try_get(0)?,
+                    slot: r.try_get(1)?,
+                    fingerprint: r.try_get(2)?,
+                    order_url: r.try_get(3)?,
+                    failures: r.try_get(4)?,
+                    next_attempt: r.try_get(5)?,
+                    ari_start: r.try_get(6)?,
+                    ari_end: r.try_get(7)?,
+                    ari_chosen: r.try_get(8)?,
+                    ari_next_poll: r.try_get(9)?,
+                    crl_next_check: r.try_get(10)?,
+                    ..SlotRow::default()
+                };
+                let issuer: Option<String> = r.try_get(11)?;
+                let meta = match issuer {
+                    Some(issuer) => Some(CertMeta {
+                        name: slot.name.clone(),
+                        slot: slot.slot.clone(),
+                        issuer,
+                        serial: r.try_get(12)?,
+                        spki_sha256: r.try_get(13)?,
+                        not_before: r.try_get(14)?,
+                        not_after: r.try_get(15)?,
+                        revoked_at: r.try_get(16)?,
+                        revocation_reason: r.try_get(17)?,
+                    }),
+                    None => None,
+                };
+                Ok((slot, meta))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
     /// One slot's state (a fresh row when never seen).
     pub async fn slot(&self, name: &str, slot: &str) -> Result<SlotRow, StoreError> {
         let sql = format!("SELECT {SLOT_COLUMNS} FROM agent_slots WHERE name = $1 AND slot = $2");
@@ -417,12 +490,24 @@ impl Store {
 
     /// The slot `name` serves (`primary` when never set).
     pub async fn served(&self, name: &str) -> Result<String, StoreError> {
-        let slot: Option<String> =
-            sqlx::query_scalar("SELECT slot FROM agent_served WHERE name = $1")
-                .bind(name)
-                .fetch_optional(self.pool())
-                .await?;
-        Ok(slot.unwrap_or_else(|| "primary".to_string()))
+        Ok(self
+            .served_with_reason(name)
+            .await?
+            .map_or_else(|| "primary".to_string(), |(slot, _)| slot))
+    }
+
+    /// The slot `name` serves and why, when it was ever set.
+    pub async fn served_with_reason(
+        &self,
+        name: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query("SELECT slot, reason FROM agent_served WHERE name = $1")
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row
+            .map(|r| Ok::<_, sqlx::Error>((r.try_get("slot")?, r.try_get("reason")?)))
+            .transpose()?)
     }
 
     /// The served slot's current certificate, with chain and key.

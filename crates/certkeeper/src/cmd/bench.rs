@@ -42,32 +42,51 @@ pub enum BenchCommand {
         /// Where to put the store (default: a temporary directory, removed after).
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Measure a fleet built by a previous run in --data (the bench
+        /// builds, then measures in a fresh process so memory figures are clean).
+        #[arg(long, hide = true)]
+        measure_built_in: Option<f64>,
     },
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
-        BenchCommand::Fleet { certs, data } => {
+        BenchCommand::Fleet {
+            certs,
+            data,
+            measure_built_in,
+        } => {
+            use certkeeper_agent::fleet_bench::{self, FleetOptions};
             anyhow::ensure!(certs > 0, "--certs must be at least 1");
             let temp = tempfile::tempdir()?;
             let dir = data.unwrap_or_else(|| temp.path().join("fleet"));
+            let opts = FleetOptions { certs, dir };
+            if let Some(secs) = measure_built_in {
+                let report =
+                    fleet_bench::measure(&opts, std::time::Duration::from_secs_f64(secs)).await?;
+                print!("{report}");
+                anyhow::ensure!(
+                    report.serving_backup == certs,
+                    "only {} of {certs} certificates serve their backup",
+                    report.serving_backup
+                );
+                return Ok(());
+            }
             anyhow::ensure!(
-                !dir.join("certkeeper.db").exists(),
+                !opts.dir.join("certkeeper.db").exists(),
                 "{} already holds a store; the fleet bench needs an empty directory",
-                dir.display()
+                opts.dir.display()
             );
-            let report =
-                certkeeper_agent::fleet_bench::run(certkeeper_agent::fleet_bench::FleetOptions {
-                    certs,
-                    dir,
-                })
-                .await?;
-            print!("{report}");
-            anyhow::ensure!(
-                report.serving_backup == certs,
-                "only {} of {certs} certificates serve their backup",
-                report.serving_backup
-            );
+            let setup = fleet_bench::build(&opts).await?;
+            // Measure in a fresh process: building leaves hundreds of MiB in
+            // the allocator that would hide the resolvers' real footprint.
+            let status = std::process::Command::new(std::env::current_exe()?)
+                .args(["bench", "fleet", "--certs", &certs.to_string(), "--data"])
+                .arg(&opts.dir)
+                .arg("--measure-built-in")
+                .arg(setup.as_secs_f64().to_string())
+                .status()?;
+            anyhow::ensure!(status.success(), "the measuring process failed: {status}");
             Ok(())
         }
         BenchCommand::Ca {
