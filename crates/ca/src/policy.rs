@@ -71,26 +71,96 @@ pub struct KeyPolicy {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevocationPolicy {
-    /// Most certificates revoked by one proven key compromise.
-    pub max_cascade: i64,
+    /// Most *other* certificates revoked by one proven key compromise.
+    /// Unsigned so that no value can mean "unlimited"; 0 revokes only the
+    /// certificate named in the request (the key is still blocked).
+    pub max_cascade: u32,
 }
 
-/// Object lifetimes.
+/// Upper bound of `revocation.max_cascade`: the cascade runs in one
+/// transaction, and a key shared by more certificates than this deserves
+/// an operator's review, not an automatic sweep.
+pub const MAX_CASCADE_LIMIT: u32 = 100_000;
+
+/// Object lifetimes. Unsigned, and range-checked in [`Policy::parse`], so
+/// a negative or zero lifetime cannot create objects born expired.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lifetimes {
     /// Pending authorization lifetime.
-    pub pending_authz_hours: i64,
+    pub pending_authz_hours: u32,
     /// Valid authorization lifetime (reuse window).
-    pub valid_authz_hours: i64,
+    pub valid_authz_hours: u32,
     /// Order lifetime.
-    pub order_hours: i64,
+    pub order_hours: u32,
     /// CRL re-signing interval.
-    pub crl_refresh_minutes: i64,
+    pub crl_refresh_minutes: u32,
     /// CRL nextUpdate distance.
-    pub crl_validity_hours: i64,
+    pub crl_validity_hours: u32,
     /// ARI `Retry-After`: how long clients wait before asking again.
-    pub ari_retry_after_seconds: u64,
+    pub ari_retry_after_seconds: u32,
+}
+
+impl Lifetimes {
+    /// Pending authorization lifetime, seconds.
+    pub fn pending_authz_secs(&self) -> i64 {
+        i64::from(self.pending_authz_hours) * 3600
+    }
+
+    /// Valid authorization lifetime, seconds.
+    pub fn valid_authz_secs(&self) -> i64 {
+        i64::from(self.valid_authz_hours) * 3600
+    }
+
+    /// Order lifetime, seconds.
+    pub fn order_secs(&self) -> i64 {
+        i64::from(self.order_hours) * 3600
+    }
+
+    /// CRL nextUpdate distance, seconds.
+    pub fn crl_validity_secs(&self) -> i64 {
+        i64::from(self.crl_validity_hours) * 3600
+    }
+
+    /// Checks each lifetime against its range; the message names the key.
+    fn check(&self) -> Result<(), String> {
+        // Baseline Requirements §4.2.1: validation data is reused at most
+        // 398 days; a pending authorization or an order needs far less.
+        const DAY: u32 = 24;
+        for (name, value, min, max) in [
+            ("pending_authz_hours", self.pending_authz_hours, 1, 30 * DAY),
+            ("valid_authz_hours", self.valid_authz_hours, 1, 398 * DAY),
+            ("order_hours", self.order_hours, 1, 30 * DAY),
+            (
+                "crl_refresh_minutes",
+                self.crl_refresh_minutes,
+                1,
+                7 * DAY * 60,
+            ),
+            // BR §4.9.7: a CRL's nextUpdate is at most 10 days out.
+            ("crl_validity_hours", self.crl_validity_hours, 1, 10 * DAY),
+            (
+                "ari_retry_after_seconds",
+                self.ari_retry_after_seconds,
+                1,
+                7 * 86400,
+            ),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err(format!(
+                    "lifetimes.{name} = {value} is outside {min}..={max}"
+                ));
+            }
+        }
+        if u64::from(self.crl_refresh_minutes) >= u64::from(self.crl_validity_hours) * 60 {
+            return Err(format!(
+                "lifetimes.crl_refresh_minutes ({}) must be shorter than crl_validity_hours ({} h): \
+                 the CRL would expire before it is re-signed",
+                self.crl_refresh_minutes, self.crl_validity_hours
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The rate limits, one GCRA bucket family each. Names are Boulder's
@@ -243,6 +313,13 @@ impl Policy {
                 )));
             }
         }
+        policy.lifetimes.check().map_err(err)?;
+        if policy.revocation.max_cascade > MAX_CASCADE_LIMIT {
+            return Err(err(format!(
+                "revocation.max_cascade = {} exceeds {MAX_CASCADE_LIMIT}",
+                policy.revocation.max_cascade
+            )));
+        }
         for (name, l) in [
             (
                 "NewRegistrationsPerIPAddress",
@@ -309,6 +386,30 @@ mod tests {
         let text = format!("{DEFAULT_POLICY}\nsurprise = 1\n");
         let e = Policy::parse(&text, "t").expect_err("unknown key");
         assert!(e.to_string().contains("surprise"), "{e}");
+    }
+
+    /// A negative cap used to wrap to "revoke everything" (`cap as usize`);
+    /// it must not even parse now, and no lifetime may be zero or negative.
+    #[test]
+    fn cascade_cap_and_lifetimes_are_validated() {
+        for (from, to) in [
+            ("max_cascade = 1000", "max_cascade = -1"),
+            ("max_cascade = 1000", "max_cascade = 100001"),
+            ("pending_authz_hours = 168", "pending_authz_hours = 0"),
+            ("valid_authz_hours = 720", "valid_authz_hours = -5"),
+            ("order_hours = 168", "order_hours = 100000"),
+            ("crl_validity_hours = 24", "crl_validity_hours = 1"),
+            (
+                "ari_retry_after_seconds = 21600",
+                "ari_retry_after_seconds = 0",
+            ),
+        ] {
+            assert!(DEFAULT_POLICY.contains(from), "{from}");
+            let text = DEFAULT_POLICY.replace(from, to);
+            let e = Policy::parse(&text, "t").expect_err(to);
+            let key = to.split(' ').next().unwrap_or_default();
+            assert!(e.to_string().contains(key), "{to}: {e}");
+        }
     }
 
     #[test]

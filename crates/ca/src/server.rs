@@ -151,8 +151,7 @@ pub async fn start(config: CaConfig, clock: Arc<dyn Clock>) -> Result<RunningCa,
     let server =
         tokio::spawn(server.serve(app.into_make_service_with_connect_info::<SocketAddr>()));
 
-    let refresh_every =
-        Duration::from_secs((policy.lifetimes.crl_refresh_minutes.max(1) * 60) as u64);
+    let refresh_every = Duration::from_secs(u64::from(policy.lifetimes.crl_refresh_minutes) * 60);
     let ra_bg = Arc::clone(&ra);
     let refresher = tokio::spawn(async move {
         let mut tick = tokio::time::interval(refresh_every);

@@ -73,7 +73,18 @@ fn free_port() -> u16 {
 
 impl Ca {
     async fn start() -> Result<Ca> {
+        Ca::start_with(None).await
+    }
+
+    /// A CA serving with `policy` (TOML) instead of the built-in policy.
+    async fn start_with(policy: Option<String>) -> Result<Ca> {
         let tmp = tempfile::tempdir()?;
+        let mut extra = Vec::new();
+        if let Some(policy) = policy {
+            let path = tmp.path().join("policy.toml");
+            std::fs::write(&path, policy)?;
+            extra = vec!["--policy".to_string(), path.display().to_string()];
+        }
         let data = tmp.path().join("data");
         let log = tmp.path().join("ca.log");
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
@@ -96,6 +107,7 @@ impl Ca {
                 .args(["--listen", &format!("127.0.0.1:{port}")])
                 .args(["--http01-port", &http01_port.to_string()])
                 .args(["--tlsalpn01-port", &free_port().to_string()])
+                .args(&extra)
                 .env("RUST_LOG", "info")
                 .stdin(Stdio::null())
                 .stdout(file.try_clone()?)
@@ -176,6 +188,30 @@ impl Ca {
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).context("ca list --json is not JSON")
+    }
+
+    /// `certkeeper ca revocations --data DIR --json`: the audit records.
+    async fn revocations(&self) -> Result<Vec<Value>> {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_certkeeper"))
+            .args(["ca", "revocations", "--json", "--data"])
+            .arg(&self.data)
+            .output()
+            .await?;
+        ensure!(
+            out.status.success(),
+            "ca revocations failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).context("ca revocations --json is not JSON")
+    }
+
+    /// The status of one certificate in `ca list`, with the whole row.
+    async fn cert(&self, serial: &str) -> Result<Value> {
+        self.list()
+            .await?
+            .into_iter()
+            .find(|c| c["serial"] == serial)
+            .with_context(|| format!("ca list has no {serial}"))
     }
 
     async fn assert_nothing_issued(&self) -> Result<()> {
@@ -982,58 +1018,231 @@ async fn section_7_3_unknown_kid_is_account_does_not_exist() -> Result<()> {
     ca.assert_nothing_issued().await
 }
 
-/// RFC 8555 §7.6 with the key-compromise rule (DESIGN.md story 2):
-/// keyCompromise (reason 1) signed by the account key is
-/// `badRevocationReason`; signed by the certificate's own key it succeeds,
-/// is recorded as proven, and blocks the key for new orders
-/// (`badPublicKey`).
+// ---------------------------------------------------------------------------
+// §7.6 revocation and the key-compromise rule (DESIGN.md story 2).
+// ---------------------------------------------------------------------------
+
+/// Serial (lowercase hex, as `ca list` prints it) and SPKI (base64url DER) of a leaf.
+fn serial_and_spki(leaf: &[u8]) -> Result<(String, String)> {
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(leaf)
+        .map_err(|e| anyhow::anyhow!("leaf: {e}"))?;
+    let serial = hex::encode(cert.raw_serial())
+        .trim_start_matches("00")
+        .to_string();
+    Ok((serial, b64::encode(cert.public_key().raw)))
+}
+
+/// Issues one certificate for `localhost` with `key` (authorizations are
+/// reused after the first order, so later orders are ready at once).
+async fn issue_with(acme: &mut Acme, ca: &Ca, key: &rcgen::KeyPair) -> Result<Vec<u8>> {
+    let (_, order) = acme.ready_order(ca, &["localhost"]).await?;
+    issue(acme, &order, &csr(&["localhost"], key, false)?).await
+}
+
+/// The built-in policy with `revocation.max_cascade` replaced.
+fn policy_with_cascade(cap: u32) -> String {
+    let p = certkeeper_ca::policy::DEFAULT_POLICY;
+    assert!(p.contains("max_cascade = 1000"), "default policy changed");
+    p.replace("max_cascade = 1000", &format!("max_cascade = {cap}"))
+}
+
+/// RFC 8555 §7.6, Let's Encrypt's rule since Mozilla Root Store Policy 2.8:
+/// keyCompromise from the subscriber's *account* key is honoured (revoked
+/// with reason 1, on the record with the certificate's SPKI and
+/// `subscriber-account`), but proves nothing: the key is not blocked, the
+/// other certificate with the same key stays valid, and a new certificate
+/// with that key is issued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn section_7_6_key_compromise_needs_the_certificate_key() -> Result<()> {
+async fn section_7_6_subscriber_key_compromise_revokes_but_does_not_block() -> Result<()> {
     let ca = Ca::start().await?;
     let mut acme = ca.account().await?;
-    let (_, order) = acme.ready_order(&ca, &["localhost"]).await?;
-    let cert_key = rcgen::KeyPair::generate()?;
-    let leaf = issue(&mut acme, &order, &csr(&["localhost"], &cert_key, false)?).await?;
+    let key = rcgen::KeyPair::generate()?;
+    let first = issue_with(&mut acme, &ca, &key).await?;
+    let second = issue_with(&mut acme, &ca, &key).await?;
+    let (serial, spki) = serial_and_spki(&first)?;
+    let (second_serial, _) = serial_and_spki(&second)?;
+
+    let revocation = json!({ "certificate": b64::encode(&first), "reason": 1 });
+    let r = acme.post(&ca.url("revokeCert"), Some(&revocation)).await?;
+    assert_eq!(r.status, 200, "account-key keyCompromise: {}", r.text());
+    let cert = ca.cert(&serial).await?;
+    assert_eq!(
+        (&cert["status"], &cert["revocation_reason"]),
+        (&json!("revoked"), &json!(1)),
+        "{cert:#?}"
+    );
+    assert_eq!(cert["key_proven_at_revocation"], json!(false));
+    assert_eq!(
+        ca.cert(&second_serial).await?["status"],
+        "valid",
+        "nothing else is revoked on the subscriber's word"
+    );
+
+    let records = ca.revocations().await?;
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let rec = &records[0];
+    assert_eq!(rec["serial"], json!(serial));
+    assert_eq!(rec["method"], "subscriber-account");
+    assert_eq!(rec["reason"], json!(1));
+    assert_eq!(rec["requested_reason"], json!(1));
+    assert_eq!(rec["key_blocked"], json!(false));
+    assert_eq!(
+        b64::decode(rec["spki_der"].as_str().unwrap_or_default()).ok(),
+        b64::decode(&spki).ok(),
+        "the record keeps the certificate's SPKI"
+    );
+
+    // Not blocked: the same key gets a new certificate.
+    let third = issue_with(&mut acme, &ca, &key).await?;
+    assert_eq!(serial_and_spki(&third)?.1, spki);
+    // A second request for the same certificate is alreadyRevoked.
+    let r = acme.post(&ca.url("revokeCert"), Some(&revocation)).await?;
+    assert_problem(&r, 400, "alreadyRevoked");
+    Ok(())
+}
+
+/// RFC 8555 §7.6 with the certificate's own key (`jwk`): compromise is
+/// demonstrated, so the reason is keyCompromise whatever was asked (Boulder
+/// `RevokeCertByKey`), the key is blocked (`badPublicKey` at finalize), and
+/// the other unexpired certificates with the key are revoked oldest first up
+/// to `revocation.max_cascade` (here 2 of 3): one already revoked as
+/// superseded is raised to keyCompromise and keeps its revocation date.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_7_6_certificate_key_blocks_and_cascades_up_to_the_cap() -> Result<()> {
+    let ca = Ca::start_with(Some(policy_with_cascade(2))).await?;
+    let mut acme = ca.account().await?;
+    let key = rcgen::KeyPair::generate()?;
+    let mut serials = Vec::new();
+    let mut leaves = Vec::new();
+    for _ in 0..4 {
+        let leaf = issue_with(&mut acme, &ca, &key).await?;
+        serials.push(serial_and_spki(&leaf)?.0);
+        leaves.push(leaf);
+    }
     let revoke_url = ca.url("revokeCert");
-    let revocation = json!({ "certificate": b64::encode(&leaf), "reason": 1 });
+    // The oldest is revoked first as superseded, by the subscriber.
+    let r = acme
+        .post(
+            &revoke_url,
+            Some(&json!({ "certificate": b64::encode(&leaves[0]), "reason": 4 })),
+        )
+        .await?;
+    assert_eq!(r.status, 200, "superseded: {}", r.text());
+    let superseded_at = ca.cert(&serials[0]).await?["revoked_at"].clone();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
 
-    // Account key: keyCompromise is not proven.
-    let r = acme.post(&revoke_url, Some(&revocation)).await?;
-    assert_problem(&r, 400, "badRevocationReason");
-    let certs = ca.list().await?;
-    assert_eq!(certs.len(), 1);
-    assert_eq!(
-        certs[0]["status"], "valid",
-        "the refused request revoked nothing: {certs:#?}"
-    );
-
-    // Certificate key (jwk): proven compromise.
-    let mut holder = Acme::with_key(&ca, SigningKey::from_pkcs8_der(&cert_key.serialize_der())?);
+    // The newest, revoked with its own key; the reason asked for is
+    // unspecified, the reason recorded is keyCompromise.
+    let mut holder = Acme::with_key(&ca, SigningKey::from_pkcs8_der(&key.serialize_der())?);
+    let revocation = json!({ "certificate": b64::encode(&leaves[3]), "reason": 0 });
     let r = holder.post(&revoke_url, Some(&revocation)).await?;
+    assert_eq!(r.status, 200, "certificate-key revocation: {}", r.text());
+
+    let list = ca.list().await?;
+    let row = |s: &str| {
+        list.iter()
+            .find(|c| c["serial"] == s)
+            .cloned()
+            .unwrap_or_default()
+    };
+    for s in [&serials[3], &serials[0], &serials[1]] {
+        let c = row(s);
+        assert_eq!(
+            (&c["status"], &c["revocation_reason"]),
+            (&json!("revoked"), &json!(1)),
+            "{s}: {c:#?}"
+        );
+        assert_eq!(c["key_proven_at_revocation"], json!(true), "{c:#?}");
+    }
     assert_eq!(
-        r.status,
-        200,
-        "revocation with the certificate key: {}",
-        r.text()
+        row(&serials[0])["revoked_at"],
+        superseded_at,
+        "raising the reason keeps the original revocation date"
     );
-    let certs = ca.list().await?;
-    assert_eq!(certs.len(), 1, "{certs:#?}");
-    assert_eq!(certs[0]["status"], "revoked", "{certs:#?}");
-    assert_eq!(certs[0]["revocation_reason"], json!(1), "{certs:#?}");
     assert_eq!(
-        certs[0]["key_proven_at_revocation"],
-        json!(true),
-        "{certs:#?}"
+        row(&serials[2])["status"],
+        "valid",
+        "the cap (2) stops the cascade before the third certificate"
     );
 
-    // The key is now blocked: a new order (its authorization is reused, so
-    // it is ready at once) cannot be finalized with it.
+    let records = ca.revocations().await?;
+    let methods: Vec<(String, String)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["serial"].as_str().unwrap_or_default().to_string(),
+                r["method"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        methods,
+        vec![
+            (serials[0].clone(), "subscriber-account".into()),
+            (serials[3].clone(), "certificate-key".into()),
+            (serials[0].clone(), "cascade".into()),
+            (serials[1].clone(), "cascade".into()),
+        ],
+        "{records:#?}"
+    );
+    assert_eq!(records[1]["requested_reason"], json!(0));
+    assert_eq!(records[1]["key_blocked"], json!(true));
+    assert_eq!(records[2]["source_serial"], json!(serials[3]));
+    assert!(
+        records
+            .iter()
+            .all(|r| r["spki_der"] == records[0]["spki_der"]),
+        "every record carries the same SPKI"
+    );
+
+    // Blocked: a ready order cannot be finalized with the key.
     let (order_url, order) = acme.ready_order(&ca, &["localhost"]).await?;
     let r = acme
-        .finalize(&order, &csr(&["localhost"], &cert_key, false)?)
+        .finalize(&order, &csr(&["localhost"], &key, false)?)
         .await?;
     assert_problem(&r, 400, "badPublicKey");
     assert_eq!(acme.get(&order_url).await?["status"], "ready");
-    assert_eq!(ca.list().await?.len(), 1, "nothing new was issued");
+    // Asking again: alreadyRevoked, and nothing new is written.
+    let r = holder.post(&revoke_url, Some(&revocation)).await?;
+    assert_problem(&r, 400, "alreadyRevoked");
+    assert_eq!(ca.revocations().await?.len(), 4);
+    assert_eq!(ca.list().await?.len(), 4, "nothing new was issued");
+    Ok(())
+}
+
+/// RFC 8555 §7.6: "the account ... holds authorizations for all of the
+/// identifiers in the certificate" may revoke it. Without them another
+/// account is `unauthorized`; with them the revocation succeeds, the reason
+/// is forced to cessationOfOperation (5) as Boulder does, and nothing is
+/// blocked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_7_6_authorized_account_revokes_as_cessation_of_operation() -> Result<()> {
+    let ca = Ca::start().await?;
+    let mut owner = ca.account().await?;
+    let key = rcgen::KeyPair::generate()?;
+    let leaf = issue_with(&mut owner, &ca, &key).await?;
+    let (serial, _) = serial_and_spki(&leaf)?;
+    let revocation = json!({ "certificate": b64::encode(&leaf), "reason": 1 });
+
+    let mut other = ca.account().await?;
+    let r = other.post(&ca.url("revokeCert"), Some(&revocation)).await?;
+    assert_problem(&r, 403, "unauthorized");
+    assert_eq!(ca.cert(&serial).await?["status"], "valid");
+
+    // The other account validates localhost itself, then may revoke.
+    other.ready_order(&ca, &["localhost"]).await?;
+    let r = other.post(&ca.url("revokeCert"), Some(&revocation)).await?;
+    assert_eq!(r.status, 200, "authorized account: {}", r.text());
+    let cert = ca.cert(&serial).await?;
+    assert_eq!(cert["status"], "revoked");
+    assert_eq!(cert["revocation_reason"], json!(5), "{cert:#?}");
+    let records = ca.revocations().await?;
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(records[0]["method"], "authorized-account");
+    assert_eq!(records[0]["requested_reason"], json!(1));
+    assert_eq!(records[0]["key_blocked"], json!(false));
+    // Not blocked: the owner gets a new certificate with the same key.
+    issue_with(&mut owner, &ca, &key).await?;
     Ok(())
 }

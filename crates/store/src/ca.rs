@@ -355,44 +355,6 @@ impl Store {
             .collect::<Result<_, _>>()?)
     }
 
-    /// Valid certificates that share a key, for the keyCompromise cascade; at most `limit`.
-    pub async fn valid_certificates_with_key(
-        &self,
-        spki_sha256: &str,
-        limit: i64,
-    ) -> Result<Vec<CertificateRow>, StoreError> {
-        let rows = sqlx::query(concat!("SELECT ", cert_columns!(), " FROM ca_certificates WHERE spki_sha256 = $1 AND status = 'valid' ORDER BY issued_at LIMIT $2"))
-        .bind(spki_sha256)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows
-            .iter()
-            .map(certificate_from)
-            .collect::<Result<_, _>>()?)
-    }
-
-    /// Marks a valid certificate revoked; false when it was already revoked.
-    pub async fn revoke_certificate(
-        &self,
-        serial: &str,
-        at: i64,
-        reason: i64,
-        proven_spki_sha256: Option<&str>,
-    ) -> Result<bool, StoreError> {
-        let r = sqlx::query(
-            "UPDATE ca_certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2, revoked_spki_sha256 = $3 \
-             WHERE serial = $4 AND status = 'valid'",
-        )
-        .bind(at)
-        .bind(reason)
-        .bind(proven_spki_sha256)
-        .bind(serial)
-        .execute(self.writer())
-        .await?;
-        Ok(r.rows_affected() == 1)
-    }
-
     /// Revoked certificates that have not expired by `now`: the CRL's entries.
     pub async fn revoked_unexpired(&self, now: i64) -> Result<Vec<CertificateRow>, StoreError> {
         let rows = sqlx::query(concat!(
@@ -407,24 +369,6 @@ impl Store {
             .iter()
             .map(certificate_from)
             .collect::<Result<_, _>>()?)
-    }
-
-    /// Blocks a key (by SPKI hash) after a proven compromise; idempotent.
-    pub async fn block_key(
-        &self,
-        spki_sha256: &str,
-        source_serial: &str,
-        at: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO ca_blocked_keys (spki_sha256, source_serial, blocked_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        )
-        .bind(spki_sha256)
-        .bind(source_serial)
-        .bind(at)
-        .execute(self.writer())
-        .await?;
-        Ok(())
     }
 
     /// True when a key was blocked after a proven compromise.

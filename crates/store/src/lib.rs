@@ -8,6 +8,7 @@ mod agent;
 mod agent_slots;
 mod ca;
 mod ca_limits;
+mod ca_revocation;
 mod error;
 pub mod files;
 mod migrate;
@@ -16,6 +17,7 @@ pub use agent::{ManagedCertRow, UnkeyedLedgerRow};
 pub use agent_slots::{BlockedKeyRow, CertMeta, EventRow, SlotRow};
 pub use ca::{AccountRow, AuthzRow, CertificateRow, OrderRow};
 pub use ca_limits::{Guarded, LimitOverrideRow};
+pub use ca_revocation::{KeyCompromiseOutcome, RevocationRow, RevokeOutcome};
 pub use error::StoreError;
 
 use std::path::Path;

@@ -97,11 +97,8 @@ impl Ra {
     pub async fn refresh_crl(&self) -> Result<(), CaError> {
         let now = self.now();
         let revoked = self.store.revoked_unexpired(now).await?;
-        self.pki.sign_crl(
-            &revoked,
-            now,
-            self.policy.lifetimes.crl_validity_hours * 3600,
-        )?;
+        self.pki
+            .sign_crl(&revoked, now, self.policy.lifetimes.crl_validity_secs())?;
         Ok(())
     }
 }

@@ -234,7 +234,7 @@ impl Ra {
                 account_id: account.row.id.clone(),
                 identifier: key,
                 status: "pending".into(),
-                expires_at: now + lt.pending_authz_hours * 3600,
+                expires_at: now + lt.pending_authz_secs(),
                 data: to_json(&doc)?,
             };
             authz_ids.push(row.id.clone());
@@ -252,7 +252,7 @@ impl Ra {
             id: new_id(),
             account_id: account.row.id.clone(),
             status: "pending".into(),
-            expires_at: now + lt.order_hours * 3600,
+            expires_at: now + lt.order_secs(),
             data: to_json(&doc)?,
         };
         let guarded = Guarded::Order {
@@ -490,7 +490,7 @@ impl Ra {
                 chall.status = "valid".into();
                 chall.validated = Some(now);
                 authz.row.status = "valid".into();
-                authz.row.expires_at = now + self.policy.lifetimes.valid_authz_hours * 3600;
+                authz.row.expires_at = now + self.policy.lifetimes.valid_authz_secs();
             }
             Err(e) => {
                 tracing::info!(identifier = %job.value, challenge = %job.challenge, error = %e, "validation failed");

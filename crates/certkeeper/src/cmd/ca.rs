@@ -53,6 +53,16 @@ pub enum CaCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show the revocation audit record: each revocation with the
+    /// certificate's public key, the reason, and how the request was signed.
+    Revocations {
+        /// Data directory of the CA.
+        #[arg(long, default_value = "certkeeper-data")]
+        data: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create an external account binding key (prints the key id and HMAC key).
     EabAdd {
         /// Data directory of the CA.
@@ -140,6 +150,7 @@ pub async fn run(cmd: CaCommand) -> anyhow::Result<()> {
             Ok(())
         }
         CaCommand::List { data, json } => list(&data, json).await,
+        CaCommand::Revocations { data, json } => revocations(&data, json).await,
         CaCommand::EabAdd { data } => {
             let store = open_existing(&data).await?;
             let kid = format!("kid-{}", hex::encode(rand::random::<[u8; 6]>()));
@@ -236,6 +247,51 @@ async fn list(data: &Path, json: bool) -> anyhow::Result<()> {
         );
     }
     println!("{} certificate(s)", certs.len());
+    Ok(())
+}
+
+async fn revocations(data: &Path, json: bool) -> anyhow::Result<()> {
+    let store = open_existing(data).await?;
+    let records = store.revocations().await?;
+    let rfc3339 = certkeeper_ca::objects::rfc3339;
+    if json {
+        let rows: Vec<_> = records
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "serial": r.serial,
+                    "spki_sha256": r.spki_sha256,
+                    "spki_der": r.spki_der,
+                    "reason": r.reason,
+                    "requested_reason": r.requested_reason,
+                    "method": r.method,
+                    "requester": r.requester,
+                    "source_serial": r.source_serial,
+                    "key_blocked": r.key_blocked,
+                    "revoked_at": rfc3339(r.revoked_at),
+                    "recorded_at": rfc3339(r.recorded_at),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<34} {:<6} {:<19} {:<8} {:<20} KEY (SHA-256 OF SPKI)",
+        "SERIAL", "REASON", "METHOD", "BLOCKED", "REVOKED AT"
+    );
+    for r in &records {
+        println!(
+            "{:<34} {:<6} {:<19} {:<8} {:<20} {}",
+            r.serial,
+            r.reason,
+            r.method,
+            if r.key_blocked { "yes" } else { "no" },
+            rfc3339(r.revoked_at),
+            r.spki_sha256
+        );
+    }
+    println!("{} revocation(s)", records.len());
     Ok(())
 }
 
