@@ -26,7 +26,7 @@ pub struct Policy {
     pub revocation: RevocationPolicy,
     /// Object lifetimes.
     pub lifetimes: Lifetimes,
-    /// Rate limits; a file without `[limits]` gets Let's Encrypt's defaults.
+    /// Rate limits; a file without `[limits]` gets the private-CA defaults.
     #[serde(default)]
     pub limits: Limits,
     /// Pausing an identifier for an account after consecutive failed validations.
@@ -185,7 +185,9 @@ impl Default for Pausing {
 }
 
 /// (`ratelimits/names.go`) so operators can read Let's Encrypt's docs.
-#[derive(Clone, Debug, Deserialize)]
+/// The defaults are sized for a private CA (see [`LimitsPreset::Private`]);
+/// `--limits letsencrypt` and `--limits letsencrypt-staging` reproduce those CAs.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// New accounts per client IP address.
@@ -206,15 +208,94 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// Let's Encrypt's published defaults (<https://letsencrypt.org/docs/rate-limits/>).
+    /// The private-CA defaults ([`LimitsPreset::Private`]).
     fn default() -> Limits {
+        LimitsPreset::Private.limits()
+    }
+}
+
+/// Named sets of rate limits, chosen with `certkeeper ca serve --limits NAME`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitsPreset {
+    /// Let's Encrypt production, as published at
+    /// <https://letsencrypt.org/docs/rate-limits/>: for rehearsing a
+    /// deployment against our CA before pointing it at Let's Encrypt.
+    LetsEncrypt,
+    /// Let's Encrypt staging, as published at
+    /// <https://letsencrypt.org/docs/staging-environment/>.
+    LetsEncryptStaging,
+    /// The default: a private CA where one registered domain holds every
+    /// name of an organisation. Never in the way of normal use (tens of
+    /// thousands of names, fleets behind one NAT address, per-replica
+    /// certificates), still a ceiling on a runaway client.
+    Private,
+}
+
+impl LimitsPreset {
+    /// Every preset with its `--limits` spelling.
+    pub const ALL: [(&'static str, LimitsPreset); 3] = [
+        ("letsencrypt", LimitsPreset::LetsEncrypt),
+        ("letsencrypt-staging", LimitsPreset::LetsEncryptStaging),
+        ("private", LimitsPreset::Private),
+    ];
+
+    /// Parses a `--limits` value.
+    pub fn parse(s: &str) -> Option<LimitsPreset> {
+        LimitsPreset::ALL
+            .iter()
+            .find(|(name, _)| *name == s)
+            .map(|(_, p)| *p)
+    }
+
+    /// The preset's limits. Reasons for the private numbers are next to
+    /// each; the Let's Encrypt numbers are theirs, not ours to justify.
+    pub fn limits(self) -> Limits {
         const H: u64 = 3600;
-        Limits {
-            new_registrations_per_ip_address: LimitConfig::new(10, 3 * H),
-            new_orders_per_account: LimitConfig::new(300, 3 * H),
-            certificates_per_domain: LimitConfig::new(50, 168 * H),
-            certificates_per_fqdn_set: LimitConfig::new(5, 168 * H),
-            failed_authorizations_per_domain_per_account: LimitConfig::new(5, H),
+        const DAY: u64 = 24 * H;
+        const WEEK: u64 = 7 * DAY;
+        match self {
+            LimitsPreset::LetsEncrypt => Limits {
+                new_registrations_per_ip_address: LimitConfig::new(10, 3 * H),
+                new_orders_per_account: LimitConfig::new(300, 3 * H),
+                certificates_per_domain: LimitConfig::new(50, WEEK),
+                certificates_per_fqdn_set: LimitConfig::new(5, WEEK),
+                failed_authorizations_per_domain_per_account: LimitConfig::new(5, H),
+            },
+            LimitsPreset::LetsEncryptStaging => Limits {
+                new_registrations_per_ip_address: LimitConfig::new(50, 3 * H),
+                new_orders_per_account: LimitConfig::new(1500, 3 * H),
+                certificates_per_domain: LimitConfig::new(30_000, WEEK),
+                certificates_per_fqdn_set: LimitConfig::new(30_000, WEEK),
+                failed_authorizations_per_domain_per_account: LimitConfig::new(200, H),
+            },
+            LimitsPreset::Private => Limits {
+                // Fleets sit behind one NAT or node address and each client
+                // registers once: 300 absorbs a fleet's first start; a pod
+                // that registers on every restart is slowed to one account
+                // per 36 s once the burst is gone.
+                new_registrations_per_ip_address: LimitConfig::new(300, 3 * H),
+                // One automation account (cert-manager, our agent) may drive
+                // every name; renewals are exempt. 20,000 per 3 h bootstraps
+                // tens of thousands of names in hours; a script in a tight
+                // loop is held to one order per 0.54 s after the burst.
+                new_orders_per_account: LimitConfig::new(20_000, 3 * H),
+                // In a private PKI one registered domain holds everything
+                // (svc.example.internal, db.example.internal ...): Let's
+                // Encrypt's 50 per week is the lock-out this project exists
+                // to prevent. 100,000 per week covers first issuance of tens
+                // of thousands of names plus re-keys; a script minting
+                // random names stops at 100,000.
+                certificates_per_domain: LimitConfig::new(100_000, WEEK),
+                // The restart-loop limit (DESIGN.md story 1). Per-replica
+                // certificates for one name and re-keys are normal, so 48;
+                // a loop that exhausts them still gets one certificate every
+                // 30 minutes: bounded, never a day-long lock-out.
+                certificates_per_fqdn_set: LimitConfig::new(48, DAY),
+                // Failures cost validation work; an operator fixing DNS or a
+                // firewall retries in bursts. 30 per hour lets them; a client
+                // retrying in a loop gets one attempt per 2 minutes.
+                failed_authorizations_per_domain_per_account: LimitConfig::new(30, H),
+            },
         }
     }
 }
@@ -348,6 +429,12 @@ impl Policy {
         Ok(policy)
     }
 
+    /// Replaces the rate limits with a preset (`ca serve --limits NAME`).
+    pub fn with_limits_preset(mut self, preset: LimitsPreset) -> Policy {
+        self.limits = preset.limits();
+        self
+    }
+
     /// The named profile, or the default when `name` is `None`.
     pub fn profile(&self, name: Option<&str>) -> Option<&Profile> {
         let name = name.unwrap_or(&self.default_profile);
@@ -369,16 +456,34 @@ mod tests {
         );
     }
 
+    /// The file and `Limits::default()` must agree: a policy file without
+    /// `[limits]` gets the same numbers as the built-in one.
     #[test]
-    fn builtin_limits_are_lets_encrypts() {
+    fn builtin_limits_are_the_private_preset() {
         let p = Policy::builtin();
+        assert_eq!(p.limits, Limits::default());
+        assert_eq!(p.limits, LimitsPreset::Private.limits());
         assert_eq!(
-            p.limits.certificates_per_fqdn_set,
-            LimitConfig::new(5, 604800)
+            p.limits.certificates_per_domain,
+            LimitConfig::new(100_000, 604800)
         );
-        assert_eq!(p.limits.certificates_per_domain.burst(), 50);
         let bad = format!("{DEFAULT_POLICY}\n[limits.Nope]\ncount = 1\nperiod_seconds = 1\n");
         assert!(Policy::parse(&bad, "t").is_err());
+    }
+
+    #[test]
+    fn presets_parse_and_reproduce_lets_encrypt() {
+        let le = LimitsPreset::parse("letsencrypt").map(LimitsPreset::limits);
+        let le = le.expect("letsencrypt preset");
+        assert_eq!(le.certificates_per_domain, LimitConfig::new(50, 604800));
+        assert_eq!(le.certificates_per_fqdn_set, LimitConfig::new(5, 604800));
+        assert_eq!(le.new_orders_per_account, LimitConfig::new(300, 10800));
+        let staging = LimitsPreset::parse("letsencrypt-staging").map(LimitsPreset::limits);
+        assert_eq!(
+            staging.map(|l| l.certificates_per_domain),
+            Some(LimitConfig::new(30_000, 604800))
+        );
+        assert_eq!(LimitsPreset::parse("lets-encrypt"), None);
     }
 
     #[test]

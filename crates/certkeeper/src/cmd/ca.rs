@@ -34,6 +34,11 @@ pub enum CaCommand {
         /// Policy file (profiles, identifier and key rules); see `ca policy`.
         #[arg(long)]
         policy: Option<PathBuf>,
+        /// Rate-limit preset replacing the policy's `[limits]`: `private`
+        /// (the default), `letsencrypt` or `letsencrypt-staging` (to rehearse
+        /// against those CAs' published limits).
+        #[arg(long)]
+        limits: Option<String>,
         /// Refuse new accounts without external account binding (see `ca eab-add`).
         #[arg(long)]
         require_eab: bool,
@@ -92,6 +97,9 @@ pub enum CaCommand {
         /// Policy file the CA serves with (default: the built-in policy).
         #[arg(long)]
         policy: Option<PathBuf>,
+        /// Rate-limit preset the CA serves with (see `ca serve --limits`).
+        #[arg(long)]
+        limits: Option<String>,
         /// Add or replace an override, e.g.
         /// `CertificatesPerFQDNSet:a.example.com,b.example.com=20/604800`.
         #[arg(long)]
@@ -111,12 +119,10 @@ pub async fn run(cmd: CaCommand) -> anyhow::Result<()> {
             http01_port,
             tlsalpn01_port,
             policy,
+            limits,
             require_eab,
         } => {
-            let policy = match policy {
-                Some(path) => Policy::load(&path)?,
-                None => Policy::builtin(),
-            };
+            let policy = load_policy(policy.as_deref(), limits.as_deref())?;
             let config = CaConfig {
                 data_dir: data.clone(),
                 listen,
@@ -163,9 +169,13 @@ pub async fn run(cmd: CaCommand) -> anyhow::Result<()> {
         CaCommand::Limits {
             data,
             policy,
+            limits: preset,
             set,
             json,
-        } => limits(&data, policy.as_deref(), set.as_deref(), json).await,
+        } => {
+            let policy = load_policy(policy.as_deref(), preset.as_deref())?;
+            limits(&data, &policy, set.as_deref(), json).await
+        }
         CaCommand::Unpause {
             data,
             account,
@@ -184,6 +194,25 @@ pub async fn run(cmd: CaCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The policy file (or the built-in one), with `--limits PRESET` applied.
+fn load_policy(path: Option<&Path>, preset: Option<&str>) -> anyhow::Result<Policy> {
+    use certkeeper_ca::policy::LimitsPreset;
+    let policy = match path {
+        Some(path) => Policy::load(path)?,
+        None => Policy::builtin(),
+    };
+    Ok(match preset {
+        None => policy,
+        Some(name) => {
+            let preset = LimitsPreset::parse(name).with_context(|| {
+                let known: Vec<&str> = LimitsPreset::ALL.iter().map(|(n, _)| *n).collect();
+                format!("unknown --limits preset {name:?}; use one of {known:?}")
+            })?;
+            policy.with_limits_preset(preset)
+        }
+    })
 }
 
 async fn open_existing(data: &Path) -> anyhow::Result<Store> {
@@ -330,17 +359,8 @@ fn parse_override(spec: &str) -> anyhow::Result<certkeeper_store::LimitOverrideR
     })
 }
 
-async fn limits(
-    data: &Path,
-    policy: Option<&Path>,
-    set: Option<&str>,
-    json: bool,
-) -> anyhow::Result<()> {
+async fn limits(data: &Path, policy: &Policy, set: Option<&str>, json: bool) -> anyhow::Result<()> {
     use certkeeper_ca::ra::limits::LimitName;
-    let policy = match policy {
-        Some(path) => Policy::load(path)?,
-        None => Policy::builtin(),
-    };
     let store = open_existing(data).await?;
     if let Some(spec) = set {
         let row = parse_override(spec)?;
