@@ -32,6 +32,38 @@ pub struct Policy {
     /// Pausing an identifier for an account after consecutive failed validations.
     #[serde(default)]
     pub pausing: Pausing,
+    /// Bounds on work in flight (validations, pending authorizations).
+    #[serde(default)]
+    pub capacity: Capacity,
+}
+
+/// Bounds on work in flight, as opposed to rates: what one account, or all
+/// of them together, may have the CA doing at once.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Capacity {
+    /// Validations running at once across all accounts; a challenge POST
+    /// beyond it gets `rateLimited` with a short `Retry-After`.
+    pub max_concurrent_validations: u32,
+    /// Pending authorizations one account may hold; a newOrder that would
+    /// exceed it gets `rateLimited`.
+    pub max_pending_authzs_per_account: u32,
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Capacity {
+            // Each validation holds a socket and up to 20 s; 64 at once keeps
+            // a 2-core CA responsive under a flood while a fleet's normal
+            // renewals (spread over days by ARI) never queue.
+            max_concurrent_validations: 64,
+            // Before, 300 orders × 100 names left one account 30,000 pending
+            // authorizations. 10,000 covers bootstrapping a private fleet's
+            // names in one go; Let's Encrypt used 300 (Boulder's
+            // PendingAuthorizationsPerAccount).
+            max_pending_authzs_per_account: 10_000,
+        }
+    }
 }
 
 /// A certificate profile (draft-aaron-acme-profiles): a named validity.
@@ -395,6 +427,14 @@ impl Policy {
             }
         }
         policy.lifetimes.check().map_err(err)?;
+        if policy.capacity.max_concurrent_validations == 0
+            || policy.capacity.max_pending_authzs_per_account == 0
+        {
+            return Err(err(
+                "capacity.max_concurrent_validations and max_pending_authzs_per_account must be at least 1"
+                    .into(),
+            ));
+        }
         if policy.revocation.max_cascade > MAX_CASCADE_LIMIT {
             return Err(err(format!(
                 "revocation.max_cascade = {} exceeds {MAX_CASCADE_LIMIT}",

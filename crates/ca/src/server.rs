@@ -105,7 +105,12 @@ pub async fn start(config: CaConfig, clock: Arc<dyn Clock>) -> Result<RunningCa,
         Some(server) => DnsResolver::new(server)?,
         None => DnsResolver::system()?,
     };
-    let va = Va::new(resolver, config.http01_port, config.tlsalpn01_port);
+    let va = Va::new(
+        resolver,
+        config.http01_port,
+        config.tlsalpn01_port,
+        config.policy.capacity.max_concurrent_validations,
+    );
     let policy = Arc::new(config.policy);
     let ra = Arc::new(Ra::new(
         store,

@@ -48,6 +48,9 @@ struct Ca {
     http: reqwest::Client,
     dir: Value,
     answers: Answers,
+    /// Milliseconds the http-01 responder waits before answering (to keep
+    /// a validation in flight).
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
     responder: tokio::task::JoinHandle<()>,
     // Last, so the directory outlives the process that writes into it.
     _tmp: tempfile::TempDir,
@@ -90,7 +93,12 @@ impl Ca {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let http01_port = listener.local_addr()?.port();
         let answers: Answers = Arc::default();
-        let responder = tokio::spawn(serve_http01(listener, Arc::clone(&answers)));
+        let delay_ms: Arc<std::sync::atomic::AtomicU64> = Arc::default();
+        let responder = tokio::spawn(serve_http01(
+            listener,
+            Arc::clone(&answers),
+            Arc::clone(&delay_ms),
+        ));
 
         // The port from free_port() could be taken before the CA binds it:
         // try a few.
@@ -122,6 +130,7 @@ impl Ca {
                 http: reqwest::Client::new(),
                 dir: Value::Null,
                 answers: Arc::clone(&answers),
+                delay_ms: Arc::clone(&delay_ms),
                 responder: tokio::spawn(async {}),
                 _tmp: tempfile::tempdir()?,
             };
@@ -255,13 +264,19 @@ async fn probe(root: &Path, base: &str) -> Option<(reqwest::Client, Value)> {
 }
 
 /// A minimal http-01 responder: answers known tokens, 404 otherwise.
-async fn serve_http01(listener: TcpListener, answers: Answers) {
+async fn serve_http01(
+    listener: TcpListener,
+    answers: Answers,
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
+) {
     loop {
         let Ok((mut sock, _)) = listener.accept().await else {
             return;
         };
         let answers = Arc::clone(&answers);
+        let delay = delay_ms.load(std::sync::atomic::Ordering::SeqCst);
         tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
             let mut buf = Vec::new();
             let mut chunk = [0u8; 1024];
             while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
@@ -1119,6 +1134,8 @@ async fn section_7_6_certificate_key_blocks_and_cascades_up_to_the_cap() -> Resu
         let leaf = issue_with(&mut acme, &ca, &key).await?;
         serials.push(serial_and_spki(&leaf)?.0);
         leaves.push(leaf);
+        // "Oldest first" is by issuance time, which the CA keeps in seconds.
+        tokio::time::sleep(Duration::from_millis(1050)).await;
     }
     let revoke_url = ca.url("revokeCert");
     // The oldest is revoked first as superseded, by the subscriber.
@@ -1244,5 +1261,256 @@ async fn section_7_6_authorized_account_revokes_as_cessation_of_operation() -> R
     assert_eq!(records[0]["key_blocked"], json!(false));
     // Not blocked: the owner gets a new certificate with the same key.
     issue_with(&mut owner, &ca, &key).await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Hardening (issue 9, part 3): bounds on validation work, renewal
+// exemptions, and a record of every signature.
+// ---------------------------------------------------------------------------
+
+/// The built-in policy with exact substitutions (each must apply).
+fn policy_edited(edits: &[(&str, &str)]) -> String {
+    let mut p = certkeeper_ca::policy::DEFAULT_POLICY.to_string();
+    for (from, to) in edits {
+        assert!(p.contains(from), "default policy has no {from:?}");
+        p = p.replace(from, to);
+    }
+    p
+}
+
+/// The http-01 challenge of an authorization, with the token answered (or not).
+async fn http01_challenge(
+    acme: &mut Acme,
+    ca: &Ca,
+    authz_url: &str,
+    answer: bool,
+) -> Result<String> {
+    let authz = acme.get(authz_url).await?;
+    let chall = authz["challenges"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "http-01"))
+        .with_context(|| format!("no http-01 challenge in {authz}"))?
+        .clone();
+    let token = chall["token"].as_str().context("token")?;
+    if answer {
+        let ka = key_authorization(token, &acme.key.jwk());
+        ca.answers
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .insert(token.to_string(), ka);
+    }
+    Ok(chall["url"].as_str().context("challenge url")?.to_string())
+}
+
+fn authz_urls(order: &Value) -> Vec<String> {
+    order["authorizations"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|u| u.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `capacity.max_concurrent_validations` is global: with 1 slot and one
+/// validation held open by a slow responder, the next challenge POST is
+/// `rateLimited` (429) with `Retry-After` and leaves its authorization
+/// pending; once the slot frees, the same POST validates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validations_beyond_the_global_cap_are_told_to_retry() -> Result<()> {
+    let ca = Ca::start_with(Some(policy_edited(&[(
+        "max_concurrent_validations = 64",
+        "max_concurrent_validations = 1",
+    )])))
+    .await?;
+    let mut acme = ca.account().await?;
+    let r = acme
+        .new_order_raw(json!([{ "type": "dns", "value": "localhost" }, { "type": "ip", "value": "127.0.0.1" }]))
+        .await?
+        .ok("newOrder")?;
+    let order_url = r.header("location").context("Location")?;
+    let authzs = authz_urls(&r.json());
+    assert_eq!(authzs.len(), 2);
+    let first = http01_challenge(&mut acme, &ca, &authzs[0], true).await?;
+    let second = http01_challenge(&mut acme, &ca, &authzs[1], true).await?;
+    // The responder holds each answer 5 s: longer than the CA's 3 s inline wait.
+    ca.delay_ms.store(5000, std::sync::atomic::Ordering::SeqCst);
+    acme.post(&first, Some(&json!({})))
+        .await?
+        .ok("first challenge")?;
+    let r = acme.post(&second, Some(&json!({}))).await?;
+    assert_problem(&r, 429, "rateLimited");
+    assert!(r.header("retry-after").is_some(), "429 without Retry-After");
+    assert!(
+        r.text().contains("maximum of 1 validations"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(acme.get(&authzs[1]).await?["status"], "pending");
+
+    ca.delay_ms.store(0, std::sync::atomic::Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acme.get(&authzs[0]).await?["status"] != "valid" {
+        ensure!(Instant::now() < deadline, "first validation never finished");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    acme.post(&second, Some(&json!({})))
+        .await?
+        .ok("second challenge, slot free")?;
+    acme.wait_order(&order_url, "ready").await?;
+    Ok(())
+}
+
+/// `capacity.max_pending_authzs_per_account`: an account holding 2 pending
+/// authorizations (the cap) cannot order a third (429); deactivating one
+/// (RFC 8555 §7.5.2) makes room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_authorizations_per_account_are_capped() -> Result<()> {
+    let ca = Ca::start_with(Some(policy_edited(&[(
+        "max_pending_authzs_per_account = 10000",
+        "max_pending_authzs_per_account = 2",
+    )])))
+    .await?;
+    let mut acme = ca.account().await?;
+    let r = acme
+        .new_order_raw(json!([{ "type": "dns", "value": "localhost" }, { "type": "ip", "value": "127.0.0.1" }]))
+        .await?
+        .ok("newOrder")?;
+    let authzs = authz_urls(&r.json());
+    let r = acme
+        .new_order_raw(json!([{ "type": "dns", "value": "localhost" }]))
+        .await?;
+    assert_problem(&r, 429, "rateLimited");
+    assert!(
+        r.text()
+            .contains("too many currently pending authorizations (2 of 2)"),
+        "{}",
+        r.text()
+    );
+    acme.post(&authzs[0], Some(&json!({ "status": "deactivated" })))
+        .await?
+        .ok("deactivate")?;
+    acme.new_order_raw(json!([{ "type": "dns", "value": "localhost" }]))
+        .await?
+        .ok("newOrder after deactivation")?;
+    Ok(())
+}
+
+/// FailedAuthorizationsPerDomainPerAccount is checked when a challenge is
+/// triggered, not only at newOrder: two authorizations obtained before any
+/// failure; after the first fails (limit 1 per hour) the second's challenge
+/// POST is `rateLimited` and no validation runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_validation_limit_is_checked_at_the_challenge() -> Result<()> {
+    let ca = Ca::start_with(Some(policy_edited(&[(
+        "[limits.FailedAuthorizationsPerDomainPerAccount]\ncount = 30",
+        "[limits.FailedAuthorizationsPerDomainPerAccount]\ncount = 1",
+    )])))
+    .await?;
+    let mut acme = ca.account().await?;
+    let (_, a) = acme.new_order(&["localhost"]).await?;
+    let (_, b) = acme.new_order(&["localhost"]).await?;
+    let (a, b) = (authz_urls(&a), authz_urls(&b));
+    assert_ne!(a, b, "two pending authorizations");
+    // Unanswered: the responder says 404, the validation fails.
+    let chall = http01_challenge(&mut acme, &ca, &a[0], false).await?;
+    acme.post(&chall, Some(&json!({})))
+        .await?
+        .ok("challenge a")?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acme.get(&a[0]).await?["status"] != "invalid" {
+        ensure!(Instant::now() < deadline, "validation a never failed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let chall = http01_challenge(&mut acme, &ca, &b[0], true).await?;
+    let r = acme.post(&chall, Some(&json!({}))).await?;
+    assert_problem(&r, 429, "rateLimited");
+    assert!(
+        r.text().contains("too many failed authorizations (1)"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(acme.get(&b[0]).await?["status"], "pending");
+    Ok(())
+}
+
+/// The 120-day renewal exemption from NewOrdersPerAccount belongs to the
+/// account that was issued the set: another account naming the same set is
+/// held to its limit (2 here); the owner's renewals stay exempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_exemption_is_for_the_account_that_was_issued_the_set() -> Result<()> {
+    let ca = Ca::start_with(Some(policy_edited(&[(
+        "[limits.NewOrdersPerAccount]\ncount = 20000",
+        "[limits.NewOrdersPerAccount]\ncount = 2",
+    )])))
+    .await?;
+    let mut owner = ca.account().await?;
+    let key = rcgen::KeyPair::generate()?;
+    issue_with(&mut owner, &ca, &key).await?;
+
+    let mut other = ca.account().await?;
+    for _ in 0..2 {
+        other.new_order(&["localhost"]).await?;
+    }
+    let r = other
+        .new_order_raw(json!([{ "type": "dns", "value": "localhost" }]))
+        .await?;
+    assert_problem(&r, 429, "rateLimited");
+    assert!(r.text().contains("too many new orders (2)"), "{}", r.text());
+    // The owner spent one order on the first issuance; its renewals are free.
+    for _ in 0..3 {
+        owner.new_order(&["localhost"]).await?;
+    }
+    Ok(())
+}
+
+/// Boulder's order of issuance: the serial is reserved and the intent
+/// recorded before signing, so a certificate signed and then thrown away
+/// (here CertificatesPerFQDNSet = 1 denies the second finalize after
+/// signing) is still on the record with its DER, and is never served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_signature_is_on_the_record() -> Result<()> {
+    let ca = Ca::start_with(Some(policy_edited(&[(
+        "[limits.CertificatesPerFQDNSet]\ncount = 48",
+        "[limits.CertificatesPerFQDNSet]\ncount = 1",
+    )])))
+    .await?;
+    let mut acme = ca.account().await?;
+    let key = rcgen::KeyPair::generate()?;
+    // Both orders pass newOrder's check: nothing is spent until finalize.
+    let (_, first) = acme.ready_order(&ca, &["localhost"]).await?;
+    let (_, second) = acme.ready_order(&ca, &["localhost"]).await?;
+    let leaf = issue(&mut acme, &first, &csr(&["localhost"], &key, false)?).await?;
+    let r = acme
+        .finalize(&second, &csr(&["localhost"], &key, false)?)
+        .await?;
+    assert_problem(&r, 429, "rateLimited");
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_certkeeper"))
+        .args(["ca", "issuances", "--json", "--data"])
+        .arg(&ca.data)
+        .output()
+        .await?;
+    ensure!(out.status.success(), "ca issuances failed");
+    let mut rows: Vec<Value> = serde_json::from_slice(&out.stdout)?;
+    // Both were reserved within one second: order by state, issued first.
+    rows.sort_by_key(|r| r["state"] != "issued");
+    let states: Vec<&str> = rows.iter().filter_map(|r| r["state"].as_str()).collect();
+    assert_eq!(states, ["issued", "discarded"], "{rows:#?}");
+    assert_eq!(rows[0]["serial"], json!(serial_and_spki(&leaf)?.0));
+    let der = b64::decode(rows[1]["cert_der"].as_str().unwrap_or_default())?;
+    let (serial, spki) = serial_and_spki(&der)?;
+    assert_eq!(serial, rows[1]["serial"].as_str().unwrap_or_default());
+    assert_eq!(spki, serial_and_spki(&leaf)?.1, "same subscriber key");
+    assert!(
+        rows[1]["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("too many certificates (1)"),
+        "{rows:#?}"
+    );
+    assert_eq!(ca.list().await?.len(), 1, "the discarded one is not served");
     Ok(())
 }

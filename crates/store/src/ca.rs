@@ -293,6 +293,18 @@ impl Store {
         Ok(row.as_ref().map(authz_from).transpose()?)
     }
 
+    /// How many unexpired pending (or processing) authorizations an account
+    /// holds: the work it has asked the CA to keep ready.
+    pub async fn pending_authz_count(&self, account_id: &str, now: i64) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM ca_authzs WHERE account_id = $1 AND status IN ('pending', 'processing') AND expires_at > $2",
+        )
+        .bind(account_id)
+        .bind(now)
+        .fetch_one(self.pool())
+        .await?)
+    }
+
     /// Authorizations in one status, e.g. `processing` ones to resume after a restart.
     pub async fn authzs_with_status(&self, status: &str) -> Result<Vec<AuthzRow>, StoreError> {
         let rows = sqlx::query(
@@ -541,6 +553,14 @@ pub(crate) async fn insert_certificate_tx(
     .bind(&cert.revoked_spki_sha256)
     .bind(cert.issued_at)
     .bind(&cert.replaces)
+    .execute(&mut **tx)
+    .await?;
+    // The reserved serial's intent is fulfilled in the same commit.
+    sqlx::query(
+        "UPDATE ca_issuances SET state = 'issued', updated_at = $1 WHERE serial = $2 AND state = 'intent'",
+    )
+    .bind(now)
+    .bind(&cert.serial)
     .execute(&mut **tx)
     .await?;
     Ok(true)

@@ -68,6 +68,17 @@ pub enum CaCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show every reserved serial and what became of it: `issued`, or a
+    /// signature `discarded` after a limit or race lost (DER kept), or
+    /// signing `failed`; `intent` after a crash mid-signing.
+    Issuances {
+        /// Data directory of the CA.
+        #[arg(long, default_value = "certkeeper-data")]
+        data: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create an external account binding key (prints the key id and HMAC key).
     EabAdd {
         /// Data directory of the CA.
@@ -157,6 +168,7 @@ pub async fn run(cmd: CaCommand) -> anyhow::Result<()> {
         }
         CaCommand::List { data, json } => list(&data, json).await,
         CaCommand::Revocations { data, json } => revocations(&data, json).await,
+        CaCommand::Issuances { data, json } => issuances(&data, json).await,
         CaCommand::EabAdd { data } => {
             let store = open_existing(&data).await?;
             let kid = format!("kid-{}", hex::encode(rand::random::<[u8; 6]>()));
@@ -276,6 +288,49 @@ async fn list(data: &Path, json: bool) -> anyhow::Result<()> {
         );
     }
     println!("{} certificate(s)", certs.len());
+    Ok(())
+}
+
+async fn issuances(data: &Path, json: bool) -> anyhow::Result<()> {
+    let store = open_existing(data).await?;
+    let rows = store.issuances().await?;
+    let rfc3339 = certkeeper_ca::objects::rfc3339;
+    if json {
+        let rows: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "serial": r.serial,
+                    "order": r.order_id,
+                    "account": r.account_id,
+                    "names": r.names.split(',').collect::<Vec<_>>(),
+                    "spki_sha256": r.spki_sha256,
+                    "profile": r.profile,
+                    "state": r.state,
+                    "detail": r.detail,
+                    "cert_der": r.cert_der,
+                    "created_at": rfc3339(r.created_at),
+                    "updated_at": rfc3339(r.updated_at),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<34} {:<10} {:<20} NAMES",
+        "SERIAL", "STATE", "RESERVED AT"
+    );
+    for r in &rows {
+        println!(
+            "{:<34} {:<10} {:<20} {}",
+            r.serial,
+            r.state,
+            rfc3339(r.created_at),
+            r.names
+        );
+    }
+    println!("{} serial(s)", rows.len());
     Ok(())
 }
 
