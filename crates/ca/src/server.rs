@@ -138,7 +138,7 @@ pub async fn start(config: CaConfig, clock: Arc<dyn Clock>) -> Result<RunningCa,
     let mut tls = tls;
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
 
-    let wfe = Arc::new(Wfe::new(Arc::clone(&ra)));
+    let wfe = Arc::new(Wfe::new(Arc::clone(&ra), base.clone()));
     let app = wfe.router().layer(TimeoutLayer::with_status_code(
         axum::http::StatusCode::REQUEST_TIMEOUT,
         REQUEST_TIMEOUT,

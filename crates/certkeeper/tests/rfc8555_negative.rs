@@ -677,7 +677,8 @@ async fn section_6_5_nonce_replay_is_bad_nonce() -> Result<()> {
 }
 
 /// RFC 8555 §6.4: the `url` header member must equal the request URL; a
-/// mismatch is `unauthorized` (403).
+/// mismatch is `unauthorized` (403). The request URL is the CA's
+/// configured one, not whatever `Host` the client sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn section_6_4_wrong_url_is_unauthorized() -> Result<()> {
     let ca = Ca::start().await?;
@@ -716,6 +717,42 @@ async fn section_6_4_wrong_url_is_unauthorized() -> Result<()> {
         &acme.send(&new_order, body, JOSE).await?,
         403,
         "unauthorized",
+    );
+
+    // A forged Host header (HTTP/1.1, where Host is the only authority):
+    // the URLs the CA hands out and checks come from its configuration, so
+    // a JWS signed for the forged origin is still refused and the directory
+    // still names the real one.
+    let h1 = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&std::fs::read(
+            ca.data.join("ca/root.pem"),
+        )?)?])
+        .http1_only()
+        .no_proxy()
+        .build()?;
+    let forged = "evil.example:443";
+    let dir: Value = h1
+        .get(ca.url("newNonce").replace("/acme/new-nonce", "/directory"))
+        .header(reqwest::header::HOST, forged)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(dir["newOrder"], json!(new_order), "directory followed Host");
+    let nonce = acme.nonce().await?;
+    let spoofed = new_order.replacen(new_order.split('/').nth(2).unwrap_or_default(), forged, 1);
+    let body = acme.jws(&nonce, &spoofed, Some(&payload))?;
+    let r = h1
+        .post(&new_order)
+        .header(reqwest::header::HOST, forged)
+        .header(reqwest::header::CONTENT_TYPE, JOSE)
+        .body(body)
+        .send()
+        .await?;
+    assert_eq!(
+        r.status().as_u16(),
+        403,
+        "a JWS for the forged Host was accepted"
     );
     ca.assert_nothing_issued().await
 }
