@@ -941,6 +941,8 @@ async fn section_6_2_wrong_content_type_is_malformed_and_huge_body_is_refused() 
         "application/json",
         "text/plain",
         "application/x-www-form-urlencoded",
+        // A prefix of the right type is another type.
+        "application/jose+jsonXYZ",
     ] {
         let nonce = acme.nonce().await?;
         let body = acme.jws(&nonce, &url, Some(&payload))?;
@@ -1550,4 +1552,69 @@ async fn every_signature_is_on_the_record() -> Result<()> {
     );
     assert_eq!(ca.list().await?.len(), 1, "the discarded one is not served");
     Ok(())
+}
+
+/// RFC 8555 §7.3 contacts, validated as Boulder does: a CR/LF header
+/// injection, header fields, a second address, a 30,000-character local
+/// part, duplicates and more than 10 contacts are `invalidContact`; the
+/// refused account is not created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_7_3_hostile_contacts_are_invalid_contact() -> Result<()> {
+    let ca = Ca::start().await?;
+    let url = ca.url("newAccount");
+    let many: Vec<String> = (0..11)
+        .map(|i| format!("mailto:a{i}@example.com"))
+        .collect();
+    for contact in [
+        json!(["mailto:a\r\nBcc: x@y@b.example"]),
+        json!(["mailto:a@b.example?subject=hi"]),
+        json!([format!("mailto:{}@example.com", "a".repeat(30_000))]),
+        json!(["mailto:a@b.example", "mailto:a@b.example"]),
+        json!(many),
+    ] {
+        let mut acme = ca.client()?;
+        let r = acme
+            .post(
+                &url,
+                Some(&json!({ "termsOfServiceAgreed": true, "contact": contact })),
+            )
+            .await?;
+        assert_problem(&r, 400, "invalidContact");
+        assert!(
+            r.text().len() < 2000,
+            "the problem echoes the input: {} bytes",
+            r.text().len()
+        );
+    }
+    let mut acme = ca.client()?;
+    acme.post(
+        &url,
+        Some(&json!({ "termsOfServiceAgreed": true, "contact": ["mailto:ops@svc.example.internal"] })),
+    )
+    .await?
+    .ok("a plain contact")?;
+    Ok(())
+}
+
+/// RFC 8738 IP identifiers: unspecified, broadcast and multicast addresses
+/// are `rejectedIdentifier`; an IPv4-mapped IPv6 address is the IPv4 address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc8738_unusable_ips_are_rejected_and_mapped_ones_normalised() -> Result<()> {
+    let ca = Ca::start().await?;
+    let mut acme = ca.account().await?;
+    for ip in ["0.0.0.0", "::", "255.255.255.255", "224.0.0.1", "ff02::1"] {
+        let r = acme
+            .new_order_raw(json!([{ "type": "ip", "value": ip }]))
+            .await?;
+        assert_problem(&r, 400, "rejectedIdentifier");
+    }
+    let r = acme
+        .new_order_raw(json!([{ "type": "ip", "value": "::ffff:127.0.0.1" }]))
+        .await?
+        .ok("mapped address")?;
+    assert_eq!(
+        r.json()["identifiers"],
+        json!([{ "type": "ip", "value": "127.0.0.1" }])
+    );
+    ca.assert_nothing_issued().await
 }

@@ -115,7 +115,10 @@ impl Wfe {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        if !content_type.starts_with("application/jose+json") {
+        // The media type exactly (parameters aside), not a prefix:
+        // `application/jose+jsonXYZ` is another type.
+        let media_type = content_type.split(';').next().unwrap_or("").trim();
+        if !media_type.eq_ignore_ascii_case("application/jose+json") {
             return Err(CaError::malformed(
                 "Content-Type must be application/jose+json",
             ));
