@@ -1618,3 +1618,26 @@ async fn rfc8738_unusable_ips_are_rejected_and_mapped_ones_normalised() -> Resul
     );
     ca.assert_nothing_issued().await
 }
+
+/// RFC 8555 §7.3.6: after deactivation "the server MUST NOT accept further
+/// requests authorized by that account's key": newAccount with it (even
+/// onlyReturnExisting) is `unauthorized`, not a 200 with the dead account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_7_3_6_deactivated_key_cannot_register_again() -> Result<()> {
+    let ca = Ca::start().await?;
+    let mut acme = ca.account().await?;
+    let kid = acme.kid.clone().context("kid")?;
+    acme.post(&kid, Some(&json!({ "status": "deactivated" })))
+        .await?
+        .ok("deactivate")?;
+    acme.kid = None;
+    let url = ca.url("newAccount");
+    for payload in [
+        json!({ "termsOfServiceAgreed": true }),
+        json!({ "onlyReturnExisting": true }),
+    ] {
+        let r = acme.post(&url, Some(&payload)).await?;
+        assert_problem(&r, 403, "unauthorized");
+    }
+    Ok(())
+}

@@ -76,6 +76,14 @@ impl Ra {
         check_account_key(key)?;
         let thumbprint = key.thumbprint();
         if let Some(row) = self.store.account_by_thumbprint(&thumbprint).await? {
+            // RFC 8555 §7.3.6: "the server MUST NOT accept further requests
+            // authorized by that account's key", newAccount included.
+            if row.status != "valid" {
+                return Err(CaError::unauthorized(format!(
+                    "the account for this key is {}; generate a new account key",
+                    row.status
+                )));
+            }
             // RFC 8555 §7.3.1: an existing key returns its account, 200 OK.
             let doc = from_json("account", &row.data)?;
             return Ok((Account { row, doc }, false));
