@@ -207,11 +207,14 @@ impl Ra {
             .get("kid")
             .and_then(Value::as_str)
             .ok_or_else(|| bad("missing kid"))?;
-        let hmac_key = self.store.unbound_eab_key(kid).await?.ok_or_else(|| {
-            CaError::unauthorized(format!(
-                "external account binding key id {kid} is unknown or already used"
-            ))
-        })?;
+        // One answer for an unknown key id, a used one and a wrong MAC: a
+        // prober learns nothing about which key ids exist.
+        let refused = || {
+            CaError::unauthorized(
+                "external account binding refused: the key id is unknown or already used, or the MAC does not verify",
+            )
+        };
+        let hmac_key = self.store.unbound_eab_key(kid).await?.ok_or_else(refused)?;
         let hmac_key = b64::decode(&hmac_key)
             .map_err(|_| CaError::Internal("stored EAB key is not base64url".into()))?;
         let signature = b64::decode(signature_b64).map_err(|_| bad("bad base64 signature"))?;
@@ -220,9 +223,7 @@ impl Ra {
             format!("{protected_b64}.{payload_b64}").as_bytes(),
             &signature,
         )
-        .map_err(|_| {
-            CaError::unauthorized("externalAccountBinding signature does not verify with that key")
-        })?;
+        .map_err(|_| refused())?;
         let bound: Value = serde_json::from_slice(
             &b64::decode(payload_b64).map_err(|_| bad("bad base64 payload"))?,
         )
