@@ -1641,3 +1641,55 @@ async fn section_7_3_6_deactivated_key_cannot_register_again() -> Result<()> {
     }
     Ok(())
 }
+
+/// ECDSA DER `SEQUENCE { r INTEGER, s INTEGER }` to JWS's fixed `r || s`
+/// (RFC 7518 §3.4), 32 bytes each for P-256.
+fn der_to_fixed_p256(der: &[u8]) -> Result<Vec<u8>> {
+    let (_, obj) = x509_parser::der_parser::parse_der(der)
+        .map_err(|e| anyhow::anyhow!("signature DER: {e}"))?;
+    let seq = obj.as_sequence().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut out = Vec::with_capacity(64);
+    for int in seq.iter().take(2) {
+        let bytes = int.as_slice().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let bytes: Vec<u8> = bytes.iter().copied().skip_while(|b| *b == 0).collect();
+        ensure!(bytes.len() <= 32, "integer too long");
+        out.extend(std::iter::repeat_n(0u8, 32 - bytes.len()));
+        out.extend(bytes);
+    }
+    Ok(out)
+}
+
+/// RFC 7515 §4: a JOSE header with a duplicate member MUST be rejected.
+/// Here the protected header says `"alg":"none"` and then `"alg":"ES256"`,
+/// correctly signed with ES256: a parser where the last member wins would
+/// accept it; the CA answers `malformed` and creates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_6_2_duplicate_header_members_are_malformed() -> Result<()> {
+    use rcgen::SigningKey as _;
+    let ca = Ca::start().await?;
+    let kp = rcgen::KeyPair::generate()?;
+    let mut acme = Acme::with_key(&ca, SigningKey::from_pkcs8_der(&kp.serialize_der())?);
+    acme.register().await?;
+    let kid = acme.kid.clone().context("kid")?;
+    let url = ca.url("newOrder");
+    let nonce = acme.nonce().await?;
+    let protected =
+        format!(r#"{{"alg":"none","nonce":"{nonce}","url":"{url}","kid":"{kid}","alg":"ES256"}}"#);
+    let payload =
+        serde_json::to_vec(&json!({ "identifiers": [{ "type": "dns", "value": "localhost" }] }))?;
+    let signing_input = format!(
+        "{}.{}",
+        b64::encode(protected.as_bytes()),
+        b64::encode(&payload)
+    );
+    let signature = der_to_fixed_p256(&kp.sign(signing_input.as_bytes())?)?;
+    let body = serde_json::to_vec(&json!({
+        "protected": b64::encode(protected.as_bytes()),
+        "payload": b64::encode(&payload),
+        "signature": b64::encode(&signature),
+    }))?;
+    let r = acme.send(&url, body, JOSE).await?;
+    assert_problem(&r, 400, "malformed");
+    assert!(r.text().contains("appears twice"), "{}", r.text());
+    Ok(())
+}

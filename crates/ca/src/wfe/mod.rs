@@ -1,6 +1,7 @@
 //! The web front end: HTTP routing, JWS authentication (RFC 8555 §6.2–6.5),
 //! nonces, and rendering. It parses and authenticates; the RA decides.
 
+mod dupes;
 mod nonce;
 pub mod problem;
 
@@ -123,6 +124,7 @@ impl Wfe {
                 "Content-Type must be application/jose+json",
             ));
         }
+        reject_duplicate_members(body)?;
         let jws = Jws::parse(body)?;
         // RFC 8555 §6.4: the url header MUST equal the request URL, else unauthorized.
         let expected = format!("{}{path}", urls.base);
@@ -261,6 +263,21 @@ fn order_body(urls: &Urls, order: &Order) -> Value {
         order.row.expires_at,
         &order.doc,
     )
+}
+
+/// RFC 7515 §4: a JOSE header with a member twice MUST be rejected; checked
+/// on the flattened JWS and inside its protected header, before parsing.
+fn reject_duplicate_members(body: &[u8]) -> Result<(), CaError> {
+    let dup = |what: &str, e: String| CaError::malformed(format!("{what}: {e}"));
+    dupes::check(body).map_err(|e| dup("JWS", e))?;
+    let outer: Value =
+        serde_json::from_slice(body).map_err(|e| CaError::malformed(format!("JWS: {e}")))?;
+    if let Some(p) = outer.get("protected").and_then(Value::as_str) {
+        let raw = b64::decode(p)
+            .map_err(|_| CaError::malformed("JWS protected header is not base64url"))?;
+        dupes::check(&raw).map_err(|e| dup("JWS protected header", e))?;
+    }
+    Ok(())
 }
 
 type W = State<Arc<Wfe>>;
