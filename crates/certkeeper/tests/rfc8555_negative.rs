@@ -1693,3 +1693,48 @@ async fn section_6_2_duplicate_header_members_are_malformed() -> Result<()> {
     assert!(r.text().contains("appears twice"), "{}", r.text());
     Ok(())
 }
+
+/// A declared body above the cap (`Content-Length: 10^12`, `Expect:
+/// 100-continue`, no body sent) is refused at once with 413, not held open
+/// until the request timeout. Raw TLS + HTTP/1.1, so nothing but the
+/// headers ever leaves the client.
+#[test]
+fn a_declared_huge_body_is_refused_at_once_with_413() -> Result<()> {
+    use std::io::{Read, Write};
+    let rt = tokio::runtime::Runtime::new()?;
+    let ca = rt.block_on(Ca::start())?;
+    let root = std::fs::read(ca.data.join("ca/root.pem"))?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&root).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pki_types::CertificateDer::from(pem.contents))?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let authority = ca.base.trim_start_matches("https://").to_string();
+    let port: u16 = authority.rsplit(':').next().unwrap_or_default().parse()?;
+    let conn = rustls::ClientConnection::new(Arc::new(config), "localhost".try_into()?)?;
+    let sock = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
+    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    let started = Instant::now();
+    write!(
+        tls,
+        "POST /acme/new-order HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/jose+json\r\n\
+         Content-Length: 1000000000000\r\nExpect: 100-continue\r\n\r\n"
+    )?;
+    tls.flush()?;
+    let mut buf = [0u8; 64];
+    let n = tls.read(&mut buf).context("no answer within 5 s")?;
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 413"), "{head:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(ca);
+    Ok(())
+}

@@ -99,6 +99,10 @@ impl Wfe {
             .route("/terms", get(|| async { TERMS }))
             .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
             .layer(DefaultBodyLimit::max(MAX_BODY))
+            // A declared Content-Length above the cap is answered 413 at
+            // once, before the body is read (so no `100 Continue` is sent
+            // and the connection is not held for the request timeout).
+            .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
             .with_state(self)
     }
 
