@@ -48,6 +48,12 @@ pub struct Capacity {
     /// Pending authorizations one account may hold; a newOrder that would
     /// exceed it gets `rateLimited`.
     pub max_pending_authzs_per_account: u32,
+    /// Open HTTPS connections at once; beyond it new ones are dropped.
+    pub max_connections: u32,
+    /// Seconds a connection may stay silent (no byte from the client)
+    /// before it is closed: after the TLS handshake, between requests, on
+    /// an idle HTTP/2 connection.
+    pub connection_idle_seconds: u32,
 }
 
 impl Default for Capacity {
@@ -62,6 +68,13 @@ impl Default for Capacity {
             // names in one go; Let's Encrypt used 300 (Boulder's
             // PendingAuthorizationsPerAccount).
             max_pending_authzs_per_account: 10_000,
+            // Each connection costs a file descriptor and TLS state (~50 KiB):
+            // 4096 stays well under the usual 65,536 descriptor limit and is
+            // far above what ACME clients keep open.
+            max_connections: 4096,
+            // Longer than the 30 s request timeout (a handler may not read
+            // while it works), short enough that silent sockets do not pile up.
+            connection_idle_seconds: 60,
         }
     }
 }
@@ -427,13 +440,13 @@ impl Policy {
             }
         }
         policy.lifetimes.check().map_err(err)?;
-        if policy.capacity.max_concurrent_validations == 0
-            || policy.capacity.max_pending_authzs_per_account == 0
+        let c = &policy.capacity;
+        if c.max_concurrent_validations == 0
+            || c.max_pending_authzs_per_account == 0
+            || c.max_connections == 0
+            || c.connection_idle_seconds == 0
         {
-            return Err(err(
-                "capacity.max_concurrent_validations and max_pending_authzs_per_account must be at least 1"
-                    .into(),
-            ));
+            return Err(err("capacity: every value must be at least 1".into()));
         }
         if policy.revocation.max_cascade > MAX_CASCADE_LIMIT {
             return Err(err(format!(

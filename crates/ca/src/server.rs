@@ -144,10 +144,17 @@ pub async fn start(config: CaConfig, clock: Arc<dyn Clock>) -> Result<RunningCa,
         REQUEST_TIMEOUT,
     ));
     let handle = Handle::new();
-    let mut server =
-        axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(Arc::new(tls)))
-            .map_err(|e| CaError::Internal(e.to_string()))?
-            .handle(handle.clone());
+    let capacity = &policy.capacity;
+    let acceptor =
+        axum_server::tls_rustls::RustlsAcceptor::new(RustlsConfig::from_config(Arc::new(tls)))
+            .acceptor(crate::conn::Guard::new(
+                capacity.max_connections,
+                Duration::from_secs(u64::from(capacity.connection_idle_seconds)),
+            ));
+    let mut server = axum_server::from_tcp(listener)
+        .map_err(|e| CaError::Internal(e.to_string()))?
+        .acceptor(acceptor)
+        .handle(handle.clone());
     // Slowloris guard: a client must send its headers promptly.
     server
         .http_builder()

@@ -1738,3 +1738,120 @@ fn a_declared_huge_body_is_refused_at_once_with_413() -> Result<()> {
     drop(ca);
     Ok(())
 }
+
+/// A TLS client config trusting only the CA's root, with one ALPN protocol.
+fn tls_client(ca: &Ca, alpn: &[u8]) -> Result<Arc<rustls::ClientConfig>> {
+    let root = std::fs::read(ca.data.join("ca/root.pem"))?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&root).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pki_types::CertificateDer::from(pem.contents))?;
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Connects and completes the TLS handshake; sends nothing else.
+fn silent_tls(
+    ca: &Ca,
+    alpn: &[u8],
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
+    let port: u16 = ca.base.rsplit(':').next().unwrap_or_default().parse()?;
+    let mut conn = rustls::ClientConnection::new(tls_client(ca, alpn)?, "localhost".try_into()?)?;
+    let mut sock = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
+    sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock)?;
+    }
+    Ok(rustls::StreamOwned::new(conn, sock))
+}
+
+/// Reads until the server closes; the time it took, or an error if it did not.
+fn until_closed(
+    tls: &mut rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+) -> Result<Duration> {
+    use std::io::Read;
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    loop {
+        match tls.read(&mut buf) {
+            Ok(0) => return Ok(started.elapsed()),
+            // HTTP/2 servers speak first (SETTINGS): keep reading.
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                bail!("still open after {:?}", started.elapsed())
+            }
+            Err(_) => return Ok(started.elapsed()),
+        }
+    }
+}
+
+/// A client that completes the TLS handshake and then sends nothing, over
+/// HTTP/1.1 and over HTTP/2 (idle after the server's preface), is
+/// disconnected after `capacity.connection_idle_seconds` (2 here), not kept
+/// forever.
+#[test]
+fn a_silent_connection_after_the_handshake_is_closed() -> Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let ca = rt.block_on(Ca::start_with(Some(policy_edited(&[(
+        "connection_idle_seconds = 60",
+        "connection_idle_seconds = 2",
+    )]))))?;
+    for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
+        let mut tls = silent_tls(&ca, alpn)?;
+        let took =
+            until_closed(&mut tls).with_context(|| String::from_utf8_lossy(alpn).to_string())?;
+        assert!(
+            took < Duration::from_secs(6),
+            "{}: closed after {took:?}",
+            String::from_utf8_lossy(alpn)
+        );
+    }
+    Ok(())
+}
+
+/// `capacity.max_connections` (3 here): connections beyond the cap are
+/// dropped before their handshake completes (the readiness probe's pooled
+/// connection may hold a slot too); once one closes, a new one is served.
+#[test]
+fn connections_beyond_the_cap_are_dropped() -> Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let ca = rt.block_on(Ca::start_with(Some(policy_edited(&[(
+        "max_connections = 4096",
+        "max_connections = 3",
+    )]))))?;
+    let mut open = Vec::new();
+    let mut refused = false;
+    for _ in 0..4 {
+        match silent_tls(&ca, b"http/1.1") {
+            Ok(c) => open.push(c),
+            Err(_) => {
+                refused = true;
+                break;
+            }
+        }
+    }
+    assert!(refused, "4 connections served with a cap of 3");
+    assert!(!open.is_empty() && open.len() <= 3, "{} served", open.len());
+    let first = open.remove(0);
+    drop(first);
+    // The server notices the close on its next read of that socket.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match silent_tls(&ca, b"http/1.1") {
+            Ok(_) => break,
+            Err(e) if Instant::now() > deadline => return Err(e.context("slot never freed")),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    Ok(())
+}
