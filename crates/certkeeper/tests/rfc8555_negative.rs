@@ -1855,3 +1855,77 @@ fn connections_beyond_the_cap_are_dropped() -> Result<()> {
     }
     Ok(())
 }
+
+/// A CSR for `localhost` whose RSA-2048 modulus has primes 2^100 apart,
+/// built by Python's `cryptography` (certbot's own crypto library).
+fn close_primes_csr(dir: &Path) -> Result<Vec<u8>> {
+    let script = r#"
+import secrets, sys
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+def probable_prime(n):
+    if n % 2 == 0:
+        return False
+    d, r = n - 1, 0
+    while d % 2 == 0:
+        d //= 2; r += 1
+    for _ in range(40):
+        x = pow(secrets.randbelow(n - 3) + 2, d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(r - 1):
+            x = pow(x, 2, n)
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+def next_prime(n):
+    n |= 1
+    while not (probable_prime(n) and (n - 1) % 65537 != 0):
+        n += 2
+    return n
+
+p = next_prime(secrets.randbits(1024) | (3 << 1022))
+q = next_prime(p + (1 << 100))
+e = 65537
+d = pow(e, -1, (p - 1) * (q - 1))
+key = rsa.RSAPrivateNumbers(p, q, d, d % (p - 1), d % (q - 1), pow(q, -1, p),
+                            rsa.RSAPublicNumbers(e, p * q)).private_key()
+csr = (x509.CertificateSigningRequestBuilder()
+       .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+       .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+       .sign(key, hashes.SHA256()))
+open(sys.argv[1], "wb").write(csr.public_bytes(serialization.Encoding.DER))
+"#;
+    let out = dir.join("close.csr.der");
+    let status = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&out)
+        .status()
+        .context("cannot run python3")?;
+    ensure!(status.success(), "python3 key generation failed: {status}");
+    Ok(std::fs::read(&out)?)
+}
+
+/// Boulder's goodkey: an RSA modulus that Fermat's method factors within
+/// 100 rounds (primes too close, as broken generators make) is
+/// `badPublicKey` at finalize, and nothing is issued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_7_4_fermat_factorable_rsa_key_is_bad_public_key() -> Result<()> {
+    let ca = Ca::start().await?;
+    let mut acme = ca.account().await?;
+    let (_, order) = acme.ready_order(&ca, &["localhost"]).await?;
+    let dir = tempfile::tempdir()?;
+    let r = acme
+        .finalize(&order, &close_primes_csr(dir.path())?)
+        .await?;
+    assert_problem(&r, 400, "badPublicKey");
+    assert!(r.text().contains("Fermat"), "{}", r.text());
+    ca.assert_nothing_issued().await
+}
