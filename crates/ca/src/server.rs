@@ -138,7 +138,8 @@ pub async fn start(config: CaConfig, clock: Arc<dyn Clock>) -> Result<RunningCa,
     let mut tls = tls;
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
 
-    let wfe = Arc::new(Wfe::new(Arc::clone(&ra), base.clone()));
+    let nonce_key = nonce_key(&config.data_dir)?;
+    let wfe = Arc::new(Wfe::new(Arc::clone(&ra), base.clone(), &nonce_key));
     let app = wfe.router().layer(TimeoutLayer::with_status_code(
         axum::http::StatusCode::REQUEST_TIMEOUT,
         REQUEST_TIMEOUT,
@@ -184,4 +185,26 @@ pub async fn start(config: CaConfig, clock: Arc<dyn Clock>) -> Result<RunningCa,
         server,
         refresher,
     })
+}
+
+/// The nonce HMAC key, `DATA/ca/nonce.key`: 32 random bytes made at first
+/// start (0600, written atomically) and reused, so a restart does not cost
+/// clients a `badNonce`.
+fn nonce_key(data_dir: &std::path::Path) -> Result<Vec<u8>, CaError> {
+    let path = data_dir.join("ca").join("nonce.key");
+    match std::fs::read(&path) {
+        Ok(key) if key.len() == 32 => return Ok(key),
+        Ok(_) => {
+            return Err(CaError::Internal(format!(
+                "{} is not a 32-byte key; delete it to make a new one",
+                path.display()
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(CaError::Internal(format!("{}: {e}", path.display()))),
+    }
+    let key: [u8; 32] = rand::random();
+    certkeeper_store::files::write_atomic(&path, &key, 0o600)
+        .map_err(|e| CaError::Internal(format!("{}: {e}", path.display())))?;
+    Ok(key.to_vec())
 }

@@ -957,23 +957,39 @@ async fn section_6_2_wrong_content_type_is_malformed_and_huge_body_is_refused() 
     let big = json!({ "termsOfServiceAgreed": true, "pad": "x".repeat(MAX_BODY + 1024) });
     let body = acme.jws(&nonce, &url, Some(&big))?;
     assert!(body.len() > MAX_BODY);
-    let r = acme.send(&url, body, JOSE).await?;
-    let refused = r.status == 413
-        || (r.status == 400
-            && r.json()["type"]
-                .as_str()
-                .is_some_and(|t| t.starts_with(URN)));
-    assert!(
-        refused,
-        "a {} KiB body must be refused, got HTTP {} {}",
-        big.to_string().len() / 1024,
-        r.status,
-        r.text()
-    );
+    // The CA answers 413 from the Content-Length alone and closes the
+    // connection without reading the body, so the client may instead see
+    // the connection reset while it is still writing: a refusal too (the
+    // checks below show the CA is alive).
+    match acme.send(&url, body, JOSE).await {
+        Ok(r) => {
+            let refused = r.status == 413
+                || (r.status == 400
+                    && r.json()["type"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with(URN)));
+            assert!(
+                refused,
+                "a {} KiB body must be refused, got HTTP {} {}",
+                big.to_string().len() / 1024,
+                r.status,
+                r.text()
+            );
+        }
+        Err(e) => eprintln!("huge body: connection closed while sending ({e:#})"),
+    }
 
-    // The server is still there and still works.
-    let dir = ca.http.get(format!("{}/directory", ca.base)).send().await?;
-    assert_eq!(dir.status().as_u16(), 200);
+    // The server is still there and still works. It answered 413 without
+    // reading the body and closed that connection, so the client's pool may
+    // hand out the dead connection once: retry, as any client would.
+    let mut dir = None;
+    for _ in 0..3 {
+        if let Ok(r) = ca.http.get(format!("{}/directory", ca.base)).send().await {
+            dir = Some(r);
+            break;
+        }
+    }
+    assert_eq!(dir.context("directory after 413")?.status().as_u16(), 200);
     acme.nonce = None;
     acme.register().await?;
     ca.assert_nothing_issued().await

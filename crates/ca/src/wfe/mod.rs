@@ -62,11 +62,12 @@ struct Authed {
 }
 
 impl Wfe {
-    /// A front end for an RA, serving URLs under `base` (`https://host:port`).
-    pub fn new(ra: Arc<Ra>, base: String) -> Wfe {
+    /// A front end for an RA, serving URLs under `base` (`https://host:port`),
+    /// with nonces under `nonce_key` (kept across restarts).
+    pub fn new(ra: Arc<Ra>, base: String, nonce_key: &[u8]) -> Wfe {
         Wfe {
             ra,
-            nonces: Nonces::new(100_000),
+            nonces: Nonces::new(nonce_key),
             base: base.trim_end_matches('/').to_string(),
         }
     }
@@ -143,7 +144,7 @@ impl Wfe {
             jws.protected.nonce.as_deref().ok_or_else(|| {
                 CaError::acme(ProblemType::BadNonce, "JWS has no anti-replay nonce")
             })?;
-        if !self.nonces.redeem(nonce) {
+        if !self.nonces.redeem(nonce, self.ra.now()) {
             return Err(CaError::acme(
                 ProblemType::BadNonce,
                 "JWS has an invalid or reused anti-replay nonce; retry with the fresh one in Replay-Nonce",
@@ -219,7 +220,7 @@ impl Wfe {
     }
 
     fn common_headers(&self, h: &mut HeaderMap, urls: Option<&Urls>) {
-        if let Ok(v) = HeaderValue::from_str(&self.nonces.issue()) {
+        if let Ok(v) = HeaderValue::from_str(&self.nonces.issue(self.ra.now())) {
             h.insert("replay-nonce", v);
         }
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
