@@ -11,6 +11,7 @@
 //! Dependencies point one way: `wfe → ra → {va, issuer, store}`.
 
 pub mod clock;
+pub mod conn;
 pub mod error;
 pub mod issuer;
 pub mod objects;

@@ -26,12 +26,57 @@ pub struct Policy {
     pub revocation: RevocationPolicy,
     /// Object lifetimes.
     pub lifetimes: Lifetimes,
-    /// Rate limits; a file without `[limits]` gets Let's Encrypt's defaults.
+    /// Rate limits; a file without `[limits]` gets the private-CA defaults.
     #[serde(default)]
     pub limits: Limits,
     /// Pausing an identifier for an account after consecutive failed validations.
     #[serde(default)]
     pub pausing: Pausing,
+    /// Bounds on work in flight (validations, pending authorizations).
+    #[serde(default)]
+    pub capacity: Capacity,
+}
+
+/// Bounds on work in flight, as opposed to rates: what one account, or all
+/// of them together, may have the CA doing at once.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Capacity {
+    /// Validations running at once across all accounts; a challenge POST
+    /// beyond it gets `rateLimited` with a short `Retry-After`.
+    pub max_concurrent_validations: u32,
+    /// Pending authorizations one account may hold; a newOrder that would
+    /// exceed it gets `rateLimited`.
+    pub max_pending_authzs_per_account: u32,
+    /// Open HTTPS connections at once; beyond it new ones are dropped.
+    pub max_connections: u32,
+    /// Seconds a connection may stay silent (no byte from the client)
+    /// before it is closed: after the TLS handshake, between requests, on
+    /// an idle HTTP/2 connection.
+    pub connection_idle_seconds: u32,
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Capacity {
+            // Each validation holds a socket and up to 20 s; 64 at once keeps
+            // a 2-core CA responsive under a flood while a fleet's normal
+            // renewals (spread over days by ARI) never queue.
+            max_concurrent_validations: 64,
+            // Before, 300 orders × 100 names left one account 30,000 pending
+            // authorizations. 10,000 covers bootstrapping a private fleet's
+            // names in one go; Let's Encrypt used 300 (Boulder's
+            // PendingAuthorizationsPerAccount).
+            max_pending_authzs_per_account: 10_000,
+            // Each connection costs a file descriptor and TLS state (~50 KiB):
+            // 4096 stays well under the usual 65,536 descriptor limit and is
+            // far above what ACME clients keep open.
+            max_connections: 4096,
+            // Longer than the 30 s request timeout (a handler may not read
+            // while it works), short enough that silent sockets do not pile up.
+            connection_idle_seconds: 60,
+        }
+    }
 }
 
 /// A certificate profile (draft-aaron-acme-profiles): a named validity.
@@ -71,26 +116,96 @@ pub struct KeyPolicy {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevocationPolicy {
-    /// Most certificates revoked by one proven key compromise.
-    pub max_cascade: i64,
+    /// Most *other* certificates revoked by one proven key compromise.
+    /// Unsigned so that no value can mean "unlimited"; 0 revokes only the
+    /// certificate named in the request (the key is still blocked).
+    pub max_cascade: u32,
 }
 
-/// Object lifetimes.
+/// Upper bound of `revocation.max_cascade`: the cascade runs in one
+/// transaction, and a key shared by more certificates than this deserves
+/// an operator's review, not an automatic sweep.
+pub const MAX_CASCADE_LIMIT: u32 = 100_000;
+
+/// Object lifetimes. Unsigned, and range-checked in [`Policy::parse`], so
+/// a negative or zero lifetime cannot create objects born expired.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lifetimes {
     /// Pending authorization lifetime.
-    pub pending_authz_hours: i64,
+    pub pending_authz_hours: u32,
     /// Valid authorization lifetime (reuse window).
-    pub valid_authz_hours: i64,
+    pub valid_authz_hours: u32,
     /// Order lifetime.
-    pub order_hours: i64,
+    pub order_hours: u32,
     /// CRL re-signing interval.
-    pub crl_refresh_minutes: i64,
+    pub crl_refresh_minutes: u32,
     /// CRL nextUpdate distance.
-    pub crl_validity_hours: i64,
+    pub crl_validity_hours: u32,
     /// ARI `Retry-After`: how long clients wait before asking again.
-    pub ari_retry_after_seconds: u64,
+    pub ari_retry_after_seconds: u32,
+}
+
+impl Lifetimes {
+    /// Pending authorization lifetime, seconds.
+    pub fn pending_authz_secs(&self) -> i64 {
+        i64::from(self.pending_authz_hours) * 3600
+    }
+
+    /// Valid authorization lifetime, seconds.
+    pub fn valid_authz_secs(&self) -> i64 {
+        i64::from(self.valid_authz_hours) * 3600
+    }
+
+    /// Order lifetime, seconds.
+    pub fn order_secs(&self) -> i64 {
+        i64::from(self.order_hours) * 3600
+    }
+
+    /// CRL nextUpdate distance, seconds.
+    pub fn crl_validity_secs(&self) -> i64 {
+        i64::from(self.crl_validity_hours) * 3600
+    }
+
+    /// Checks each lifetime against its range; the message names the key.
+    fn check(&self) -> Result<(), String> {
+        // Baseline Requirements §4.2.1: validation data is reused at most
+        // 398 days; a pending authorization or an order needs far less.
+        const DAY: u32 = 24;
+        for (name, value, min, max) in [
+            ("pending_authz_hours", self.pending_authz_hours, 1, 30 * DAY),
+            ("valid_authz_hours", self.valid_authz_hours, 1, 398 * DAY),
+            ("order_hours", self.order_hours, 1, 30 * DAY),
+            (
+                "crl_refresh_minutes",
+                self.crl_refresh_minutes,
+                1,
+                7 * DAY * 60,
+            ),
+            // BR §4.9.7: a CRL's nextUpdate is at most 10 days out.
+            ("crl_validity_hours", self.crl_validity_hours, 1, 10 * DAY),
+            (
+                "ari_retry_after_seconds",
+                self.ari_retry_after_seconds,
+                1,
+                7 * 86400,
+            ),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err(format!(
+                    "lifetimes.{name} = {value} is outside {min}..={max}"
+                ));
+            }
+        }
+        if u64::from(self.crl_refresh_minutes) >= u64::from(self.crl_validity_hours) * 60 {
+            return Err(format!(
+                "lifetimes.crl_refresh_minutes ({}) must be shorter than crl_validity_hours ({} h): \
+                 the CRL would expire before it is re-signed",
+                self.crl_refresh_minutes, self.crl_validity_hours
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The rate limits, one GCRA bucket family each. Names are Boulder's
@@ -115,7 +230,9 @@ impl Default for Pausing {
 }
 
 /// (`ratelimits/names.go`) so operators can read Let's Encrypt's docs.
-#[derive(Clone, Debug, Deserialize)]
+/// The defaults are sized for a private CA (see [`LimitsPreset::Private`]);
+/// `--limits letsencrypt` and `--limits letsencrypt-staging` reproduce those CAs.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// New accounts per client IP address.
@@ -136,15 +253,94 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// Let's Encrypt's published defaults (<https://letsencrypt.org/docs/rate-limits/>).
+    /// The private-CA defaults ([`LimitsPreset::Private`]).
     fn default() -> Limits {
+        LimitsPreset::Private.limits()
+    }
+}
+
+/// Named sets of rate limits, chosen with `certkeeper ca serve --limits NAME`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitsPreset {
+    /// Let's Encrypt production, as published at
+    /// <https://letsencrypt.org/docs/rate-limits/>: for rehearsing a
+    /// deployment against our CA before pointing it at Let's Encrypt.
+    LetsEncrypt,
+    /// Let's Encrypt staging, as published at
+    /// <https://letsencrypt.org/docs/staging-environment/>.
+    LetsEncryptStaging,
+    /// The default: a private CA where one registered domain holds every
+    /// name of an organisation. Never in the way of normal use (tens of
+    /// thousands of names, fleets behind one NAT address, per-replica
+    /// certificates), still a ceiling on a runaway client.
+    Private,
+}
+
+impl LimitsPreset {
+    /// Every preset with its `--limits` spelling.
+    pub const ALL: [(&'static str, LimitsPreset); 3] = [
+        ("letsencrypt", LimitsPreset::LetsEncrypt),
+        ("letsencrypt-staging", LimitsPreset::LetsEncryptStaging),
+        ("private", LimitsPreset::Private),
+    ];
+
+    /// Parses a `--limits` value.
+    pub fn parse(s: &str) -> Option<LimitsPreset> {
+        LimitsPreset::ALL
+            .iter()
+            .find(|(name, _)| *name == s)
+            .map(|(_, p)| *p)
+    }
+
+    /// The preset's limits. Reasons for the private numbers are next to
+    /// each; the Let's Encrypt numbers are theirs, not ours to justify.
+    pub fn limits(self) -> Limits {
         const H: u64 = 3600;
-        Limits {
-            new_registrations_per_ip_address: LimitConfig::new(10, 3 * H),
-            new_orders_per_account: LimitConfig::new(300, 3 * H),
-            certificates_per_domain: LimitConfig::new(50, 168 * H),
-            certificates_per_fqdn_set: LimitConfig::new(5, 168 * H),
-            failed_authorizations_per_domain_per_account: LimitConfig::new(5, H),
+        const DAY: u64 = 24 * H;
+        const WEEK: u64 = 7 * DAY;
+        match self {
+            LimitsPreset::LetsEncrypt => Limits {
+                new_registrations_per_ip_address: LimitConfig::new(10, 3 * H),
+                new_orders_per_account: LimitConfig::new(300, 3 * H),
+                certificates_per_domain: LimitConfig::new(50, WEEK),
+                certificates_per_fqdn_set: LimitConfig::new(5, WEEK),
+                failed_authorizations_per_domain_per_account: LimitConfig::new(5, H),
+            },
+            LimitsPreset::LetsEncryptStaging => Limits {
+                new_registrations_per_ip_address: LimitConfig::new(50, 3 * H),
+                new_orders_per_account: LimitConfig::new(1500, 3 * H),
+                certificates_per_domain: LimitConfig::new(30_000, WEEK),
+                certificates_per_fqdn_set: LimitConfig::new(30_000, WEEK),
+                failed_authorizations_per_domain_per_account: LimitConfig::new(200, H),
+            },
+            LimitsPreset::Private => Limits {
+                // Fleets sit behind one NAT or node address and each client
+                // registers once: 300 absorbs a fleet's first start; a pod
+                // that registers on every restart is slowed to one account
+                // per 36 s once the burst is gone.
+                new_registrations_per_ip_address: LimitConfig::new(300, 3 * H),
+                // One automation account (cert-manager, our agent) may drive
+                // every name; renewals are exempt. 20,000 per 3 h bootstraps
+                // tens of thousands of names in hours; a script in a tight
+                // loop is held to one order per 0.54 s after the burst.
+                new_orders_per_account: LimitConfig::new(20_000, 3 * H),
+                // In a private PKI one registered domain holds everything
+                // (svc.example.internal, db.example.internal ...): Let's
+                // Encrypt's 50 per week is the lock-out this project exists
+                // to prevent. 100,000 per week covers first issuance of tens
+                // of thousands of names plus re-keys; a script minting
+                // random names stops at 100,000.
+                certificates_per_domain: LimitConfig::new(100_000, WEEK),
+                // The restart-loop limit (DESIGN.md story 1). Per-replica
+                // certificates for one name and re-keys are normal, so 48;
+                // a loop that exhausts them still gets one certificate every
+                // 30 minutes: bounded, never a day-long lock-out.
+                certificates_per_fqdn_set: LimitConfig::new(48, DAY),
+                // Failures cost validation work; an operator fixing DNS or a
+                // firewall retries in bursts. 30 per hour lets them; a client
+                // retrying in a loop gets one attempt per 2 minutes.
+                failed_authorizations_per_domain_per_account: LimitConfig::new(30, H),
+            },
         }
     }
 }
@@ -243,6 +439,21 @@ impl Policy {
                 )));
             }
         }
+        policy.lifetimes.check().map_err(err)?;
+        let c = &policy.capacity;
+        if c.max_concurrent_validations == 0
+            || c.max_pending_authzs_per_account == 0
+            || c.max_connections == 0
+            || c.connection_idle_seconds == 0
+        {
+            return Err(err("capacity: every value must be at least 1".into()));
+        }
+        if policy.revocation.max_cascade > MAX_CASCADE_LIMIT {
+            return Err(err(format!(
+                "revocation.max_cascade = {} exceeds {MAX_CASCADE_LIMIT}",
+                policy.revocation.max_cascade
+            )));
+        }
         for (name, l) in [
             (
                 "NewRegistrationsPerIPAddress",
@@ -271,6 +482,12 @@ impl Policy {
         Ok(policy)
     }
 
+    /// Replaces the rate limits with a preset (`ca serve --limits NAME`).
+    pub fn with_limits_preset(mut self, preset: LimitsPreset) -> Policy {
+        self.limits = preset.limits();
+        self
+    }
+
     /// The named profile, or the default when `name` is `None`.
     pub fn profile(&self, name: Option<&str>) -> Option<&Profile> {
         let name = name.unwrap_or(&self.default_profile);
@@ -292,16 +509,34 @@ mod tests {
         );
     }
 
+    /// The file and `Limits::default()` must agree: a policy file without
+    /// `[limits]` gets the same numbers as the built-in one.
     #[test]
-    fn builtin_limits_are_lets_encrypts() {
+    fn builtin_limits_are_the_private_preset() {
         let p = Policy::builtin();
+        assert_eq!(p.limits, Limits::default());
+        assert_eq!(p.limits, LimitsPreset::Private.limits());
         assert_eq!(
-            p.limits.certificates_per_fqdn_set,
-            LimitConfig::new(5, 604800)
+            p.limits.certificates_per_domain,
+            LimitConfig::new(100_000, 604800)
         );
-        assert_eq!(p.limits.certificates_per_domain.burst(), 50);
         let bad = format!("{DEFAULT_POLICY}\n[limits.Nope]\ncount = 1\nperiod_seconds = 1\n");
         assert!(Policy::parse(&bad, "t").is_err());
+    }
+
+    #[test]
+    fn presets_parse_and_reproduce_lets_encrypt() {
+        let le = LimitsPreset::parse("letsencrypt").map(LimitsPreset::limits);
+        let le = le.expect("letsencrypt preset");
+        assert_eq!(le.certificates_per_domain, LimitConfig::new(50, 604800));
+        assert_eq!(le.certificates_per_fqdn_set, LimitConfig::new(5, 604800));
+        assert_eq!(le.new_orders_per_account, LimitConfig::new(300, 10800));
+        let staging = LimitsPreset::parse("letsencrypt-staging").map(LimitsPreset::limits);
+        assert_eq!(
+            staging.map(|l| l.certificates_per_domain),
+            Some(LimitConfig::new(30_000, 604800))
+        );
+        assert_eq!(LimitsPreset::parse("lets-encrypt"), None);
     }
 
     #[test]
@@ -309,6 +544,30 @@ mod tests {
         let text = format!("{DEFAULT_POLICY}\nsurprise = 1\n");
         let e = Policy::parse(&text, "t").expect_err("unknown key");
         assert!(e.to_string().contains("surprise"), "{e}");
+    }
+
+    /// A negative cap used to wrap to "revoke everything" (`cap as usize`);
+    /// it must not even parse now, and no lifetime may be zero or negative.
+    #[test]
+    fn cascade_cap_and_lifetimes_are_validated() {
+        for (from, to) in [
+            ("max_cascade = 1000", "max_cascade = -1"),
+            ("max_cascade = 1000", "max_cascade = 100001"),
+            ("pending_authz_hours = 168", "pending_authz_hours = 0"),
+            ("valid_authz_hours = 720", "valid_authz_hours = -5"),
+            ("order_hours = 168", "order_hours = 100000"),
+            ("crl_validity_hours = 24", "crl_validity_hours = 1"),
+            (
+                "ari_retry_after_seconds = 21600",
+                "ari_retry_after_seconds = 0",
+            ),
+        ] {
+            assert!(DEFAULT_POLICY.contains(from), "{from}");
+            let text = DEFAULT_POLICY.replace(from, to);
+            let e = Policy::parse(&text, "t").expect_err(to);
+            let key = to.split(' ').next().unwrap_or_default();
+            assert!(e.to_string().contains(key), "{to}: {e}");
+        }
     }
 
     #[test]

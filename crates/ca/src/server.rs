@@ -105,7 +105,12 @@ pub async fn start(config: CaConfig, clock: Arc<dyn Clock>) -> Result<RunningCa,
         Some(server) => DnsResolver::new(server)?,
         None => DnsResolver::system()?,
     };
-    let va = Va::new(resolver, config.http01_port, config.tlsalpn01_port);
+    let va = Va::new(
+        resolver,
+        config.http01_port,
+        config.tlsalpn01_port,
+        config.policy.capacity.max_concurrent_validations,
+    );
     let policy = Arc::new(config.policy);
     let ra = Arc::new(Ra::new(
         store,
@@ -133,16 +138,24 @@ pub async fn start(config: CaConfig, clock: Arc<dyn Clock>) -> Result<RunningCa,
     let mut tls = tls;
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
 
-    let wfe = Arc::new(Wfe::new(Arc::clone(&ra)));
+    let nonce_key = nonce_key(&config.data_dir)?;
+    let wfe = Arc::new(Wfe::new(Arc::clone(&ra), base.clone(), &nonce_key));
     let app = wfe.router().layer(TimeoutLayer::with_status_code(
         axum::http::StatusCode::REQUEST_TIMEOUT,
         REQUEST_TIMEOUT,
     ));
     let handle = Handle::new();
-    let mut server =
-        axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(Arc::new(tls)))
-            .map_err(|e| CaError::Internal(e.to_string()))?
-            .handle(handle.clone());
+    let capacity = &policy.capacity;
+    let acceptor =
+        axum_server::tls_rustls::RustlsAcceptor::new(RustlsConfig::from_config(Arc::new(tls)))
+            .acceptor(crate::conn::Guard::new(
+                capacity.max_connections,
+                Duration::from_secs(u64::from(capacity.connection_idle_seconds)),
+            ));
+    let mut server = axum_server::from_tcp(listener)
+        .map_err(|e| CaError::Internal(e.to_string()))?
+        .acceptor(acceptor)
+        .handle(handle.clone());
     // Slowloris guard: a client must send its headers promptly.
     server
         .http_builder()
@@ -151,8 +164,7 @@ pub async fn start(config: CaConfig, clock: Arc<dyn Clock>) -> Result<RunningCa,
     let server =
         tokio::spawn(server.serve(app.into_make_service_with_connect_info::<SocketAddr>()));
 
-    let refresh_every =
-        Duration::from_secs((policy.lifetimes.crl_refresh_minutes.max(1) * 60) as u64);
+    let refresh_every = Duration::from_secs(u64::from(policy.lifetimes.crl_refresh_minutes) * 60);
     let ra_bg = Arc::clone(&ra);
     let refresher = tokio::spawn(async move {
         let mut tick = tokio::time::interval(refresh_every);
@@ -173,4 +185,26 @@ pub async fn start(config: CaConfig, clock: Arc<dyn Clock>) -> Result<RunningCa,
         server,
         refresher,
     })
+}
+
+/// The nonce HMAC key, `DATA/ca/nonce.key`: 32 random bytes made at first
+/// start (0600, written atomically) and reused, so a restart does not cost
+/// clients a `badNonce`.
+fn nonce_key(data_dir: &std::path::Path) -> Result<Vec<u8>, CaError> {
+    let path = data_dir.join("ca").join("nonce.key");
+    match std::fs::read(&path) {
+        Ok(key) if key.len() == 32 => return Ok(key),
+        Ok(_) => {
+            return Err(CaError::Internal(format!(
+                "{} is not a 32-byte key; delete it to make a new one",
+                path.display()
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(CaError::Internal(format!("{}: {e}", path.display()))),
+    }
+    let key: [u8; 32] = rand::random();
+    certkeeper_store::files::write_atomic(&path, &key, 0o600)
+        .map_err(|e| CaError::Internal(format!("{}: {e}", path.display())))?;
+    Ok(key.to_vec())
 }

@@ -59,7 +59,11 @@ fn revoked_serials(crl_der: &[u8]) -> Vec<String> {
     let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(crl_der)
         .expect("CRL parses");
     crl.iter_revoked_certificates()
-        .map(|r| hex::encode(r.raw_serial()))
+        .map(|r| {
+            hex::encode(r.raw_serial())
+                .trim_start_matches("00")
+                .to_string()
+        })
         .collect()
 }
 
@@ -109,39 +113,123 @@ fn certbot_http01_issues_and_revokes_into_the_crl() {
     );
 }
 
-/// DESIGN.md story 2: certbot's keyCompromise signed with the *account* key
-/// is refused; signed with the certificate's own key it is accepted and the
-/// CA records that the key was proven.
+/// Serial of a PEM certificate as `ca list` prints it (lowercase, no leading zero byte).
+fn serial_of(pem: &Path) -> String {
+    openssl_serial_hex(pem)
+        .expect("serial")
+        .to_lowercase()
+        .trim_start_matches("00")
+        .to_string()
+}
+
+fn status_of(ca: &CertkeeperCa, serial: &str) -> (String, Option<i64>) {
+    let list = ca.list().expect("ca list");
+    let row = list
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["serial"] == serial))
+        .unwrap_or_else(|| panic!("{serial} not in ca list: {list:#}"))
+        .clone();
+    (
+        row["status"].as_str().unwrap_or_default().to_string(),
+        row["revocation_reason"].as_i64(),
+    )
+}
+
+/// DESIGN.md story 2 with certbot, Let's Encrypt's rule since Mozilla Root
+/// Store Policy 2.8 (RFC 8555 §7.6):
+/// - `certbot revoke --reason keycompromise` signed by the *account* key is
+///   honoured: revoked with reason 1 and on the CRL, but the key is not
+///   blocked, so `--reuse-key` gets a new certificate with the same key;
+/// - signed by the certificate's own key (`--key-path`): revoked, the key
+///   is refused from then on (`badPublicKey`), and the other unexpired
+///   certificates with it are revoked up to `revocation.max_cascade` (1 here:
+///   the oldest of the two others; the newer one stays valid).
 #[test]
-fn certbot_key_compromise_needs_the_certificate_key() {
-    let (_bind, ca) = start();
+fn certbot_key_compromise_by_account_revokes_by_certificate_key_blocks_and_cascades() {
+    let bind = Bind::start().expect("start BIND");
+    let policy =
+        certkeeper_ca::policy::DEFAULT_POLICY.replace("max_cascade = 1000", "max_cascade = 1");
+    assert!(
+        policy.contains("max_cascade = 1\n"),
+        "default policy changed"
+    );
+    let ca = CertkeeperCa::start(
+        bin(),
+        CaOptions {
+            dns_resolver: Some(bind.addr()),
+            policy: Some(policy),
+            ..Default::default()
+        },
+    )
+    .expect("start certkeeper ca serve");
     let certbot = Certbot::new(&ca.directory_url(), &ca.root_pem_path()).expect("certbot");
-    let cert = certbot
-        .certonly_standalone(&["kc.example.test"], ca.http01_port(), &[])
+    let name = "kc.example.test";
+    let archive = certbot.dir().join("config/archive").join(name);
+    let again = |n: usize| {
+        certbot
+            .certonly_standalone(
+                &[name],
+                ca.http01_port(),
+                &["--force-renewal", "--reuse-key"],
+            )
+            .unwrap_or_else(|e| panic!("certonly #{n} with the same key: {e:#}"));
+        archive.join(format!("cert{n}.pem"))
+    };
+    let first = certbot
+        .certonly_standalone(&[name], ca.http01_port(), &[])
         .expect("certonly");
+    let first_serial = serial_of(&first.cert);
+
+    // Account key, reason keyCompromise: honoured, not blocked.
     certbot
-        .revoke(&cert.cert, None, "keycompromise")
-        .expect_err("account-key keyCompromise must fail");
-    // certbot 2.1 crashes while displaying the error (a josepy bug), so read
-    // the problem document the CA sent from certbot's own log.
+        .revoke(&first.cert, None, "keycompromise")
+        .expect("account-key keyCompromise is honoured");
+    assert_eq!(status_of(&ca, &first_serial), ("revoked".into(), Some(1)));
+    assert!(revoked_serials(&ca.crl_der().expect("crl")).contains(&first_serial));
+    let second = serial_of(&again(2));
+    assert_eq!(status_of(&ca, &second), ("valid".into(), None));
+    let third = serial_of(&again(3));
+    let fourth_pem = again(4);
+    let fourth = serial_of(&fourth_pem);
+
+    // Certificate key: proven. Revoked, cascade capped at 1, key blocked.
+    certbot
+        .revoke(&fourth_pem, Some(&first.privkey), "keycompromise")
+        .expect("certificate-key keyCompromise");
+    assert_eq!(status_of(&ca, &fourth), ("revoked".into(), Some(1)));
+    assert_eq!(
+        status_of(&ca, &second),
+        ("revoked".into(), Some(1)),
+        "the oldest other valid certificate with the key is revoked"
+    );
+    assert_eq!(
+        status_of(&ca, &third),
+        ("valid".into(), None),
+        "max_cascade = 1 leaves the third"
+    );
+    let crl = revoked_serials(&ca.crl_der().expect("crl"));
+    for s in [&first_serial, &second, &fourth] {
+        assert!(crl.contains(s), "{s} missing from the CRL {crl:?}");
+    }
+    assert!(!crl.contains(&third));
+
+    assert!(
+        certbot
+            .certonly_standalone(
+                &[name],
+                ca.http01_port(),
+                &["--force-renewal", "--reuse-key"],
+            )
+            .is_err(),
+        "a blocked key must be refused"
+    );
     let log =
         std::fs::read_to_string(certbot.dir().join("logs/letsencrypt.log")).expect("certbot log");
     assert!(
-        log.contains("urn:ietf:params:acme:error:badRevocationReason"),
-        "CA did not answer badRevocationReason"
+        log.contains("urn:ietf:params:acme:error:badPublicKey"),
+        "CA did not answer badPublicKey"
     );
-    assert_eq!(
-        ca.list().expect("list")[0]["status"],
-        "valid",
-        "refused revocation must not revoke"
-    );
-    certbot
-        .revoke(&cert.cert, Some(&cert.privkey), "keycompromise")
-        .expect("revoke with the certificate key");
-    let list = ca.list().expect("list");
-    assert_eq!(list[0]["status"], "revoked");
-    assert_eq!(list[0]["revocation_reason"], 1);
-    assert_eq!(list[0]["key_proven_at_revocation"], true);
+    assert_eq!(ca.list().expect("list").as_array().map(Vec::len), Some(4));
 }
 
 fn lego_issues(

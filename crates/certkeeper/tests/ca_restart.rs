@@ -117,3 +117,74 @@ async fn client_completes_its_order_across_a_ca_restart() {
     );
     assert_eq!(list[0]["names"][0], name);
 }
+
+/// RFC 8555 §6.5 across a restart: nonces are stateless (HMAC under a key
+/// in the data directory), so a nonce fetched before `kill -9` is still
+/// good afterwards, once; its replay is `badNonce`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nonce_from_before_a_restart_is_good_once() {
+    use certkeeper_proto::jws::{SigningKey, sign};
+    use serde_json::{Value, json};
+    let bind = Bind::start().expect("BIND");
+    let mut ca = CertkeeperCa::start(
+        Path::new(env!("CARGO_BIN_EXE_certkeeper")),
+        CaOptions {
+            dns_resolver: Some(bind.addr()),
+            ..Default::default()
+        },
+    )
+    .expect("CA");
+    let root = reqwest::Certificate::from_pem(&std::fs::read(ca.root_pem_path()).expect("root"))
+        .expect("root PEM");
+    let http = reqwest::Client::builder()
+        .tls_certs_only([root])
+        .no_proxy()
+        .build()
+        .expect("client");
+    let dir: Value = http
+        .get(ca.directory_url())
+        .send()
+        .await
+        .expect("directory")
+        .json()
+        .await
+        .expect("JSON");
+    let url = |k: &str| dir[k].as_str().expect("directory URL").to_string();
+    let nonce = http
+        .head(url("newNonce"))
+        .send()
+        .await
+        .expect("newNonce")
+        .headers()
+        .get("replay-nonce")
+        .and_then(|v| v.to_str().ok())
+        .expect("nonce")
+        .to_string();
+
+    ca.kill();
+    ca.restart().expect("restart");
+
+    let key = SigningKey::generate_p256().expect("key");
+    let body = |nonce: &str| {
+        let header =
+            json!({ "nonce": nonce, "url": url("newAccount"), "jwk": key.jwk().to_json() });
+        let payload = serde_json::to_vec(&json!({ "termsOfServiceAgreed": true })).expect("json");
+        serde_json::to_vec(&sign(&key, header, &payload).expect("sign")).expect("json")
+    };
+    let post = |b: Vec<u8>| {
+        http.post(url("newAccount"))
+            .header("content-type", "application/jose+json")
+            .body(b)
+            .send()
+    };
+    let r = post(body(&nonce)).await.expect("newAccount");
+    assert_eq!(r.status().as_u16(), 201, "{:?}", r.text().await);
+    let r = post(body(&nonce)).await.expect("replay");
+    let status = r.status().as_u16();
+    let problem: Value = r.json().await.expect("problem");
+    assert_eq!(
+        (status, problem["type"].as_str()),
+        (400, Some("urn:ietf:params:acme:error:badNonce")),
+        "{problem}"
+    );
+}

@@ -139,7 +139,7 @@ fn thirty_kill_9s_issue_one_certificate_and_lose_no_key() {
 fn a_real_429_from_our_ca_is_obeyed_across_restarts() {
     let work = tempfile::tempdir().expect("tempdir");
     let text = certkeeper_ca::policy::DEFAULT_POLICY.replace(
-        "[limits.CertificatesPerFQDNSet]\ncount = 5",
+        "[limits.CertificatesPerFQDNSet]\ncount = 48",
         "[limits.CertificatesPerFQDNSet]\ncount = 1",
     );
     assert!(

@@ -89,10 +89,43 @@ async fn section_7_3_4_eab_is_required_and_single_use() {
         .await
         .expect("account with EAB");
     // A second account may not reuse the binding (a new key, so a new account).
+    let reused = AcmeAccount::create(&dir, &options).await;
+    let reused_detail = problem_detail(&reused);
     assert_eq!(
-        problem_type(AcmeAccount::create(&dir, &options).await),
+        problem_type(reused),
         "urn:ietf:params:acme:error:unauthorized"
     );
+    // A valid key id with the wrong MAC, and an unknown key id, get the
+    // very same answer: nothing tells a prober which key ids exist.
+    let fresh = eab_add(&ca);
+    for eab in [
+        ExternalAccountBinding {
+            key_id: fresh.key_id.clone(),
+            hmac_key: vec![7u8; 32],
+        },
+        ExternalAccountBinding {
+            key_id: "kid-does-not-exist".into(),
+            hmac_key: fresh.hmac_key.clone(),
+        },
+    ] {
+        let options = NewAccountOptions {
+            eab: Some(eab),
+            ..Default::default()
+        };
+        let r = AcmeAccount::create(&dir, &options).await;
+        assert_eq!(problem_detail(&r), reused_detail);
+    }
+}
+
+/// The detail of a failed call's problem document.
+fn problem_detail<T>(result: &Result<T, certkeeper_agent::acme::AcmeError>) -> String {
+    match result {
+        Ok(_) => panic!("the call succeeded; it must fail"),
+        Err(e) => e
+            .problem()
+            .and_then(|p| p.detail.clone())
+            .unwrap_or_else(|| format!("no problem document: {e}")),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

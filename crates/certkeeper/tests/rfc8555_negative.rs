@@ -48,6 +48,9 @@ struct Ca {
     http: reqwest::Client,
     dir: Value,
     answers: Answers,
+    /// Milliseconds the http-01 responder waits before answering (to keep
+    /// a validation in flight).
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
     responder: tokio::task::JoinHandle<()>,
     // Last, so the directory outlives the process that writes into it.
     _tmp: tempfile::TempDir,
@@ -73,13 +76,29 @@ fn free_port() -> u16 {
 
 impl Ca {
     async fn start() -> Result<Ca> {
+        Ca::start_with(None).await
+    }
+
+    /// A CA serving with `policy` (TOML) instead of the built-in policy.
+    async fn start_with(policy: Option<String>) -> Result<Ca> {
         let tmp = tempfile::tempdir()?;
+        let mut extra = Vec::new();
+        if let Some(policy) = policy {
+            let path = tmp.path().join("policy.toml");
+            std::fs::write(&path, policy)?;
+            extra = vec!["--policy".to_string(), path.display().to_string()];
+        }
         let data = tmp.path().join("data");
         let log = tmp.path().join("ca.log");
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let http01_port = listener.local_addr()?.port();
         let answers: Answers = Arc::default();
-        let responder = tokio::spawn(serve_http01(listener, Arc::clone(&answers)));
+        let delay_ms: Arc<std::sync::atomic::AtomicU64> = Arc::default();
+        let responder = tokio::spawn(serve_http01(
+            listener,
+            Arc::clone(&answers),
+            Arc::clone(&delay_ms),
+        ));
 
         // The port from free_port() could be taken before the CA binds it:
         // try a few.
@@ -96,6 +115,7 @@ impl Ca {
                 .args(["--listen", &format!("127.0.0.1:{port}")])
                 .args(["--http01-port", &http01_port.to_string()])
                 .args(["--tlsalpn01-port", &free_port().to_string()])
+                .args(&extra)
                 .env("RUST_LOG", "info")
                 .stdin(Stdio::null())
                 .stdout(file.try_clone()?)
@@ -110,6 +130,7 @@ impl Ca {
                 http: reqwest::Client::new(),
                 dir: Value::Null,
                 answers: Arc::clone(&answers),
+                delay_ms: Arc::clone(&delay_ms),
                 responder: tokio::spawn(async {}),
                 _tmp: tempfile::tempdir()?,
             };
@@ -178,6 +199,30 @@ impl Ca {
         serde_json::from_slice(&out.stdout).context("ca list --json is not JSON")
     }
 
+    /// `certkeeper ca revocations --data DIR --json`: the audit records.
+    async fn revocations(&self) -> Result<Vec<Value>> {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_certkeeper"))
+            .args(["ca", "revocations", "--json", "--data"])
+            .arg(&self.data)
+            .output()
+            .await?;
+        ensure!(
+            out.status.success(),
+            "ca revocations failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).context("ca revocations --json is not JSON")
+    }
+
+    /// The status of one certificate in `ca list`, with the whole row.
+    async fn cert(&self, serial: &str) -> Result<Value> {
+        self.list()
+            .await?
+            .into_iter()
+            .find(|c| c["serial"] == serial)
+            .with_context(|| format!("ca list has no {serial}"))
+    }
+
     async fn assert_nothing_issued(&self) -> Result<()> {
         let certs = self.list().await?;
         ensure!(
@@ -219,13 +264,19 @@ async fn probe(root: &Path, base: &str) -> Option<(reqwest::Client, Value)> {
 }
 
 /// A minimal http-01 responder: answers known tokens, 404 otherwise.
-async fn serve_http01(listener: TcpListener, answers: Answers) {
+async fn serve_http01(
+    listener: TcpListener,
+    answers: Answers,
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
+) {
     loop {
         let Ok((mut sock, _)) = listener.accept().await else {
             return;
         };
         let answers = Arc::clone(&answers);
+        let delay = delay_ms.load(std::sync::atomic::Ordering::SeqCst);
         tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
             let mut buf = Vec::new();
             let mut chunk = [0u8; 1024];
             while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
@@ -626,7 +677,8 @@ async fn section_6_5_nonce_replay_is_bad_nonce() -> Result<()> {
 }
 
 /// RFC 8555 §6.4: the `url` header member must equal the request URL; a
-/// mismatch is `unauthorized` (403).
+/// mismatch is `unauthorized` (403). The request URL is the CA's
+/// configured one, not whatever `Host` the client sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn section_6_4_wrong_url_is_unauthorized() -> Result<()> {
     let ca = Ca::start().await?;
@@ -665,6 +717,42 @@ async fn section_6_4_wrong_url_is_unauthorized() -> Result<()> {
         &acme.send(&new_order, body, JOSE).await?,
         403,
         "unauthorized",
+    );
+
+    // A forged Host header (HTTP/1.1, where Host is the only authority):
+    // the URLs the CA hands out and checks come from its configuration, so
+    // a JWS signed for the forged origin is still refused and the directory
+    // still names the real one.
+    let h1 = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&std::fs::read(
+            ca.data.join("ca/root.pem"),
+        )?)?])
+        .http1_only()
+        .no_proxy()
+        .build()?;
+    let forged = "evil.example:443";
+    let dir: Value = h1
+        .get(ca.url("newNonce").replace("/acme/new-nonce", "/directory"))
+        .header(reqwest::header::HOST, forged)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(dir["newOrder"], json!(new_order), "directory followed Host");
+    let nonce = acme.nonce().await?;
+    let spoofed = new_order.replacen(new_order.split('/').nth(2).unwrap_or_default(), forged, 1);
+    let body = acme.jws(&nonce, &spoofed, Some(&payload))?;
+    let r = h1
+        .post(&new_order)
+        .header(reqwest::header::HOST, forged)
+        .header(reqwest::header::CONTENT_TYPE, JOSE)
+        .body(body)
+        .send()
+        .await?;
+    assert_eq!(
+        r.status().as_u16(),
+        403,
+        "a JWS for the forged Host was accepted"
     );
     ca.assert_nothing_issued().await
 }
@@ -853,6 +941,8 @@ async fn section_6_2_wrong_content_type_is_malformed_and_huge_body_is_refused() 
         "application/json",
         "text/plain",
         "application/x-www-form-urlencoded",
+        // A prefix of the right type is another type.
+        "application/jose+jsonXYZ",
     ] {
         let nonce = acme.nonce().await?;
         let body = acme.jws(&nonce, &url, Some(&payload))?;
@@ -867,23 +957,39 @@ async fn section_6_2_wrong_content_type_is_malformed_and_huge_body_is_refused() 
     let big = json!({ "termsOfServiceAgreed": true, "pad": "x".repeat(MAX_BODY + 1024) });
     let body = acme.jws(&nonce, &url, Some(&big))?;
     assert!(body.len() > MAX_BODY);
-    let r = acme.send(&url, body, JOSE).await?;
-    let refused = r.status == 413
-        || (r.status == 400
-            && r.json()["type"]
-                .as_str()
-                .is_some_and(|t| t.starts_with(URN)));
-    assert!(
-        refused,
-        "a {} KiB body must be refused, got HTTP {} {}",
-        big.to_string().len() / 1024,
-        r.status,
-        r.text()
-    );
+    // The CA answers 413 from the Content-Length alone and closes the
+    // connection without reading the body, so the client may instead see
+    // the connection reset while it is still writing: a refusal too (the
+    // checks below show the CA is alive).
+    match acme.send(&url, body, JOSE).await {
+        Ok(r) => {
+            let refused = r.status == 413
+                || (r.status == 400
+                    && r.json()["type"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with(URN)));
+            assert!(
+                refused,
+                "a {} KiB body must be refused, got HTTP {} {}",
+                big.to_string().len() / 1024,
+                r.status,
+                r.text()
+            );
+        }
+        Err(e) => eprintln!("huge body: connection closed while sending ({e:#})"),
+    }
 
-    // The server is still there and still works.
-    let dir = ca.http.get(format!("{}/directory", ca.base)).send().await?;
-    assert_eq!(dir.status().as_u16(), 200);
+    // The server is still there and still works. It answered 413 without
+    // reading the body and closed that connection, so the client's pool may
+    // hand out the dead connection once: retry, as any client would.
+    let mut dir = None;
+    for _ in 0..3 {
+        if let Ok(r) = ca.http.get(format!("{}/directory", ca.base)).send().await {
+            dir = Some(r);
+            break;
+        }
+    }
+    assert_eq!(dir.context("directory after 413")?.status().as_u16(), 200);
     acme.nonce = None;
     acme.register().await?;
     ca.assert_nothing_issued().await
@@ -982,58 +1088,860 @@ async fn section_7_3_unknown_kid_is_account_does_not_exist() -> Result<()> {
     ca.assert_nothing_issued().await
 }
 
-/// RFC 8555 §7.6 with the key-compromise rule (DESIGN.md story 2):
-/// keyCompromise (reason 1) signed by the account key is
-/// `badRevocationReason`; signed by the certificate's own key it succeeds,
-/// is recorded as proven, and blocks the key for new orders
-/// (`badPublicKey`).
+// ---------------------------------------------------------------------------
+// §7.6 revocation and the key-compromise rule (DESIGN.md story 2).
+// ---------------------------------------------------------------------------
+
+/// Serial (lowercase hex, as `ca list` prints it) and SPKI (base64url DER) of a leaf.
+fn serial_and_spki(leaf: &[u8]) -> Result<(String, String)> {
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(leaf)
+        .map_err(|e| anyhow::anyhow!("leaf: {e}"))?;
+    let serial = hex::encode(cert.raw_serial())
+        .trim_start_matches("00")
+        .to_string();
+    Ok((serial, b64::encode(cert.public_key().raw)))
+}
+
+/// Issues one certificate for `localhost` with `key` (authorizations are
+/// reused after the first order, so later orders are ready at once).
+async fn issue_with(acme: &mut Acme, ca: &Ca, key: &rcgen::KeyPair) -> Result<Vec<u8>> {
+    let (_, order) = acme.ready_order(ca, &["localhost"]).await?;
+    issue(acme, &order, &csr(&["localhost"], key, false)?).await
+}
+
+/// The built-in policy with `revocation.max_cascade` replaced.
+fn policy_with_cascade(cap: u32) -> String {
+    let p = certkeeper_ca::policy::DEFAULT_POLICY;
+    assert!(p.contains("max_cascade = 1000"), "default policy changed");
+    p.replace("max_cascade = 1000", &format!("max_cascade = {cap}"))
+}
+
+/// RFC 8555 §7.6, Let's Encrypt's rule since Mozilla Root Store Policy 2.8:
+/// keyCompromise from the subscriber's *account* key is honoured (revoked
+/// with reason 1, on the record with the certificate's SPKI and
+/// `subscriber-account`), but proves nothing: the key is not blocked, the
+/// other certificate with the same key stays valid, and a new certificate
+/// with that key is issued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn section_7_6_key_compromise_needs_the_certificate_key() -> Result<()> {
+async fn section_7_6_subscriber_key_compromise_revokes_but_does_not_block() -> Result<()> {
     let ca = Ca::start().await?;
     let mut acme = ca.account().await?;
-    let (_, order) = acme.ready_order(&ca, &["localhost"]).await?;
-    let cert_key = rcgen::KeyPair::generate()?;
-    let leaf = issue(&mut acme, &order, &csr(&["localhost"], &cert_key, false)?).await?;
+    let key = rcgen::KeyPair::generate()?;
+    let first = issue_with(&mut acme, &ca, &key).await?;
+    let second = issue_with(&mut acme, &ca, &key).await?;
+    let (serial, spki) = serial_and_spki(&first)?;
+    let (second_serial, _) = serial_and_spki(&second)?;
+
+    let revocation = json!({ "certificate": b64::encode(&first), "reason": 1 });
+    let r = acme.post(&ca.url("revokeCert"), Some(&revocation)).await?;
+    assert_eq!(r.status, 200, "account-key keyCompromise: {}", r.text());
+    let cert = ca.cert(&serial).await?;
+    assert_eq!(
+        (&cert["status"], &cert["revocation_reason"]),
+        (&json!("revoked"), &json!(1)),
+        "{cert:#?}"
+    );
+    assert_eq!(cert["key_proven_at_revocation"], json!(false));
+    assert_eq!(
+        ca.cert(&second_serial).await?["status"],
+        "valid",
+        "nothing else is revoked on the subscriber's word"
+    );
+
+    let records = ca.revocations().await?;
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let rec = &records[0];
+    assert_eq!(rec["serial"], json!(serial));
+    assert_eq!(rec["method"], "subscriber-account");
+    assert_eq!(rec["reason"], json!(1));
+    assert_eq!(rec["requested_reason"], json!(1));
+    assert_eq!(rec["key_blocked"], json!(false));
+    assert_eq!(
+        b64::decode(rec["spki_der"].as_str().unwrap_or_default()).ok(),
+        b64::decode(&spki).ok(),
+        "the record keeps the certificate's SPKI"
+    );
+
+    // Not blocked: the same key gets a new certificate.
+    let third = issue_with(&mut acme, &ca, &key).await?;
+    assert_eq!(serial_and_spki(&third)?.1, spki);
+    // A second request for the same certificate is alreadyRevoked.
+    let r = acme.post(&ca.url("revokeCert"), Some(&revocation)).await?;
+    assert_problem(&r, 400, "alreadyRevoked");
+    Ok(())
+}
+
+/// RFC 8555 §7.6 with the certificate's own key (`jwk`): compromise is
+/// demonstrated, so the reason is keyCompromise whatever was asked (Boulder
+/// `RevokeCertByKey`), the key is blocked (`badPublicKey` at finalize), and
+/// the other unexpired certificates with the key are revoked oldest first up
+/// to `revocation.max_cascade` (here 2 of 3): one already revoked as
+/// superseded is raised to keyCompromise and keeps its revocation date.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_7_6_certificate_key_blocks_and_cascades_up_to_the_cap() -> Result<()> {
+    let ca = Ca::start_with(Some(policy_with_cascade(2))).await?;
+    let mut acme = ca.account().await?;
+    let key = rcgen::KeyPair::generate()?;
+    let mut serials = Vec::new();
+    let mut leaves = Vec::new();
+    for _ in 0..4 {
+        let leaf = issue_with(&mut acme, &ca, &key).await?;
+        serials.push(serial_and_spki(&leaf)?.0);
+        leaves.push(leaf);
+        // "Oldest first" is by issuance time, which the CA keeps in seconds.
+        tokio::time::sleep(Duration::from_millis(1050)).await;
+    }
     let revoke_url = ca.url("revokeCert");
-    let revocation = json!({ "certificate": b64::encode(&leaf), "reason": 1 });
+    // The oldest is revoked first as superseded, by the subscriber.
+    let r = acme
+        .post(
+            &revoke_url,
+            Some(&json!({ "certificate": b64::encode(&leaves[0]), "reason": 4 })),
+        )
+        .await?;
+    assert_eq!(r.status, 200, "superseded: {}", r.text());
+    let superseded_at = ca.cert(&serials[0]).await?["revoked_at"].clone();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
 
-    // Account key: keyCompromise is not proven.
-    let r = acme.post(&revoke_url, Some(&revocation)).await?;
-    assert_problem(&r, 400, "badRevocationReason");
-    let certs = ca.list().await?;
-    assert_eq!(certs.len(), 1);
-    assert_eq!(
-        certs[0]["status"], "valid",
-        "the refused request revoked nothing: {certs:#?}"
-    );
-
-    // Certificate key (jwk): proven compromise.
-    let mut holder = Acme::with_key(&ca, SigningKey::from_pkcs8_der(&cert_key.serialize_der())?);
+    // The newest, revoked with its own key; the reason asked for is
+    // unspecified, the reason recorded is keyCompromise.
+    let mut holder = Acme::with_key(&ca, SigningKey::from_pkcs8_der(&key.serialize_der())?);
+    let revocation = json!({ "certificate": b64::encode(&leaves[3]), "reason": 0 });
     let r = holder.post(&revoke_url, Some(&revocation)).await?;
+    assert_eq!(r.status, 200, "certificate-key revocation: {}", r.text());
+
+    let list = ca.list().await?;
+    let row = |s: &str| {
+        list.iter()
+            .find(|c| c["serial"] == s)
+            .cloned()
+            .unwrap_or_default()
+    };
+    for s in [&serials[3], &serials[0], &serials[1]] {
+        let c = row(s);
+        assert_eq!(
+            (&c["status"], &c["revocation_reason"]),
+            (&json!("revoked"), &json!(1)),
+            "{s}: {c:#?}"
+        );
+        assert_eq!(c["key_proven_at_revocation"], json!(true), "{c:#?}");
+    }
     assert_eq!(
-        r.status,
-        200,
-        "revocation with the certificate key: {}",
-        r.text()
+        row(&serials[0])["revoked_at"],
+        superseded_at,
+        "raising the reason keeps the original revocation date"
     );
-    let certs = ca.list().await?;
-    assert_eq!(certs.len(), 1, "{certs:#?}");
-    assert_eq!(certs[0]["status"], "revoked", "{certs:#?}");
-    assert_eq!(certs[0]["revocation_reason"], json!(1), "{certs:#?}");
     assert_eq!(
-        certs[0]["key_proven_at_revocation"],
-        json!(true),
-        "{certs:#?}"
+        row(&serials[2])["status"],
+        "valid",
+        "the cap (2) stops the cascade before the third certificate"
     );
 
-    // The key is now blocked: a new order (its authorization is reused, so
-    // it is ready at once) cannot be finalized with it.
+    let records = ca.revocations().await?;
+    let methods: Vec<(String, String)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["serial"].as_str().unwrap_or_default().to_string(),
+                r["method"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        methods,
+        vec![
+            (serials[0].clone(), "subscriber-account".into()),
+            (serials[3].clone(), "certificate-key".into()),
+            (serials[0].clone(), "cascade".into()),
+            (serials[1].clone(), "cascade".into()),
+        ],
+        "{records:#?}"
+    );
+    assert_eq!(records[1]["requested_reason"], json!(0));
+    assert_eq!(records[1]["key_blocked"], json!(true));
+    assert_eq!(records[2]["source_serial"], json!(serials[3]));
+    assert!(
+        records
+            .iter()
+            .all(|r| r["spki_der"] == records[0]["spki_der"]),
+        "every record carries the same SPKI"
+    );
+
+    // Blocked: a ready order cannot be finalized with the key.
     let (order_url, order) = acme.ready_order(&ca, &["localhost"]).await?;
     let r = acme
-        .finalize(&order, &csr(&["localhost"], &cert_key, false)?)
+        .finalize(&order, &csr(&["localhost"], &key, false)?)
         .await?;
     assert_problem(&r, 400, "badPublicKey");
     assert_eq!(acme.get(&order_url).await?["status"], "ready");
-    assert_eq!(ca.list().await?.len(), 1, "nothing new was issued");
+    // Asking again: alreadyRevoked, and nothing new is written.
+    let r = holder.post(&revoke_url, Some(&revocation)).await?;
+    assert_problem(&r, 400, "alreadyRevoked");
+    assert_eq!(ca.revocations().await?.len(), 4);
+    assert_eq!(ca.list().await?.len(), 4, "nothing new was issued");
     Ok(())
+}
+
+/// RFC 8555 §7.6: "the account ... holds authorizations for all of the
+/// identifiers in the certificate" may revoke it. Without them another
+/// account is `unauthorized`; with them the revocation succeeds, the reason
+/// is forced to cessationOfOperation (5) as Boulder does, and nothing is
+/// blocked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_7_6_authorized_account_revokes_as_cessation_of_operation() -> Result<()> {
+    let ca = Ca::start().await?;
+    let mut owner = ca.account().await?;
+    let key = rcgen::KeyPair::generate()?;
+    let leaf = issue_with(&mut owner, &ca, &key).await?;
+    let (serial, _) = serial_and_spki(&leaf)?;
+    let revocation = json!({ "certificate": b64::encode(&leaf), "reason": 1 });
+
+    let mut other = ca.account().await?;
+    let r = other.post(&ca.url("revokeCert"), Some(&revocation)).await?;
+    assert_problem(&r, 403, "unauthorized");
+    assert_eq!(ca.cert(&serial).await?["status"], "valid");
+
+    // The other account validates localhost itself, then may revoke.
+    other.ready_order(&ca, &["localhost"]).await?;
+    let r = other.post(&ca.url("revokeCert"), Some(&revocation)).await?;
+    assert_eq!(r.status, 200, "authorized account: {}", r.text());
+    let cert = ca.cert(&serial).await?;
+    assert_eq!(cert["status"], "revoked");
+    assert_eq!(cert["revocation_reason"], json!(5), "{cert:#?}");
+    let records = ca.revocations().await?;
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(records[0]["method"], "authorized-account");
+    assert_eq!(records[0]["requested_reason"], json!(1));
+    assert_eq!(records[0]["key_blocked"], json!(false));
+    // Not blocked: the owner gets a new certificate with the same key.
+    issue_with(&mut owner, &ca, &key).await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Hardening (issue 9, part 3): bounds on validation work, renewal
+// exemptions, and a record of every signature.
+// ---------------------------------------------------------------------------
+
+/// The built-in policy with exact substitutions (each must apply).
+fn policy_edited(edits: &[(&str, &str)]) -> String {
+    let mut p = certkeeper_ca::policy::DEFAULT_POLICY.to_string();
+    for (from, to) in edits {
+        assert!(p.contains(from), "default policy has no {from:?}");
+        p = p.replace(from, to);
+    }
+    p
+}
+
+/// The http-01 challenge of an authorization, with the token answered (or not).
+async fn http01_challenge(
+    acme: &mut Acme,
+    ca: &Ca,
+    authz_url: &str,
+    answer: bool,
+) -> Result<String> {
+    let authz = acme.get(authz_url).await?;
+    let chall = authz["challenges"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "http-01"))
+        .with_context(|| format!("no http-01 challenge in {authz}"))?
+        .clone();
+    let token = chall["token"].as_str().context("token")?;
+    if answer {
+        let ka = key_authorization(token, &acme.key.jwk());
+        ca.answers
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .insert(token.to_string(), ka);
+    }
+    Ok(chall["url"].as_str().context("challenge url")?.to_string())
+}
+
+fn authz_urls(order: &Value) -> Vec<String> {
+    order["authorizations"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|u| u.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `capacity.max_concurrent_validations` is global: with 1 slot and one
+/// validation held open by a slow responder, the next challenge POST is
+/// `rateLimited` (429) with `Retry-After` and leaves its authorization
+/// pending; once the slot frees, the same POST validates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validations_beyond_the_global_cap_are_told_to_retry() -> Result<()> {
+    let ca = Ca::start_with(Some(policy_edited(&[(
+        "max_concurrent_validations = 64",
+        "max_concurrent_validations = 1",
+    )])))
+    .await?;
+    let mut acme = ca.account().await?;
+    let r = acme
+        .new_order_raw(json!([{ "type": "dns", "value": "localhost" }, { "type": "ip", "value": "127.0.0.1" }]))
+        .await?
+        .ok("newOrder")?;
+    let order_url = r.header("location").context("Location")?;
+    let authzs = authz_urls(&r.json());
+    assert_eq!(authzs.len(), 2);
+    let first = http01_challenge(&mut acme, &ca, &authzs[0], true).await?;
+    let second = http01_challenge(&mut acme, &ca, &authzs[1], true).await?;
+    // The responder holds each answer 5 s: longer than the CA's 3 s inline wait.
+    ca.delay_ms.store(5000, std::sync::atomic::Ordering::SeqCst);
+    acme.post(&first, Some(&json!({})))
+        .await?
+        .ok("first challenge")?;
+    let r = acme.post(&second, Some(&json!({}))).await?;
+    assert_problem(&r, 429, "rateLimited");
+    assert!(r.header("retry-after").is_some(), "429 without Retry-After");
+    assert!(
+        r.text().contains("maximum of 1 validations"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(acme.get(&authzs[1]).await?["status"], "pending");
+
+    ca.delay_ms.store(0, std::sync::atomic::Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acme.get(&authzs[0]).await?["status"] != "valid" {
+        ensure!(Instant::now() < deadline, "first validation never finished");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    acme.post(&second, Some(&json!({})))
+        .await?
+        .ok("second challenge, slot free")?;
+    acme.wait_order(&order_url, "ready").await?;
+    Ok(())
+}
+
+/// `capacity.max_pending_authzs_per_account`: an account holding 2 pending
+/// authorizations (the cap) cannot order a third (429); deactivating one
+/// (RFC 8555 §7.5.2) makes room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_authorizations_per_account_are_capped() -> Result<()> {
+    let ca = Ca::start_with(Some(policy_edited(&[(
+        "max_pending_authzs_per_account = 10000",
+        "max_pending_authzs_per_account = 2",
+    )])))
+    .await?;
+    let mut acme = ca.account().await?;
+    let r = acme
+        .new_order_raw(json!([{ "type": "dns", "value": "localhost" }, { "type": "ip", "value": "127.0.0.1" }]))
+        .await?
+        .ok("newOrder")?;
+    let authzs = authz_urls(&r.json());
+    let r = acme
+        .new_order_raw(json!([{ "type": "dns", "value": "localhost" }]))
+        .await?;
+    assert_problem(&r, 429, "rateLimited");
+    assert!(
+        r.text()
+            .contains("too many currently pending authorizations (2 of 2)"),
+        "{}",
+        r.text()
+    );
+    acme.post(&authzs[0], Some(&json!({ "status": "deactivated" })))
+        .await?
+        .ok("deactivate")?;
+    acme.new_order_raw(json!([{ "type": "dns", "value": "localhost" }]))
+        .await?
+        .ok("newOrder after deactivation")?;
+    Ok(())
+}
+
+/// FailedAuthorizationsPerDomainPerAccount is checked when a challenge is
+/// triggered, not only at newOrder: two authorizations obtained before any
+/// failure; after the first fails (limit 1 per hour) the second's challenge
+/// POST is `rateLimited` and no validation runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_validation_limit_is_checked_at_the_challenge() -> Result<()> {
+    let ca = Ca::start_with(Some(policy_edited(&[(
+        "[limits.FailedAuthorizationsPerDomainPerAccount]\ncount = 30",
+        "[limits.FailedAuthorizationsPerDomainPerAccount]\ncount = 1",
+    )])))
+    .await?;
+    let mut acme = ca.account().await?;
+    let (_, a) = acme.new_order(&["localhost"]).await?;
+    let (_, b) = acme.new_order(&["localhost"]).await?;
+    let (a, b) = (authz_urls(&a), authz_urls(&b));
+    assert_ne!(a, b, "two pending authorizations");
+    // Unanswered: the responder says 404, the validation fails.
+    let chall = http01_challenge(&mut acme, &ca, &a[0], false).await?;
+    acme.post(&chall, Some(&json!({})))
+        .await?
+        .ok("challenge a")?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acme.get(&a[0]).await?["status"] != "invalid" {
+        ensure!(Instant::now() < deadline, "validation a never failed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let chall = http01_challenge(&mut acme, &ca, &b[0], true).await?;
+    let r = acme.post(&chall, Some(&json!({}))).await?;
+    assert_problem(&r, 429, "rateLimited");
+    assert!(
+        r.text().contains("too many failed authorizations (1)"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(acme.get(&b[0]).await?["status"], "pending");
+    Ok(())
+}
+
+/// The 120-day renewal exemption from NewOrdersPerAccount belongs to the
+/// account that was issued the set: another account naming the same set is
+/// held to its limit (2 here); the owner's renewals stay exempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_exemption_is_for_the_account_that_was_issued_the_set() -> Result<()> {
+    let ca = Ca::start_with(Some(policy_edited(&[(
+        "[limits.NewOrdersPerAccount]\ncount = 20000",
+        "[limits.NewOrdersPerAccount]\ncount = 2",
+    )])))
+    .await?;
+    let mut owner = ca.account().await?;
+    let key = rcgen::KeyPair::generate()?;
+    issue_with(&mut owner, &ca, &key).await?;
+
+    let mut other = ca.account().await?;
+    for _ in 0..2 {
+        other.new_order(&["localhost"]).await?;
+    }
+    let r = other
+        .new_order_raw(json!([{ "type": "dns", "value": "localhost" }]))
+        .await?;
+    assert_problem(&r, 429, "rateLimited");
+    assert!(r.text().contains("too many new orders (2)"), "{}", r.text());
+    // The owner spent one order on the first issuance; its renewals are free.
+    for _ in 0..3 {
+        owner.new_order(&["localhost"]).await?;
+    }
+    Ok(())
+}
+
+/// Boulder's order of issuance: the serial is reserved and the intent
+/// recorded before signing, so a certificate signed and then thrown away
+/// (here CertificatesPerFQDNSet = 1 denies the second finalize after
+/// signing) is still on the record with its DER, and is never served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_signature_is_on_the_record() -> Result<()> {
+    let ca = Ca::start_with(Some(policy_edited(&[(
+        "[limits.CertificatesPerFQDNSet]\ncount = 48",
+        "[limits.CertificatesPerFQDNSet]\ncount = 1",
+    )])))
+    .await?;
+    let mut acme = ca.account().await?;
+    let key = rcgen::KeyPair::generate()?;
+    // Both orders pass newOrder's check: nothing is spent until finalize.
+    let (_, first) = acme.ready_order(&ca, &["localhost"]).await?;
+    let (_, second) = acme.ready_order(&ca, &["localhost"]).await?;
+    let leaf = issue(&mut acme, &first, &csr(&["localhost"], &key, false)?).await?;
+    let r = acme
+        .finalize(&second, &csr(&["localhost"], &key, false)?)
+        .await?;
+    assert_problem(&r, 429, "rateLimited");
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_certkeeper"))
+        .args(["ca", "issuances", "--json", "--data"])
+        .arg(&ca.data)
+        .output()
+        .await?;
+    ensure!(out.status.success(), "ca issuances failed");
+    let mut rows: Vec<Value> = serde_json::from_slice(&out.stdout)?;
+    // Both were reserved within one second: order by state, issued first.
+    rows.sort_by_key(|r| r["state"] != "issued");
+    let states: Vec<&str> = rows.iter().filter_map(|r| r["state"].as_str()).collect();
+    assert_eq!(states, ["issued", "discarded"], "{rows:#?}");
+    assert_eq!(rows[0]["serial"], json!(serial_and_spki(&leaf)?.0));
+    let der = b64::decode(rows[1]["cert_der"].as_str().unwrap_or_default())?;
+    let (serial, spki) = serial_and_spki(&der)?;
+    assert_eq!(serial, rows[1]["serial"].as_str().unwrap_or_default());
+    assert_eq!(spki, serial_and_spki(&leaf)?.1, "same subscriber key");
+    assert!(
+        rows[1]["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("too many certificates (1)"),
+        "{rows:#?}"
+    );
+    assert_eq!(ca.list().await?.len(), 1, "the discarded one is not served");
+    Ok(())
+}
+
+/// RFC 8555 §7.3 contacts, validated as Boulder does: a CR/LF header
+/// injection, header fields, a second address, a 30,000-character local
+/// part, duplicates and more than 10 contacts are `invalidContact`; the
+/// refused account is not created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_7_3_hostile_contacts_are_invalid_contact() -> Result<()> {
+    let ca = Ca::start().await?;
+    let url = ca.url("newAccount");
+    let many: Vec<String> = (0..11)
+        .map(|i| format!("mailto:a{i}@example.com"))
+        .collect();
+    for contact in [
+        json!(["mailto:a\r\nBcc: x@y@b.example"]),
+        json!(["mailto:a@b.example?subject=hi"]),
+        json!([format!("mailto:{}@example.com", "a".repeat(30_000))]),
+        json!(["mailto:a@b.example", "mailto:a@b.example"]),
+        json!(many),
+    ] {
+        let mut acme = ca.client()?;
+        let r = acme
+            .post(
+                &url,
+                Some(&json!({ "termsOfServiceAgreed": true, "contact": contact })),
+            )
+            .await?;
+        assert_problem(&r, 400, "invalidContact");
+        assert!(
+            r.text().len() < 2000,
+            "the problem echoes the input: {} bytes",
+            r.text().len()
+        );
+    }
+    let mut acme = ca.client()?;
+    acme.post(
+        &url,
+        Some(&json!({ "termsOfServiceAgreed": true, "contact": ["mailto:ops@svc.example.internal"] })),
+    )
+    .await?
+    .ok("a plain contact")?;
+    Ok(())
+}
+
+/// RFC 8738 IP identifiers: unspecified, broadcast and multicast addresses
+/// are `rejectedIdentifier`; an IPv4-mapped IPv6 address is the IPv4 address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc8738_unusable_ips_are_rejected_and_mapped_ones_normalised() -> Result<()> {
+    let ca = Ca::start().await?;
+    let mut acme = ca.account().await?;
+    for ip in ["0.0.0.0", "::", "255.255.255.255", "224.0.0.1", "ff02::1"] {
+        let r = acme
+            .new_order_raw(json!([{ "type": "ip", "value": ip }]))
+            .await?;
+        assert_problem(&r, 400, "rejectedIdentifier");
+    }
+    let r = acme
+        .new_order_raw(json!([{ "type": "ip", "value": "::ffff:127.0.0.1" }]))
+        .await?
+        .ok("mapped address")?;
+    assert_eq!(
+        r.json()["identifiers"],
+        json!([{ "type": "ip", "value": "127.0.0.1" }])
+    );
+    ca.assert_nothing_issued().await
+}
+
+/// RFC 8555 §7.3.6: after deactivation "the server MUST NOT accept further
+/// requests authorized by that account's key": newAccount with it (even
+/// onlyReturnExisting) is `unauthorized`, not a 200 with the dead account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_7_3_6_deactivated_key_cannot_register_again() -> Result<()> {
+    let ca = Ca::start().await?;
+    let mut acme = ca.account().await?;
+    let kid = acme.kid.clone().context("kid")?;
+    acme.post(&kid, Some(&json!({ "status": "deactivated" })))
+        .await?
+        .ok("deactivate")?;
+    acme.kid = None;
+    let url = ca.url("newAccount");
+    for payload in [
+        json!({ "termsOfServiceAgreed": true }),
+        json!({ "onlyReturnExisting": true }),
+    ] {
+        let r = acme.post(&url, Some(&payload)).await?;
+        assert_problem(&r, 403, "unauthorized");
+    }
+    Ok(())
+}
+
+/// ECDSA DER `SEQUENCE { r INTEGER, s INTEGER }` to JWS's fixed `r || s`
+/// (RFC 7518 §3.4), 32 bytes each for P-256.
+fn der_to_fixed_p256(der: &[u8]) -> Result<Vec<u8>> {
+    let (_, obj) = x509_parser::der_parser::parse_der(der)
+        .map_err(|e| anyhow::anyhow!("signature DER: {e}"))?;
+    let seq = obj.as_sequence().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut out = Vec::with_capacity(64);
+    for int in seq.iter().take(2) {
+        let bytes = int.as_slice().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let bytes: Vec<u8> = bytes.iter().copied().skip_while(|b| *b == 0).collect();
+        ensure!(bytes.len() <= 32, "integer too long");
+        out.extend(std::iter::repeat_n(0u8, 32 - bytes.len()));
+        out.extend(bytes);
+    }
+    Ok(out)
+}
+
+/// RFC 7515 §4: a JOSE header with a duplicate member MUST be rejected.
+/// Here the protected header says `"alg":"none"` and then `"alg":"ES256"`,
+/// correctly signed with ES256: a parser where the last member wins would
+/// accept it; the CA answers `malformed` and creates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_6_2_duplicate_header_members_are_malformed() -> Result<()> {
+    use rcgen::SigningKey as _;
+    let ca = Ca::start().await?;
+    let kp = rcgen::KeyPair::generate()?;
+    let mut acme = Acme::with_key(&ca, SigningKey::from_pkcs8_der(&kp.serialize_der())?);
+    acme.register().await?;
+    let kid = acme.kid.clone().context("kid")?;
+    let url = ca.url("newOrder");
+    let nonce = acme.nonce().await?;
+    let protected =
+        format!(r#"{{"alg":"none","nonce":"{nonce}","url":"{url}","kid":"{kid}","alg":"ES256"}}"#);
+    let payload =
+        serde_json::to_vec(&json!({ "identifiers": [{ "type": "dns", "value": "localhost" }] }))?;
+    let signing_input = format!(
+        "{}.{}",
+        b64::encode(protected.as_bytes()),
+        b64::encode(&payload)
+    );
+    let signature = der_to_fixed_p256(&kp.sign(signing_input.as_bytes())?)?;
+    let body = serde_json::to_vec(&json!({
+        "protected": b64::encode(protected.as_bytes()),
+        "payload": b64::encode(&payload),
+        "signature": b64::encode(&signature),
+    }))?;
+    let r = acme.send(&url, body, JOSE).await?;
+    assert_problem(&r, 400, "malformed");
+    assert!(r.text().contains("appears twice"), "{}", r.text());
+    Ok(())
+}
+
+/// A declared body above the cap (`Content-Length: 10^12`, `Expect:
+/// 100-continue`, no body sent) is refused at once with 413, not held open
+/// until the request timeout. Raw TLS + HTTP/1.1, so nothing but the
+/// headers ever leaves the client.
+#[test]
+fn a_declared_huge_body_is_refused_at_once_with_413() -> Result<()> {
+    use std::io::{Read, Write};
+    let rt = tokio::runtime::Runtime::new()?;
+    let ca = rt.block_on(Ca::start())?;
+    let root = std::fs::read(ca.data.join("ca/root.pem"))?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&root).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pki_types::CertificateDer::from(pem.contents))?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let authority = ca.base.trim_start_matches("https://").to_string();
+    let port: u16 = authority.rsplit(':').next().unwrap_or_default().parse()?;
+    let conn = rustls::ClientConnection::new(Arc::new(config), "localhost".try_into()?)?;
+    let sock = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
+    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    let started = Instant::now();
+    write!(
+        tls,
+        "POST /acme/new-order HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/jose+json\r\n\
+         Content-Length: 1000000000000\r\nExpect: 100-continue\r\n\r\n"
+    )?;
+    tls.flush()?;
+    let mut buf = [0u8; 64];
+    let n = tls.read(&mut buf).context("no answer within 5 s")?;
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 413"), "{head:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(ca);
+    Ok(())
+}
+
+/// A TLS client config trusting only the CA's root, with one ALPN protocol.
+fn tls_client(ca: &Ca, alpn: &[u8]) -> Result<Arc<rustls::ClientConfig>> {
+    let root = std::fs::read(ca.data.join("ca/root.pem"))?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&root).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pki_types::CertificateDer::from(pem.contents))?;
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Connects and completes the TLS handshake; sends nothing else.
+fn silent_tls(
+    ca: &Ca,
+    alpn: &[u8],
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
+    let port: u16 = ca.base.rsplit(':').next().unwrap_or_default().parse()?;
+    let mut conn = rustls::ClientConnection::new(tls_client(ca, alpn)?, "localhost".try_into()?)?;
+    let mut sock = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
+    sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock)?;
+    }
+    Ok(rustls::StreamOwned::new(conn, sock))
+}
+
+/// Reads until the server closes; the time it took, or an error if it did not.
+fn until_closed(
+    tls: &mut rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+) -> Result<Duration> {
+    use std::io::Read;
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    loop {
+        match tls.read(&mut buf) {
+            Ok(0) => return Ok(started.elapsed()),
+            // HTTP/2 servers speak first (SETTINGS): keep reading.
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                bail!("still open after {:?}", started.elapsed())
+            }
+            Err(_) => return Ok(started.elapsed()),
+        }
+    }
+}
+
+/// A client that completes the TLS handshake and then sends nothing, over
+/// HTTP/1.1 and over HTTP/2 (idle after the server's preface), is
+/// disconnected after `capacity.connection_idle_seconds` (2 here), not kept
+/// forever.
+#[test]
+fn a_silent_connection_after_the_handshake_is_closed() -> Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let ca = rt.block_on(Ca::start_with(Some(policy_edited(&[(
+        "connection_idle_seconds = 60",
+        "connection_idle_seconds = 2",
+    )]))))?;
+    for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
+        let mut tls = silent_tls(&ca, alpn)?;
+        let took =
+            until_closed(&mut tls).with_context(|| String::from_utf8_lossy(alpn).to_string())?;
+        assert!(
+            took < Duration::from_secs(6),
+            "{}: closed after {took:?}",
+            String::from_utf8_lossy(alpn)
+        );
+    }
+    Ok(())
+}
+
+/// `capacity.max_connections` (3 here): connections beyond the cap are
+/// dropped before their handshake completes (the readiness probe's pooled
+/// connection may hold a slot too); once one closes, a new one is served.
+#[test]
+fn connections_beyond_the_cap_are_dropped() -> Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let ca = rt.block_on(Ca::start_with(Some(policy_edited(&[(
+        "max_connections = 4096",
+        "max_connections = 3",
+    )]))))?;
+    let mut open = Vec::new();
+    let mut refused = false;
+    for _ in 0..4 {
+        match silent_tls(&ca, b"http/1.1") {
+            Ok(c) => open.push(c),
+            Err(_) => {
+                refused = true;
+                break;
+            }
+        }
+    }
+    assert!(refused, "4 connections served with a cap of 3");
+    assert!(!open.is_empty() && open.len() <= 3, "{} served", open.len());
+    let first = open.remove(0);
+    drop(first);
+    // The server notices the close on its next read of that socket.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match silent_tls(&ca, b"http/1.1") {
+            Ok(_) => break,
+            Err(e) if Instant::now() > deadline => return Err(e.context("slot never freed")),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    Ok(())
+}
+
+/// A CSR for `localhost` whose RSA-2048 modulus has primes 2^100 apart,
+/// built by Python's `cryptography` (certbot's own crypto library).
+fn close_primes_csr(dir: &Path) -> Result<Vec<u8>> {
+    let script = r#"
+import secrets, sys
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+def probable_prime(n):
+    if n % 2 == 0:
+        return False
+    d, r = n - 1, 0
+    while d % 2 == 0:
+        d //= 2; r += 1
+    for _ in range(40):
+        x = pow(secrets.randbelow(n - 3) + 2, d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(r - 1):
+            x = pow(x, 2, n)
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+def next_prime(n):
+    n |= 1
+    while not (probable_prime(n) and (n - 1) % 65537 != 0):
+        n += 2
+    return n
+
+p = next_prime(secrets.randbits(1024) | (3 << 1022))
+q = next_prime(p + (1 << 100))
+e = 65537
+d = pow(e, -1, (p - 1) * (q - 1))
+key = rsa.RSAPrivateNumbers(p, q, d, d % (p - 1), d % (q - 1), pow(q, -1, p),
+                            rsa.RSAPublicNumbers(e, p * q)).private_key()
+csr = (x509.CertificateSigningRequestBuilder()
+       .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+       .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+       .sign(key, hashes.SHA256()))
+open(sys.argv[1], "wb").write(csr.public_bytes(serialization.Encoding.DER))
+"#;
+    let out = dir.join("close.csr.der");
+    let status = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&out)
+        .status()
+        .context("cannot run python3")?;
+    ensure!(status.success(), "python3 key generation failed: {status}");
+    Ok(std::fs::read(&out)?)
+}
+
+/// Boulder's goodkey: an RSA modulus that Fermat's method factors within
+/// 100 rounds (primes too close, as broken generators make) is
+/// `badPublicKey` at finalize, and nothing is issued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_7_4_fermat_factorable_rsa_key_is_bad_public_key() -> Result<()> {
+    let ca = Ca::start().await?;
+    let mut acme = ca.account().await?;
+    let (_, order) = acme.ready_order(&ca, &["localhost"]).await?;
+    let dir = tempfile::tempdir()?;
+    let r = acme
+        .finalize(&order, &close_primes_csr(dir.path())?)
+        .await?;
+    assert_problem(&r, 400, "badPublicKey");
+    assert!(r.text().contains("Fermat"), "{}", r.text());
+    ca.assert_nothing_issued().await
 }

@@ -293,6 +293,18 @@ impl Store {
         Ok(row.as_ref().map(authz_from).transpose()?)
     }
 
+    /// How many unexpired pending (or processing) authorizations an account
+    /// holds: the work it has asked the CA to keep ready.
+    pub async fn pending_authz_count(&self, account_id: &str, now: i64) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM ca_authzs WHERE account_id = $1 AND status IN ('pending', 'processing') AND expires_at > $2",
+        )
+        .bind(account_id)
+        .bind(now)
+        .fetch_one(self.pool())
+        .await?)
+    }
+
     /// Authorizations in one status, e.g. `processing` ones to resume after a restart.
     pub async fn authzs_with_status(&self, status: &str) -> Result<Vec<AuthzRow>, StoreError> {
         let rows = sqlx::query(
@@ -355,44 +367,6 @@ impl Store {
             .collect::<Result<_, _>>()?)
     }
 
-    /// Valid certificates that share a key, for the keyCompromise cascade; at most `limit`.
-    pub async fn valid_certificates_with_key(
-        &self,
-        spki_sha256: &str,
-        limit: i64,
-    ) -> Result<Vec<CertificateRow>, StoreError> {
-        let rows = sqlx::query(concat!("SELECT ", cert_columns!(), " FROM ca_certificates WHERE spki_sha256 = $1 AND status = 'valid' ORDER BY issued_at LIMIT $2"))
-        .bind(spki_sha256)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows
-            .iter()
-            .map(certificate_from)
-            .collect::<Result<_, _>>()?)
-    }
-
-    /// Marks a valid certificate revoked; false when it was already revoked.
-    pub async fn revoke_certificate(
-        &self,
-        serial: &str,
-        at: i64,
-        reason: i64,
-        proven_spki_sha256: Option<&str>,
-    ) -> Result<bool, StoreError> {
-        let r = sqlx::query(
-            "UPDATE ca_certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2, revoked_spki_sha256 = $3 \
-             WHERE serial = $4 AND status = 'valid'",
-        )
-        .bind(at)
-        .bind(reason)
-        .bind(proven_spki_sha256)
-        .bind(serial)
-        .execute(self.writer())
-        .await?;
-        Ok(r.rows_affected() == 1)
-    }
-
     /// Revoked certificates that have not expired by `now`: the CRL's entries.
     pub async fn revoked_unexpired(&self, now: i64) -> Result<Vec<CertificateRow>, StoreError> {
         let rows = sqlx::query(concat!(
@@ -407,24 +381,6 @@ impl Store {
             .iter()
             .map(certificate_from)
             .collect::<Result<_, _>>()?)
-    }
-
-    /// Blocks a key (by SPKI hash) after a proven compromise; idempotent.
-    pub async fn block_key(
-        &self,
-        spki_sha256: &str,
-        source_serial: &str,
-        at: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO ca_blocked_keys (spki_sha256, source_serial, blocked_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        )
-        .bind(spki_sha256)
-        .bind(source_serial)
-        .bind(at)
-        .execute(self.writer())
-        .await?;
-        Ok(())
     }
 
     /// True when a key was blocked after a proven compromise.
@@ -597,6 +553,14 @@ pub(crate) async fn insert_certificate_tx(
     .bind(&cert.revoked_spki_sha256)
     .bind(cert.issued_at)
     .bind(&cert.replaces)
+    .execute(&mut **tx)
+    .await?;
+    // The reserved serial's intent is fulfilled in the same commit.
+    sqlx::query(
+        "UPDATE ca_issuances SET state = 'issued', updated_at = $1 WHERE serial = $2 AND state = 'intent'",
+    )
+    .bind(now)
+    .bind(&cert.serial)
     .execute(&mut **tx)
     .await?;
     Ok(true)

@@ -188,13 +188,21 @@ impl Store {
     }
 
     /// Whether a certificate for exactly this identifier set (the `names`
-    /// column: sorted, comma-joined) was issued at or after `since`.
-    pub async fn issued_names_since(&self, names: &str, since: i64) -> Result<bool, StoreError> {
+    /// column: sorted, comma-joined) was issued *to this account* at or
+    /// after `since`. Per account, so that a set someone else was issued
+    /// buys no exemption for anyone who merely names it.
+    pub async fn issued_names_since(
+        &self,
+        account_id: &str,
+        names: &str,
+        since: i64,
+    ) -> Result<bool, StoreError> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM ca_certificates WHERE names = $1 AND issued_at >= $2",
+            "SELECT COUNT(*) FROM ca_certificates WHERE names = $1 AND issued_at >= $2 AND account_id = $3",
         )
         .bind(names)
         .bind(since)
+        .bind(account_id)
         .fetch_one(self.pool())
         .await?;
         Ok(n > 0)

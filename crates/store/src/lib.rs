@@ -7,7 +7,9 @@
 mod agent;
 mod agent_slots;
 mod ca;
+mod ca_issuance;
 mod ca_limits;
+mod ca_revocation;
 mod error;
 pub mod files;
 mod migrate;
@@ -15,7 +17,9 @@ mod migrate;
 pub use agent::{ManagedCertRow, UnkeyedLedgerRow};
 pub use agent_slots::{BlockedKeyRow, CertMeta, EventRow, SlotRow};
 pub use ca::{AccountRow, AuthzRow, CertificateRow, OrderRow};
+pub use ca_issuance::IssuanceRow;
 pub use ca_limits::{Guarded, LimitOverrideRow};
+pub use ca_revocation::{KeyCompromiseOutcome, RevocationRow, RevokeOutcome};
 pub use error::StoreError;
 
 use std::path::Path;

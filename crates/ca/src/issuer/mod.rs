@@ -73,6 +73,14 @@ pub fn sha256_hex(data: &[u8]) -> String {
 /// short-lived certificate is not born half expired.
 const BACKDATE_SECS: i64 = 3600;
 
+impl Prepared {
+    /// The serial chosen for this certificate, lowercase hex: the RA
+    /// reserves it in the store before [`Pki::sign`] may use it.
+    pub fn serial_hex(&self) -> String {
+        hex::encode(&self.serial)
+    }
+}
+
 impl Pki {
     /// Lints a request and builds fresh certificate parameters from it: nothing
     /// from the CSR beyond the public key and the authorized names is copied.

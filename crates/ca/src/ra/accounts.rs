@@ -76,6 +76,14 @@ impl Ra {
         check_account_key(key)?;
         let thumbprint = key.thumbprint();
         if let Some(row) = self.store.account_by_thumbprint(&thumbprint).await? {
+            // RFC 8555 §7.3.6: "the server MUST NOT accept further requests
+            // authorized by that account's key", newAccount included.
+            if row.status != "valid" {
+                return Err(CaError::unauthorized(format!(
+                    "the account for this key is {}; generate a new account key",
+                    row.status
+                )));
+            }
             // RFC 8555 §7.3.1: an existing key returns its account, 200 OK.
             let doc = from_json("account", &row.data)?;
             return Ok((Account { row, doc }, false));
@@ -199,11 +207,14 @@ impl Ra {
             .get("kid")
             .and_then(Value::as_str)
             .ok_or_else(|| bad("missing kid"))?;
-        let hmac_key = self.store.unbound_eab_key(kid).await?.ok_or_else(|| {
-            CaError::unauthorized(format!(
-                "external account binding key id {kid} is unknown or already used"
-            ))
-        })?;
+        // One answer for an unknown key id, a used one and a wrong MAC: a
+        // prober learns nothing about which key ids exist.
+        let refused = || {
+            CaError::unauthorized(
+                "external account binding refused: the key id is unknown or already used, or the MAC does not verify",
+            )
+        };
+        let hmac_key = self.store.unbound_eab_key(kid).await?.ok_or_else(refused)?;
         let hmac_key = b64::decode(&hmac_key)
             .map_err(|_| CaError::Internal("stored EAB key is not base64url".into()))?;
         let signature = b64::decode(signature_b64).map_err(|_| bad("bad base64 signature"))?;
@@ -212,9 +223,7 @@ impl Ra {
             format!("{protected_b64}.{payload_b64}").as_bytes(),
             &signature,
         )
-        .map_err(|_| {
-            CaError::unauthorized("externalAccountBinding signature does not verify with that key")
-        })?;
+        .map_err(|_| refused())?;
         let bound: Value = serde_json::from_slice(
             &b64::decode(payload_b64).map_err(|_| bad("bad base64 payload"))?,
         )
@@ -329,25 +338,72 @@ fn check_account_key(key: &Jwk) -> Result<(), CaError> {
     Ok(())
 }
 
-/// RFC 8555 §7.3: `mailto:` contacts with one address each.
+/// Most contacts on one account (Boulder: 10).
+const MAX_CONTACTS: usize = 10;
+/// Longest contact address, RFC 5321 §4.5.3.1 limits: 64-octet local part,
+/// 255-octet domain, and a path of at most 256 octets overall.
+const MAX_LOCAL_PART: usize = 64;
+const MAX_ADDRESS: usize = 254;
+
+/// RFC 8555 §7.3 contacts, checked as Boulder does: `mailto:` only, one
+/// address each, no header fields (`?`), no whitespace or control
+/// characters (a CR/LF would smuggle mail headers), bounded length and
+/// count, no duplicates.
 fn check_contacts(contacts: &[String]) -> Result<(), CaError> {
-    for c in contacts {
+    if contacts.len() > MAX_CONTACTS {
+        return Err(CaError::acme(
+            ProblemType::InvalidContact,
+            format!(
+                "{} contacts given; at most {MAX_CONTACTS} are accepted",
+                contacts.len()
+            ),
+        ));
+    }
+    for (i, c) in contacts.iter().enumerate() {
+        // Never echo an attacker's control characters or megabytes back.
+        let shown: String = c.chars().take(80).filter(|ch| !ch.is_control()).collect();
+        let invalid = |why: &str| {
+            CaError::acme(
+                ProblemType::InvalidContact,
+                format!("contact {shown:?}: {why}"),
+            )
+        };
         let Some(addr) = c.strip_prefix("mailto:") else {
             return Err(CaError::acme(
                 ProblemType::UnsupportedContact,
-                format!("contact {c:?}: only mailto: is supported"),
+                format!("contact {shown:?}: only mailto: is supported"),
             ));
         };
-        let valid = !addr.contains(',')
-            && !addr.contains('?')
-            && addr
-                .split_once('@')
-                .is_some_and(|(l, d)| !l.is_empty() && d.contains('.'));
-        if !valid {
-            return Err(CaError::acme(
-                ProblemType::InvalidContact,
-                format!("contact {c:?} is not a single email address"),
+        if addr.len() > MAX_ADDRESS {
+            return Err(invalid("the address is longer than 254 characters"));
+        }
+        if addr.chars().any(|ch| {
+            ch.is_control() || ch.is_whitespace() || matches!(ch, ',' | '?' | '<' | '>' | '"')
+        }) {
+            return Err(invalid(
+                "one plain address, without header fields, spaces or control characters",
             ));
+        }
+        let Some((local, domain)) = addr.split_once('@') else {
+            return Err(invalid("not an email address"));
+        };
+        if local.is_empty() || local.len() > MAX_LOCAL_PART || domain.contains('@') {
+            return Err(invalid("not a single email address"));
+        }
+        let domain_ok = domain.len() <= 253
+            && domain.contains('.')
+            && domain.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !domain_ok {
+            return Err(invalid("the domain is not a valid host name"));
+        }
+        if contacts[..i].iter().any(|d| d.eq_ignore_ascii_case(c)) {
+            return Err(invalid("listed twice"));
         }
     }
     Ok(())
@@ -361,5 +417,37 @@ fn conflict_is_race(e: certkeeper_store::StoreError) -> CaError {
         )
     } else {
         e.into()
+    }
+}
+
+#[cfg(test)]
+mod contact_tests {
+    use super::*;
+
+    #[test]
+    fn hostile_contacts_are_refused() {
+        let long_local = format!("mailto:{}@example.com", "a".repeat(30_000));
+        let many: Vec<String> = (0..11)
+            .map(|i| format!("mailto:a{i}@example.com"))
+            .collect();
+        for bad in [
+            vec!["mailto:a\r\nBcc: x@y@b.example".to_string()],
+            vec!["mailto:a@b.example?subject=x".to_string()],
+            vec!["mailto:a@b.example,c@d.example".to_string()],
+            vec![long_local],
+            vec![
+                "mailto:a@b.example".to_string(),
+                "mailto:A@b.example".to_string(),
+            ],
+            many,
+            vec!["tel:+1555".to_string()],
+        ] {
+            assert!(
+                check_contacts(&bad).is_err(),
+                "{:?}",
+                &bad[0][..bad[0].len().min(40)]
+            );
+        }
+        assert!(check_contacts(&["mailto:ops+acme@svc.example.internal".to_string()]).is_ok());
     }
 }

@@ -30,7 +30,7 @@ pub(crate) fn check(
                 let ip: IpAddr = ident.value.parse().map_err(|_| {
                     CaError::malformed(format!("{:?} is not an IPv4 or IPv6 address", ident.value))
                 })?;
-                Identifier::ip(ip)
+                Identifier::ip(check_ip(ip)?)
             }
             IdentifierType::Other(t) => {
                 return Err(CaError::acme(
@@ -55,6 +55,26 @@ pub(crate) fn check(
     }
     out.sort_by(|a, b| (a.id_type.as_str(), &a.value).cmp(&(b.id_type.as_str(), &b.value)));
     Ok(out)
+}
+
+/// RFC 8738 addresses a certificate can meaningfully name: an IPv4-mapped
+/// IPv6 address is the IPv4 address (one identity, one spelling);
+/// unspecified, broadcast and multicast addresses identify no host.
+fn check_ip(ip: IpAddr) -> Result<IpAddr, CaError> {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    let unusable = ip.is_unspecified()
+        || ip.is_multicast()
+        || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    if unusable {
+        return Err(CaError::acme(
+            ProblemType::RejectedIdentifier,
+            format!("{ip}: unspecified, broadcast and multicast addresses are not issued for"),
+        ));
+    }
+    Ok(ip)
 }
 
 fn check_dns(policy: &IdentifierPolicy, raw: &str) -> Result<String, CaError> {
@@ -161,6 +181,24 @@ mod tests {
     fn wildcards_and_ips_are_accepted() {
         assert!(check(&policy(), &[Identifier::dns("*.a.test")]).is_ok());
         assert!(check(&policy(), &[Identifier::ip("::1".parse().expect("ip"))]).is_ok());
+    }
+
+    #[test]
+    fn unusable_ips_are_rejected_and_mapped_ones_normalised() {
+        for bad in [
+            "0.0.0.0",
+            "::",
+            "255.255.255.255",
+            "224.0.0.1",
+            "ff02::1",
+            "::ffff:0.0.0.0",
+        ] {
+            let ip = bad.parse().expect("ip");
+            assert!(check(&policy(), &[Identifier::ip(ip)]).is_err(), "{bad}");
+        }
+        let mapped = "::ffff:1.2.3.4".parse().expect("ip");
+        let out = check(&policy(), &[Identifier::ip(mapped)]).expect("mapped");
+        assert_eq!(out[0].value, "1.2.3.4");
     }
 
     #[test]

@@ -295,33 +295,50 @@ impl Ra {
             limits.push(self.limit_for(t.name, &t.key).await?);
         }
         let buckets: Vec<String> = txns.iter().map(Txn::bucket).collect();
-        let denied = self
-            .store
-            .limit_update(
-                &buckets,
-                |tats| {
-                    let mut writes = Vec::new();
-                    let mut worst: Option<(usize, Decision)> = None;
-                    for (i, t) in txns.iter().enumerate() {
-                        let d = maybe_spend(&limits[i], tats[i], now, 1);
-                        if !d.allowed {
-                            if t.mode != Mode::SpendOnly
-                                && worst.is_none_or(|(_, w)| d.retry_in_ms > w.retry_in_ms)
-                            {
-                                worst = Some((i, d));
+        // A pure check (no spend, nothing guarded) writes nothing, so it
+        // needs no transaction on the single writer: read from the pool and
+        // leave the writer to requests that commit.
+        let check_only = guarded.is_none() && txns.iter().all(|t| t.mode == Mode::Check);
+        let denied = if check_only {
+            let mut tats = Vec::with_capacity(buckets.len());
+            for b in &buckets {
+                tats.push(self.store.limit_tat(b).await?);
+            }
+            let worst = txns
+                .iter()
+                .enumerate()
+                .map(|(i, _)| (i, maybe_spend(&limits[i], tats[i], now, 1)))
+                .filter(|(_, d)| !d.allowed)
+                .max_by_key(|(_, d)| d.retry_in_ms);
+            (worst, true)
+        } else {
+            self.store
+                .limit_update(
+                    &buckets,
+                    |tats| {
+                        let mut writes = Vec::new();
+                        let mut worst: Option<(usize, Decision)> = None;
+                        for (i, t) in txns.iter().enumerate() {
+                            let d = maybe_spend(&limits[i], tats[i], now, 1);
+                            if !d.allowed {
+                                if t.mode != Mode::SpendOnly
+                                    && worst.is_none_or(|(_, w)| d.retry_in_ms > w.retry_in_ms)
+                                {
+                                    worst = Some((i, d));
+                                }
+                                continue;
                             }
-                            continue;
+                            if t.mode != Mode::Check {
+                                writes.push((i, d.new_tat));
+                            }
                         }
-                        if t.mode != Mode::Check {
-                            writes.push((i, d.new_tat));
-                        }
-                    }
-                    let proceed = worst.is_none();
-                    (writes, worst, proceed)
-                },
-                guarded,
-            )
-            .await?;
+                        let proceed = worst.is_none();
+                        (writes, worst, proceed)
+                    },
+                    guarded,
+                )
+                .await?
+        };
         let (denied, applied) = denied;
         let Some((i, d)) = denied else {
             return Ok(applied);

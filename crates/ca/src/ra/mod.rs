@@ -36,6 +36,10 @@ pub struct Ra {
     policy: Arc<Policy>,
     clock: Arc<dyn Clock>,
     eab_required: bool,
+    /// Held from reading the revoked set to publishing the CRL signed from
+    /// it: two refreshes interleaved could publish the older list last,
+    /// with the higher CRL number.
+    crl_lock: tokio::sync::Mutex<()>,
 }
 
 /// An account loaded for a request: row plus parsed document.
@@ -64,6 +68,7 @@ impl Ra {
             policy,
             clock,
             eab_required,
+            crl_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -95,13 +100,11 @@ impl Ra {
 
     /// Re-signs the CRL from the store.
     pub async fn refresh_crl(&self) -> Result<(), CaError> {
+        let _serialized = self.crl_lock.lock().await;
         let now = self.now();
         let revoked = self.store.revoked_unexpired(now).await?;
-        self.pki.sign_crl(
-            &revoked,
-            now,
-            self.policy.lifetimes.crl_validity_hours * 3600,
-        )?;
+        self.pki
+            .sign_crl(&revoked, now, self.policy.lifetimes.crl_validity_secs())?;
         Ok(())
     }
 }

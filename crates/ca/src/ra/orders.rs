@@ -7,7 +7,7 @@ use std::time::Duration;
 use certkeeper_proto::jws::key_authorization;
 use certkeeper_proto::problem::{Problem, ProblemType};
 use certkeeper_proto::{Identifier, IdentifierType, Jwk};
-use certkeeper_store::{AuthzRow, CertificateRow, Guarded, OrderRow};
+use certkeeper_store::{AuthzRow, CertificateRow, Guarded, IssuanceRow, OrderRow};
 use serde::Deserialize;
 
 use super::limits::{LimitName, Mode, Txn, fqdn_set_key, registered_domain};
@@ -22,6 +22,14 @@ use crate::va::Validation;
 /// see the result without polling, and a slow peer never holds a request long.
 const INLINE_VALIDATION_WAIT: Duration = Duration::from_secs(3);
 
+/// `Retry-After` for a challenge POST refused because every validation slot
+/// is taken: validations take a second or two on a healthy network.
+const VALIDATION_BUSY_RETRY_SECS: u64 = 5;
+
+/// `Retry-After` when an account holds too many pending authorizations:
+/// they clear as the client validates them, so a minute is a fair wait.
+const PENDING_AUTHZ_RETRY_SECS: u64 = 60;
+
 /// How far back an issuance of the same identifier set makes an order a
 /// renewal, exempt from NewOrdersPerAccount and CertificatesPerDomain (Let's
 /// Encrypt: "renewals" are orders for a set issued in the last 120 days).
@@ -33,7 +41,9 @@ struct Exemptions {
     /// ARI renewal (`replaces` a certificate of the account whose window has
     /// opened): Boulder exempts these from every limit.
     all: bool,
-    /// Renewal of a recently issued identifier set.
+    /// Renewal of an identifier set recently issued to the same account
+    /// (any account's would let anyone order without limit for any set
+    /// that was ever issued).
     renewal: bool,
 }
 
@@ -188,7 +198,11 @@ impl Ra {
         }
         exempt.renewal = self
             .store
-            .issued_names_since(&names_column(idents), now - RENEWAL_LOOKBACK_SECS)
+            .issued_names_since(
+                &account.row.id,
+                &names_column(idents),
+                now - RENEWAL_LOOKBACK_SECS,
+            )
             .await?;
         Ok(exempt)
     }
@@ -234,12 +248,14 @@ impl Ra {
                 account_id: account.row.id.clone(),
                 identifier: key,
                 status: "pending".into(),
-                expires_at: now + lt.pending_authz_hours * 3600,
+                expires_at: now + lt.pending_authz_secs(),
                 data: to_json(&doc)?,
             };
             authz_ids.push(row.id.clone());
             new_authzs.push(row);
         }
+        self.check_pending_authzs(account, new_authzs.len(), now)
+            .await?;
         let doc = OrderDoc {
             identifiers: idents,
             authz_ids,
@@ -252,7 +268,7 @@ impl Ra {
             id: new_id(),
             account_id: account.row.id.clone(),
             status: "pending".into(),
-            expires_at: now + lt.order_hours * 3600,
+            expires_at: now + lt.order_secs(),
             data: to_json(&doc)?,
         };
         let guarded = Guarded::Order {
@@ -263,6 +279,35 @@ impl Ra {
         self.limits_spend(limit_txns, Some(guarded)).await?;
         // All authorizations may have been reused: the order can be ready at once.
         self.refresh_order(Order { row, doc }).await
+    }
+
+    /// `capacity.max_pending_authzs_per_account`: an account may not pile up
+    /// authorizations faster than it validates them. Counted before the
+    /// insert, not in its transaction: concurrent orders of one account may
+    /// overshoot by their own size, which bounds the overshoot too.
+    async fn check_pending_authzs(
+        &self,
+        account: &Account,
+        adding: usize,
+        now: i64,
+    ) -> Result<(), CaError> {
+        if adding == 0 {
+            return Ok(());
+        }
+        let cap = u64::from(self.policy.capacity.max_pending_authzs_per_account);
+        let held =
+            u64::try_from(self.store.pending_authz_count(&account.row.id, now).await?).unwrap_or(0);
+        if held.saturating_add(adding as u64) > cap {
+            return Err(CaError::RateLimited {
+                detail: format!(
+                    "too many currently pending authorizations ({held} of {cap}) for account {}; \
+                     complete or deactivate them, or let them expire, before ordering {adding} more",
+                    account.row.id
+                ),
+                retry_after_secs: PENDING_AUTHZ_RETRY_SECS,
+            });
+        }
+        Ok(())
     }
 
     /// RFC 9773 §5: `replaces` must name a certificate of this account that
@@ -437,6 +482,22 @@ impl Ra {
                 )));
             }
         }
+        // A client that keeps failing is stopped here, not only at its next
+        // newOrder: authorizations it already holds must not each buy one
+        // more validation past the limit.
+        let failed = Txn::new(
+            LimitName::FailedAuthorizationsPerDomainPerAccount,
+            format!("{}:{}", account.row.id, authz.doc.identifier.value),
+            Mode::Check,
+        );
+        self.limits_spend(&[failed], None).await?;
+        let slot = self.va.try_reserve().ok_or_else(|| CaError::RateLimited {
+            detail: format!(
+                "the CA is running its maximum of {} validations; retry this challenge in {VALIDATION_BUSY_RETRY_SECS} s",
+                self.policy.capacity.max_concurrent_validations
+            ),
+            retry_after_secs: VALIDATION_BUSY_RETRY_SECS,
+        })?;
         authz.doc.challenges[idx].status = "processing".into();
         authz.row.status = "processing".into();
         authz.row.data = to_json(&authz.doc)?;
@@ -447,7 +508,10 @@ impl Ra {
         let ra = Arc::clone(self);
         let key = Jwk::from_json(&account.doc.key)
             .map_err(|e| CaError::Internal(format!("stored account key: {e}")))?;
-        let task = tokio::spawn(async move { ra.run_validation(authz, idx, key).await });
+        let task = tokio::spawn(async move {
+            ra.run_validation(authz, idx, key).await;
+            drop(slot);
+        });
         let _ = tokio::time::timeout(INLINE_VALIDATION_WAIT, task).await;
         Ok((self.authz(account, authz_id).await?, chall_id.to_string()))
     }
@@ -490,7 +554,7 @@ impl Ra {
                 chall.status = "valid".into();
                 chall.validated = Some(now);
                 authz.row.status = "valid".into();
-                authz.row.expires_at = now + self.policy.lifetimes.valid_authz_hours * 3600;
+                authz.row.expires_at = now + self.policy.lifetimes.valid_authz_secs();
             }
             Err(e) => {
                 tracing::info!(identifier = %job.value, challenge = %job.challenge, error = %e, "validation failed");
@@ -623,9 +687,10 @@ impl Ra {
         .await
     }
 
-    /// Signs, then spends the certificate limits and records the certificate
-    /// in one commit. A denial or a lost race discards the signed
-    /// certificate unseen: it is never recorded or served.
+    /// Reserves the serial and records the intent, signs, then spends the
+    /// certificate limits and records the certificate (and the intent's
+    /// fulfilment) in one commit. A denial or a lost race discards the
+    /// signed certificate unserved, but its DER stays in `ca_issuances`.
     #[allow(clippy::too_many_arguments)]
     async fn sign_and_record(
         &self,
@@ -643,10 +708,37 @@ impl Ra {
             profile: profile.name.clone(),
             validity_secs: profile.validity_secs(),
         };
-        let signed = self
-            .pki
-            .prepare(request, now)
-            .and_then(|p| self.pki.sign(p));
+        // Boulder's order: reserve the serial and record the intent, then
+        // sign. Every signature the key makes has a row, whatever follows.
+        let spki_sha256 = crate::issuer::sha256_hex(&request.spki_der);
+        let signed = match self.pki.prepare(request, now) {
+            Ok(prepared) => {
+                let serial = prepared.serial_hex();
+                self.store
+                    .reserve_serial(&IssuanceRow {
+                        serial: serial.clone(),
+                        order_id: order.row.id.clone(),
+                        account_id: order.row.account_id.clone(),
+                        names: names.join(","),
+                        spki_sha256,
+                        profile: profile.name.clone(),
+                        state: "intent".into(),
+                        detail: None,
+                        cert_der: None,
+                        created_at: now,
+                        updated_at: now,
+                    })
+                    .await?;
+                let signed = self.pki.sign(prepared);
+                if let Err(e) = &signed {
+                    self.store
+                        .close_issuance(&serial, "failed", &e.to_string(), None, now)
+                        .await?;
+                }
+                signed
+            }
+            Err(e) => Err(e),
+        };
         let issued = match signed {
             Ok(issued) => issued,
             Err(e) => {
@@ -687,7 +779,22 @@ impl Ra {
             expected: stored_status,
             now,
         };
-        if !self.limits_spend(limit_txns, Some(guarded)).await? {
+        let recorded = self.limits_spend(limit_txns, Some(guarded)).await;
+        let discarded = match &recorded {
+            Ok(true) => None,
+            Ok(false) => {
+                Some("lost the race: the order was finalized by a concurrent request".to_string())
+            }
+            Err(e) => Some(format!("not recorded: {e}")),
+        };
+        if let Some(why) = discarded {
+            // Signed but never served: keep the signature on the record.
+            let der = certkeeper_proto::b64::encode(&issued.der);
+            self.store
+                .close_issuance(&cert.serial, "discarded", &why, Some(&der), now)
+                .await?;
+            tracing::info!(serial = %cert.serial, reason = %why, "signed certificate discarded");
+            recorded?;
             return Err(CaError::acme(
                 ProblemType::OrderNotReady,
                 "order was finalized by a concurrent request",
@@ -817,7 +924,11 @@ pub(super) async fn resume(ra: &Arc<Ra>) -> Result<(), CaError> {
         let key = Jwk::from_json(&account_doc.key).map_err(|e| CaError::Internal(e.to_string()))?;
         tracing::info!(authz = %row.id, "resuming validation interrupted by a restart");
         let ra = Arc::clone(ra);
-        tokio::spawn(async move { ra.run_validation(Authz { row, doc }, idx, key).await });
+        tokio::spawn(async move {
+            let slot = ra.va.reserve().await;
+            ra.run_validation(Authz { row, doc }, idx, key).await;
+            drop(slot);
+        });
     }
     Ok(())
 }

@@ -116,11 +116,21 @@ fn judge(
     // RFC 8555 §8.3: the server SHOULD ignore whitespace characters at the end of the body.
     let got = got.trim_end();
     if got != key_auth {
-        let shown: String = got.chars().take(128).collect();
+        // Say what was wrong, never what was served: echoing the body would
+        // make the CA relay whatever the target (or an attacker in front of
+        // it) put there into signed-looking problem documents.
+        let hint = match got.split_once('.') {
+            Some((t, _)) if t == token => {
+                "the token matches but the account thumbprint does not (another account's key authorization?)"
+            }
+            _ if got.is_empty() => "the body is empty",
+            _ => "the body is not a key authorization for this token",
+        };
         return Err(CaError::acme(
             ProblemType::Unauthorized,
             format!(
-                "{name}: the key authorization at {u} does not match: expected {key_auth:?}, got {shown:?}"
+                "{name}: the key authorization at {u} does not match ({} bytes received): {hint}",
+                body.len()
             ),
         ));
     }
@@ -136,5 +146,24 @@ mod tests {
         assert!(judge("a.test", 80, "t", 200, b"tok.thumb\r\n", "tok.thumb").is_ok());
         assert!(judge("a.test", 80, "t", 200, b"other", "tok.thumb").is_err());
         assert!(judge("a.test", 80, "t", 404, b"tok.thumb", "tok.thumb").is_err());
+    }
+
+    /// A wrong body is described, not echoed back to the client.
+    #[test]
+    fn a_wrong_body_is_not_echoed() {
+        let e = judge(
+            "a.test",
+            80,
+            "tok",
+            200,
+            b"<script>evil</script>",
+            "tok.thumb",
+        )
+        .expect_err("mismatch");
+        let text = e.to_string();
+        assert!(!text.contains("evil"), "{text}");
+        assert!(text.contains("21 bytes"), "{text}");
+        let e = judge("a.test", 80, "tok", 200, b"tok.other", "tok.thumb").expect_err("mismatch");
+        assert!(e.to_string().contains("thumbprint"), "{e}");
     }
 }

@@ -9,7 +9,10 @@ mod tlsalpn01;
 pub use resolver::DnsResolver;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use certkeeper_proto::problem::ProblemType;
 
@@ -24,7 +27,13 @@ pub struct Va {
     resolver: DnsResolver,
     http01_port: u16,
     tlsalpn01_port: u16,
+    /// One permit per validation in flight (`capacity.max_concurrent_validations`).
+    slots: Arc<Semaphore>,
 }
+
+/// A reserved validation slot; the slot frees when this is dropped.
+#[derive(Debug)]
+pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
 
 /// One validation job.
 #[derive(Clone, Debug)]
@@ -42,13 +51,32 @@ pub struct Validation {
 }
 
 impl Va {
-    /// A VA that validates on the given ports through `resolver`.
-    pub fn new(resolver: DnsResolver, http01_port: u16, tlsalpn01_port: u16) -> Va {
+    /// A VA that validates on the given ports through `resolver`, at most
+    /// `max_concurrent` at once.
+    pub fn new(
+        resolver: DnsResolver,
+        http01_port: u16,
+        tlsalpn01_port: u16,
+        max_concurrent: u32,
+    ) -> Va {
         Va {
             resolver,
             http01_port,
             tlsalpn01_port,
+            slots: Arc::new(Semaphore::new(max_concurrent as usize)),
         }
+    }
+
+    /// A validation slot if one is free now: a challenge POST never queues
+    /// unboundedly behind a flood; it is told to come back.
+    pub fn try_reserve(&self) -> Option<Slot> {
+        Arc::clone(&self.slots).try_acquire_owned().ok().map(Slot)
+    }
+
+    /// A validation slot, waiting for one (validations resumed after a
+    /// restart, which were admitted before it).
+    pub async fn reserve(&self) -> Option<Slot> {
+        Arc::clone(&self.slots).acquire_owned().await.ok().map(Slot)
     }
 
     /// Validates one challenge; `Err` carries the problem to record on it.

@@ -1,6 +1,7 @@
 //! The web front end: HTTP routing, JWS authentication (RFC 8555 §6.2–6.5),
 //! nonces, and rendering. It parses and authenticates; the RA decides.
 
+mod dupes;
 mod nonce;
 pub mod problem;
 
@@ -34,6 +35,11 @@ const TERMS: &str = "certkeeper private CA: certificates are issued for testing 
 pub struct Wfe {
     ra: Arc<Ra>,
     nonces: Nonces,
+    /// `https://host:port` from the CA's configuration. Every URL the WFE
+    /// hands out, and the one every JWS must name (RFC 8555 §6.4), is
+    /// built from it, never from the request's `Host`: a client cannot
+    /// choose the URLs the CA signs off on, and account URLs stay stable.
+    base: String,
 }
 
 /// Which key a request must be signed with (RFC 8555 §6.2).
@@ -56,11 +62,20 @@ struct Authed {
 }
 
 impl Wfe {
-    /// A front end for an RA.
-    pub fn new(ra: Arc<Ra>) -> Wfe {
+    /// A front end for an RA, serving URLs under `base` (`https://host:port`),
+    /// with nonces under `nonce_key` (kept across restarts).
+    pub fn new(ra: Arc<Ra>, base: String, nonce_key: &[u8]) -> Wfe {
         Wfe {
             ra,
-            nonces: Nonces::new(100_000),
+            nonces: Nonces::new(nonce_key),
+            base: base.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// The URL layout, from the configured base.
+    fn urls(&self) -> Urls {
+        Urls {
+            base: self.base.clone(),
         }
     }
 
@@ -85,7 +100,10 @@ impl Wfe {
             .route("/terms", get(|| async { TERMS }))
             .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
             .layer(DefaultBodyLimit::max(MAX_BODY))
-            .layer(axum::middleware::map_request(host_from_authority))
+            // A declared Content-Length above the cap is answered 413 at
+            // once, before the body is read (so no `100 Continue` is sent
+            // and the connection is not held for the request timeout).
+            .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
             .with_state(self)
     }
 
@@ -97,17 +115,21 @@ impl Wfe {
         body: &[u8],
         mode: KeyMode,
     ) -> Result<Authed, CaError> {
-        let urls = urls(headers)?;
+        let urls = self.urls();
         // RFC 8555 §6.2: requests MUST use application/jose+json.
         let content_type = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        if !content_type.starts_with("application/jose+json") {
+        // The media type exactly (parameters aside), not a prefix:
+        // `application/jose+jsonXYZ` is another type.
+        let media_type = content_type.split(';').next().unwrap_or("").trim();
+        if !media_type.eq_ignore_ascii_case("application/jose+json") {
             return Err(CaError::malformed(
                 "Content-Type must be application/jose+json",
             ));
         }
+        reject_duplicate_members(body)?;
         let jws = Jws::parse(body)?;
         // RFC 8555 §6.4: the url header MUST equal the request URL, else unauthorized.
         let expected = format!("{}{path}", urls.base);
@@ -122,7 +144,7 @@ impl Wfe {
             jws.protected.nonce.as_deref().ok_or_else(|| {
                 CaError::acme(ProblemType::BadNonce, "JWS has no anti-replay nonce")
             })?;
-        if !self.nonces.redeem(nonce) {
+        if !self.nonces.redeem(nonce, self.ra.now()) {
             return Err(CaError::acme(
                 ProblemType::BadNonce,
                 "JWS has an invalid or reused anti-replay nonce; retry with the fresh one in Replay-Nonce",
@@ -198,7 +220,7 @@ impl Wfe {
     }
 
     fn common_headers(&self, h: &mut HeaderMap, urls: Option<&Urls>) {
-        if let Ok(v) = HeaderValue::from_str(&self.nonces.issue()) {
+        if let Ok(v) = HeaderValue::from_str(&self.nonces.issue(self.ra.now())) {
             h.insert("replay-nonce", v);
         }
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -211,8 +233,8 @@ impl Wfe {
 
     /// An error response: problem document, fresh nonce (RFC 8555 §6.5: also
     /// on errors, so a client can retry a badNonce at once).
-    fn fail(&self, headers: &HeaderMap, e: CaError) -> Response {
-        let urls = urls(headers).ok();
+    fn fail(&self, e: CaError) -> Response {
+        let urls = Some(self.urls());
         let problem = problem::problem_for(&e);
         let status =
             StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -248,48 +270,37 @@ fn order_body(urls: &Urls, order: &Order) -> Value {
     )
 }
 
-/// HTTP/2 carries the host in the `:authority` pseudo-header, not `Host`;
-/// copy it over so every handler reads one place.
-async fn host_from_authority(mut req: axum::extract::Request) -> axum::extract::Request {
-    if !req.headers().contains_key(header::HOST)
-        && let Some(v) = req
-            .uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    {
-        req.headers_mut().insert(header::HOST, v);
+/// RFC 7515 §4: a JOSE header with a member twice MUST be rejected; checked
+/// on the flattened JWS and inside its protected header, before parsing.
+fn reject_duplicate_members(body: &[u8]) -> Result<(), CaError> {
+    let dup = |what: &str, e: String| CaError::malformed(format!("{what}: {e}"));
+    dupes::check(body).map_err(|e| dup("JWS", e))?;
+    let outer: Value =
+        serde_json::from_slice(body).map_err(|e| CaError::malformed(format!("JWS: {e}")))?;
+    if let Some(p) = outer.get("protected").and_then(Value::as_str) {
+        let raw = b64::decode(p)
+            .map_err(|_| CaError::malformed("JWS protected header is not base64url"))?;
+        dupes::check(&raw).map_err(|e| dup("JWS protected header", e))?;
     }
-    req
-}
-
-/// The URL layout as the client addressed us (its Host header).
-fn urls(headers: &HeaderMap) -> Result<Urls, CaError> {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()) && !h.contains('/'))
-        .ok_or_else(|| CaError::malformed("request has no valid Host header"))?;
-    Ok(Urls {
-        base: format!("https://{host}"),
-    })
+    Ok(())
 }
 
 type W = State<Arc<Wfe>>;
 
 /// Runs a handler body and turns its error into a problem response.
-async fn respond<F>(w: &Wfe, headers: &HeaderMap, f: F) -> Response
+async fn respond<F>(w: &Wfe, f: F) -> Response
 where
     F: std::future::Future<Output = Result<Response, CaError>>,
 {
     match f.await {
         Ok(r) => r,
-        Err(e) => w.fail(headers, e),
+        Err(e) => w.fail(e),
     }
 }
 
-async fn directory(State(w): W, headers: HeaderMap) -> Response {
-    respond(&w, &headers, async {
-        let u = urls(&headers)?;
+async fn directory(State(w): W) -> Response {
+    respond(&w, async {
+        let u = w.urls();
         let policy = w.ra.policy();
         let profiles: serde_json::Map<String, Value> = policy
             .profiles
@@ -344,7 +355,7 @@ async fn new_account(
     let client_ip = ext
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
-    respond(&w, &headers, async {
+    respond(&w, async {
         let a = w
             .authenticate(&headers, "/acme/new-account", &body, KeyMode::Jwk)
             .await?;
@@ -364,7 +375,7 @@ async fn new_account(
 }
 
 async fn account(State(w): W, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
-    respond(&w, &headers, async {
+    respond(&w, async {
         let (a, account) = w
             .authenticate_account(&headers, &format!("/acme/acct/{id}"), &body)
             .await?;
@@ -390,7 +401,7 @@ async fn account_orders(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    respond(&w, &headers, async {
+    respond(&w, async {
         let (a, account) = w
             .authenticate_account(&headers, &format!("/acme/acct/{id}/orders"), &body)
             .await?;
@@ -407,7 +418,7 @@ async fn account_orders(
 }
 
 async fn key_change(State(w): W, headers: HeaderMap, body: Bytes) -> Response {
-    respond(&w, &headers, async {
+    respond(&w, async {
         let (a, account) = w
             .authenticate_account(&headers, "/acme/key-change", &body)
             .await?;
@@ -423,7 +434,7 @@ async fn key_change(State(w): W, headers: HeaderMap, body: Bytes) -> Response {
 }
 
 async fn new_order(State(w): W, headers: HeaderMap, body: Bytes) -> Response {
-    respond(&w, &headers, async {
+    respond(&w, async {
         let (a, account) = w
             .authenticate_account(&headers, "/acme/new-order", &body)
             .await?;
@@ -440,7 +451,7 @@ async fn new_order(State(w): W, headers: HeaderMap, body: Bytes) -> Response {
 }
 
 async fn order(State(w): W, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
-    respond(&w, &headers, async {
+    respond(&w, async {
         let (a, account) = w
             .authenticate_account(&headers, &format!("/acme/order/{id}"), &body)
             .await?;
@@ -463,7 +474,7 @@ async fn finalize(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    respond(&w, &headers, async {
+    respond(&w, async {
         let (a, account) = w
             .authenticate_account(&headers, &format!("/acme/order/{id}/finalize"), &body)
             .await?;
@@ -483,7 +494,7 @@ async fn finalize(
 }
 
 async fn authz(State(w): W, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
-    respond(&w, &headers, async {
+    respond(&w, async {
         let (a, account) = w
             .authenticate_account(&headers, &format!("/acme/authz/{id}"), &body)
             .await?;
@@ -520,7 +531,7 @@ async fn challenge(
     Path((authz_id, chall_id)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    respond(&w, &headers, async {
+    respond(&w, async {
         let path = format!("/acme/chall/{authz_id}/{chall_id}");
         let (a, account) = w.authenticate_account(&headers, &path, &body).await?;
         let authz = if a.jws.payload.is_empty() {
@@ -562,7 +573,7 @@ async fn certificate(
     Path(serial): Path<String>,
     body: Bytes,
 ) -> Response {
-    respond(&w, &headers, async {
+    respond(&w, async {
         let a = w
             .authenticate(
                 &headers,
@@ -595,7 +606,7 @@ struct Revocation {
 }
 
 async fn revoke_cert(State(w): W, headers: HeaderMap, body: Bytes) -> Response {
-    respond(&w, &headers, async {
+    respond(&w, async {
         let a = w
             .authenticate(&headers, "/acme/revoke-cert", &body, KeyMode::Either)
             .await?;
@@ -614,8 +625,8 @@ async fn revoke_cert(State(w): W, headers: HeaderMap, body: Bytes) -> Response {
     .await
 }
 
-async fn renewal_info(State(w): W, headers: HeaderMap, Path(cert_id): Path<String>) -> Response {
-    respond(&w, &headers, async {
+async fn renewal_info(State(w): W, Path(cert_id): Path<String>) -> Response {
+    respond(&w, async {
         let window = w.ra.renewal_info(&cert_id).await?;
         let body = json!({ "suggestedWindow": { "start": rfc3339(window.start), "end": rfc3339(window.end) } });
         let mut resp = axum::Json(body).into_response();

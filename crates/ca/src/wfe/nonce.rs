@@ -1,51 +1,108 @@
-//! Anti-replay nonces (RFC 8555 §6.5): random, single use, kept in memory.
-//! A restart forgets them; clients then get `badNonce` with a fresh nonce
-//! and retry, as RFC 8555 §6.5 requires them to.
+//! Anti-replay nonces (RFC 8555 §6.5), stateless: a nonce is
+//! `issued-at (8 bytes) || counter (8 bytes) || HMAC-SHA256(key, both)[..16]`,
+//! with the key kept in the data directory. The CA stores no unused nonce,
+//! so a flood of newNonce requests can evict nothing and a restart does not
+//! invalidate the nonces clients hold. Single use is enforced by
+//! remembering redeemed nonces until they expire (`LIFETIME_SECS`).
+//!
+//! Known weakness: the redeemed set lives in memory, so a request replayed
+//! right after a restart, with a nonce redeemed just before it, inside the
+//! lifetime, is not caught.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use aws_lc_rs::hmac;
 use certkeeper_proto::b64;
 
-/// Outstanding nonces, oldest evicted first.
+/// How long a nonce is good for: clients use one within seconds.
+pub const LIFETIME_SECS: i64 = 600;
+/// Most redeemed nonces remembered; at the bound, redemption fails closed
+/// (`badNonce`) rather than forgetting one that could then be replayed.
+const MAX_REDEEMED: usize = 1_000_000;
+const MAC_LEN: usize = 16;
+
+/// The identity of a nonce: its issued-at time and counter.
+type NonceId = [u8; 16];
+
+/// Redeemed nonces, as a set and in redemption order (to expire them).
+#[derive(Debug, Default)]
+struct Redeemed {
+    set: HashSet<NonceId>,
+    order: VecDeque<(i64, NonceId)>,
+}
+
+/// Issues and redeems nonces under one HMAC key.
 #[derive(Debug)]
 pub struct Nonces {
-    inner: Mutex<(HashSet<String>, VecDeque<String>)>,
-    capacity: usize,
+    key: hmac::Key,
+    counter: AtomicU64,
+    redeemed: Mutex<Redeemed>,
 }
 
 impl Nonces {
-    /// A pool remembering at most `capacity` unused nonces.
-    pub fn new(capacity: usize) -> Nonces {
+    /// Nonces under `key` (32 random bytes kept across restarts).
+    pub fn new(key: &[u8]) -> Nonces {
         Nonces {
-            inner: Mutex::new((HashSet::new(), VecDeque::new())),
-            capacity,
+            key: hmac::Key::new(hmac::HMAC_SHA256, key),
+            // A random start keeps counters of successive processes apart.
+            counter: AtomicU64::new(rand::random::<u64>() >> 1),
+            redeemed: Mutex::new(Redeemed::default()),
         }
     }
 
-    /// A fresh nonce.
-    pub fn issue(&self) -> String {
-        let nonce = b64::encode(&rand::random::<[u8; 16]>());
-        if let Ok(mut guard) = self.inner.lock() {
-            let (set, order) = &mut *guard;
-            while order.len() >= self.capacity {
-                if let Some(old) = order.pop_front() {
-                    set.remove(&old);
-                }
+    /// A fresh nonce, issued at `now` (unix seconds).
+    pub fn issue(&self, now: i64) -> String {
+        let mut body = [0u8; 16];
+        body[..8].copy_from_slice(&now.to_be_bytes());
+        body[8..].copy_from_slice(&self.counter.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+        let tag = hmac::sign(&self.key, &body);
+        let mut out = Vec::with_capacity(16 + MAC_LEN);
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&tag.as_ref()[..MAC_LEN]);
+        b64::encode(&out)
+    }
+
+    /// Consumes a nonce at `now`; false if it is forged, expired or used.
+    pub fn redeem(&self, nonce: &str, now: i64) -> bool {
+        let Ok(raw) = b64::decode(nonce) else {
+            return false;
+        };
+        if raw.len() != 16 + MAC_LEN {
+            return false;
+        }
+        let (body, mac) = raw.split_at(16);
+        let tag = hmac::sign(&self.key, body);
+        // Constant-time comparison of the truncated tag.
+        if aws_lc_rs::constant_time::verify_slices_are_equal(&tag.as_ref()[..MAC_LEN], mac).is_err()
+        {
+            return false;
+        }
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&body[..8]);
+        let issued = i64::from_be_bytes(ts);
+        if issued > now.saturating_add(60) || now.saturating_sub(issued) > LIFETIME_SECS {
+            return false;
+        }
+        let mut id = [0u8; 16];
+        id.copy_from_slice(body);
+        let Ok(mut guard) = self.redeemed.lock() else {
+            return false;
+        };
+        let Redeemed { set, order } = &mut *guard;
+        while let Some((t, old)) = order.front().copied() {
+            if now.saturating_sub(t) <= LIFETIME_SECS {
+                break;
             }
-            set.insert(nonce.clone());
-            order.push_back(nonce.clone());
+            order.pop_front();
+            set.remove(&old);
         }
-        nonce
-    }
-
-    /// Consumes a nonce; false if it was never issued, already used or evicted.
-    pub fn redeem(&self, nonce: &str) -> bool {
-        // The queue keeps the used entry until it ages out; only the set decides.
-        self.inner
-            .lock()
-            .map(|mut g| g.0.remove(nonce))
-            .unwrap_or(false)
+        if set.len() >= MAX_REDEEMED || !set.insert(id) {
+            return false;
+        }
+        order.push_back((issued, id));
+        true
     }
 }
 
@@ -55,19 +112,38 @@ mod tests {
 
     #[test]
     fn nonces_are_single_use() {
-        let n = Nonces::new(10);
-        let a = n.issue();
-        assert!(n.redeem(&a));
-        assert!(!n.redeem(&a));
-        assert!(!n.redeem("never-issued"));
+        let n = Nonces::new(&[1; 32]);
+        let a = n.issue(1000);
+        assert!(n.redeem(&a, 1001));
+        assert!(!n.redeem(&a, 1001));
+        assert!(!n.redeem("never-issued", 1001));
     }
 
+    /// A restarted CA with the same key accepts nonces issued before the
+    /// restart; another key's nonces, old ones and tampered ones fail.
     #[test]
-    fn oldest_nonces_are_evicted() {
-        let n = Nonces::new(2);
-        let a = n.issue();
-        let _b = n.issue();
-        let _c = n.issue();
-        assert!(!n.redeem(&a));
+    fn nonces_survive_a_restart_and_expire() {
+        let before = Nonces::new(&[2; 32]);
+        let a = before.issue(1000);
+        let b = before.issue(1000);
+        let after = Nonces::new(&[2; 32]);
+        assert!(after.redeem(&a, 1010));
+        assert!(!after.redeem(&b, 1000 + LIFETIME_SECS + 1), "expired");
+        assert!(!Nonces::new(&[3; 32]).redeem(&before.issue(1000), 1000));
+        let mut raw = b64::decode(&before.issue(1000)).expect("b64");
+        raw[3] ^= 1;
+        assert!(!before.redeem(&b64::encode(&raw), 1000), "tampered");
+    }
+
+    /// Issuing stores nothing: a million newNonce calls cannot push out
+    /// the one an honest client holds.
+    #[test]
+    fn a_flood_evicts_nothing() {
+        let n = Nonces::new(&[4; 32]);
+        let honest = n.issue(1000);
+        for _ in 0..200_000 {
+            n.issue(1000);
+        }
+        assert!(n.redeem(&honest, 1001));
     }
 }

@@ -34,6 +34,11 @@ pub enum CaCommand {
         /// Policy file (profiles, identifier and key rules); see `ca policy`.
         #[arg(long)]
         policy: Option<PathBuf>,
+        /// Rate-limit preset replacing the policy's `[limits]`: `private`
+        /// (the default), `letsencrypt` or `letsencrypt-staging` (to rehearse
+        /// against those CAs' published limits).
+        #[arg(long)]
+        limits: Option<String>,
         /// Refuse new accounts without external account binding (see `ca eab-add`).
         #[arg(long)]
         require_eab: bool,
@@ -46,6 +51,27 @@ pub enum CaCommand {
     },
     /// List issued certificates.
     List {
+        /// Data directory of the CA.
+        #[arg(long, default_value = "certkeeper-data")]
+        data: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the revocation audit record: each revocation with the
+    /// certificate's public key, the reason, and how the request was signed.
+    Revocations {
+        /// Data directory of the CA.
+        #[arg(long, default_value = "certkeeper-data")]
+        data: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show every reserved serial and what became of it: `issued`, or a
+    /// signature `discarded` after a limit or race lost (DER kept), or
+    /// signing `failed`; `intent` after a crash mid-signing.
+    Issuances {
         /// Data directory of the CA.
         #[arg(long, default_value = "certkeeper-data")]
         data: PathBuf,
@@ -82,6 +108,9 @@ pub enum CaCommand {
         /// Policy file the CA serves with (default: the built-in policy).
         #[arg(long)]
         policy: Option<PathBuf>,
+        /// Rate-limit preset the CA serves with (see `ca serve --limits`).
+        #[arg(long)]
+        limits: Option<String>,
         /// Add or replace an override, e.g.
         /// `CertificatesPerFQDNSet:a.example.com,b.example.com=20/604800`.
         #[arg(long)]
@@ -101,12 +130,10 @@ pub async fn run(cmd: CaCommand) -> anyhow::Result<()> {
             http01_port,
             tlsalpn01_port,
             policy,
+            limits,
             require_eab,
         } => {
-            let policy = match policy {
-                Some(path) => Policy::load(&path)?,
-                None => Policy::builtin(),
-            };
+            let policy = load_policy(policy.as_deref(), limits.as_deref())?;
             let config = CaConfig {
                 data_dir: data.clone(),
                 listen,
@@ -140,6 +167,8 @@ pub async fn run(cmd: CaCommand) -> anyhow::Result<()> {
             Ok(())
         }
         CaCommand::List { data, json } => list(&data, json).await,
+        CaCommand::Revocations { data, json } => revocations(&data, json).await,
+        CaCommand::Issuances { data, json } => issuances(&data, json).await,
         CaCommand::EabAdd { data } => {
             let store = open_existing(&data).await?;
             let kid = format!("kid-{}", hex::encode(rand::random::<[u8; 6]>()));
@@ -152,9 +181,13 @@ pub async fn run(cmd: CaCommand) -> anyhow::Result<()> {
         CaCommand::Limits {
             data,
             policy,
+            limits: preset,
             set,
             json,
-        } => limits(&data, policy.as_deref(), set.as_deref(), json).await,
+        } => {
+            let policy = load_policy(policy.as_deref(), preset.as_deref())?;
+            limits(&data, &policy, set.as_deref(), json).await
+        }
         CaCommand::Unpause {
             data,
             account,
@@ -173,6 +206,25 @@ pub async fn run(cmd: CaCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The policy file (or the built-in one), with `--limits PRESET` applied.
+fn load_policy(path: Option<&Path>, preset: Option<&str>) -> anyhow::Result<Policy> {
+    use certkeeper_ca::policy::LimitsPreset;
+    let policy = match path {
+        Some(path) => Policy::load(path)?,
+        None => Policy::builtin(),
+    };
+    Ok(match preset {
+        None => policy,
+        Some(name) => {
+            let preset = LimitsPreset::parse(name).with_context(|| {
+                let known: Vec<&str> = LimitsPreset::ALL.iter().map(|(n, _)| *n).collect();
+                format!("unknown --limits preset {name:?}; use one of {known:?}")
+            })?;
+            policy.with_limits_preset(preset)
+        }
+    })
 }
 
 async fn open_existing(data: &Path) -> anyhow::Result<Store> {
@@ -239,6 +291,94 @@ async fn list(data: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn issuances(data: &Path, json: bool) -> anyhow::Result<()> {
+    let store = open_existing(data).await?;
+    let rows = store.issuances().await?;
+    let rfc3339 = certkeeper_ca::objects::rfc3339;
+    if json {
+        let rows: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "serial": r.serial,
+                    "order": r.order_id,
+                    "account": r.account_id,
+                    "names": r.names.split(',').collect::<Vec<_>>(),
+                    "spki_sha256": r.spki_sha256,
+                    "profile": r.profile,
+                    "state": r.state,
+                    "detail": r.detail,
+                    "cert_der": r.cert_der,
+                    "created_at": rfc3339(r.created_at),
+                    "updated_at": rfc3339(r.updated_at),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<34} {:<10} {:<20} NAMES",
+        "SERIAL", "STATE", "RESERVED AT"
+    );
+    for r in &rows {
+        println!(
+            "{:<34} {:<10} {:<20} {}",
+            r.serial,
+            r.state,
+            rfc3339(r.created_at),
+            r.names
+        );
+    }
+    println!("{} serial(s)", rows.len());
+    Ok(())
+}
+
+async fn revocations(data: &Path, json: bool) -> anyhow::Result<()> {
+    let store = open_existing(data).await?;
+    let records = store.revocations().await?;
+    let rfc3339 = certkeeper_ca::objects::rfc3339;
+    if json {
+        let rows: Vec<_> = records
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "serial": r.serial,
+                    "spki_sha256": r.spki_sha256,
+                    "spki_der": r.spki_der,
+                    "reason": r.reason,
+                    "requested_reason": r.requested_reason,
+                    "method": r.method,
+                    "requester": r.requester,
+                    "source_serial": r.source_serial,
+                    "key_blocked": r.key_blocked,
+                    "revoked_at": rfc3339(r.revoked_at),
+                    "recorded_at": rfc3339(r.recorded_at),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<34} {:<6} {:<19} {:<8} {:<20} KEY (SHA-256 OF SPKI)",
+        "SERIAL", "REASON", "METHOD", "BLOCKED", "REVOKED AT"
+    );
+    for r in &records {
+        println!(
+            "{:<34} {:<6} {:<19} {:<8} {:<20} {}",
+            r.serial,
+            r.reason,
+            r.method,
+            if r.key_blocked { "yes" } else { "no" },
+            rfc3339(r.revoked_at),
+            r.spki_sha256
+        );
+    }
+    println!("{} revocation(s)", records.len());
+    Ok(())
+}
+
 /// Parses `NAME:KEY=COUNT/PERIOD_SECONDS[/BURST]`. The name never holds a
 /// `:` and the numbers never a `=`, so keys may hold both (IPv6, account:name).
 fn parse_override(spec: &str) -> anyhow::Result<certkeeper_store::LimitOverrideRow> {
@@ -274,17 +414,8 @@ fn parse_override(spec: &str) -> anyhow::Result<certkeeper_store::LimitOverrideR
     })
 }
 
-async fn limits(
-    data: &Path,
-    policy: Option<&Path>,
-    set: Option<&str>,
-    json: bool,
-) -> anyhow::Result<()> {
+async fn limits(data: &Path, policy: &Policy, set: Option<&str>, json: bool) -> anyhow::Result<()> {
     use certkeeper_ca::ra::limits::LimitName;
-    let policy = match policy {
-        Some(path) => Policy::load(path)?,
-        None => Policy::builtin(),
-    };
     let store = open_existing(data).await?;
     if let Some(spec) = set {
         let row = parse_override(spec)?;
