@@ -69,6 +69,23 @@ impl Agent {
         }
     }
 
+    /// The issuer of a slot that must have one (the planner only acts on
+    /// configured slots).
+    fn required_issuer(
+        &self,
+        cert: &CertificateConfig,
+        slot: Slot,
+    ) -> Result<
+        (
+            &crate::config::IssuerConfig,
+            &Arc<crate::issuer::acme::AcmeIssuer>,
+        ),
+        AgentError,
+    > {
+        self.slot_issuer(cert, slot)
+            .ok_or_else(|| AgentError::Config(format!("{}: no {slot} issuer", cert.name)))
+    }
+
     /// A new certificate on a new key for `slot`, now (the caller holds the
     /// slot's claim): `certkeeper revoke`'s replacement.
     pub(crate) async fn rekey_order(
@@ -93,9 +110,7 @@ impl Agent {
         ari_scheduled: bool,
         rekey: bool,
     ) -> Result<ManagedCertRow, AgentError> {
-        let (issuer_config, issuer) = self
-            .slot_issuer(cert, slot)
-            .ok_or_else(|| AgentError::Config(format!("{}: no {slot} issuer", cert.name)))?;
+        let (issuer_config, issuer) = self.required_issuer(cert, slot)?;
         // Before anything reaches the CA: a certificate the CA would refuse
         // must not cost an order (nor its account lookup).
         self.guard
@@ -196,9 +211,7 @@ impl Agent {
         cert: &CertificateConfig,
         slot: Slot,
     ) -> Result<ManagedCertRow, AgentError> {
-        let (issuer_config, issuer) = self
-            .slot_issuer(cert, slot)
-            .ok_or_else(|| AgentError::Config(format!("{}: no {slot} issuer", cert.name)))?;
+        let (issuer_config, issuer) = self.required_issuer(cert, slot)?;
         self.guard
             .deferred(&issuer_config.name, &cert.names)
             .await?;
@@ -294,9 +307,7 @@ impl Agent {
     /// Asks the CA's ARI endpoint and the CRL about the slot's certificate;
     /// a revocation found is recorded (the next plan swaps and re-keys).
     async fn poll(&self, cert: &CertificateConfig, slot: Slot) -> Result<(), AgentError> {
-        let (issuer_config, issuer) = self
-            .slot_issuer(cert, slot)
-            .ok_or_else(|| AgentError::Config(format!("{}: no {slot} issuer", cert.name)))?;
+        let (issuer_config, issuer) = self.required_issuer(cert, slot)?;
         let now = self.now();
         let mut row = self.store.slot(&cert.name, slot.as_str()).await?;
         let Some(current) = self.store.slot_cert(&cert.name, slot.as_str()).await? else {
