@@ -108,6 +108,39 @@ fn up_serves_localhost_and_restarts_reuse_the_certificate() {
         "restarts must not order new certificates"
     );
 
+    // Every other command works on the same data directory without a
+    // configuration file: `up` recorded its embedded defaults there.
+    let tmp_cwd = tempfile::tempdir().expect("cwd");
+    let out = Command::new(env!("CARGO_BIN_EXE_certkeeper"))
+        .args(["status", "--json", "--data"])
+        .arg(&data)
+        .current_dir(tmp_cwd.path())
+        .output()
+        .expect("status");
+    assert!(out.status.success(), "status after up: {out:?}");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    let cert = &status["certificates"][0];
+    assert_eq!(cert["name"], "localhost", "{status}");
+    assert_eq!(cert["serial"], first.as_str(), "{status}");
+    assert_eq!(cert["state"], "valid", "{status}");
+    let out = Command::new(env!("CARGO_BIN_EXE_certkeeper"))
+        .args(["limits", "--data"])
+        .arg(&data)
+        .current_dir(tmp_cwd.path())
+        .output()
+        .expect("limits");
+    assert!(out.status.success(), "limits after up: {out:?}");
+    // Without `up` having run there, the error says what to do.
+    let out = Command::new(env!("CARGO_BIN_EXE_certkeeper"))
+        .args(["status", "--data"])
+        .arg(tmp_cwd.path().join("nothing-here"))
+        .current_dir(tmp_cwd.path())
+        .output()
+        .expect("status");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("run `certkeeper up` first"), "{err}");
+
     // The database holds private keys: owner-only.
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(data.join("certkeeper.db"))

@@ -16,16 +16,43 @@ use clap::Args;
 
 use crate::cmd::status_page;
 
-/// `--config FILE`, shared by the agent commands.
+/// Where the agent commands find their configuration, one rule for all:
+/// `--config FILE` when given; else `./certkeeper.toml` when it exists; else
+/// the embedded defaults that `certkeeper up` recorded in `--data`
+/// (default `certkeeper-data`), so every command works right after `up`.
 #[derive(Debug, Args)]
 pub struct ConfigArg {
     /// Configuration file (see docs/config.md).
-    #[arg(long, default_value = "certkeeper.toml")]
-    pub config: PathBuf,
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data directory of `certkeeper up` run without --config.
+    #[arg(long, default_value = "certkeeper-data")]
+    pub data: PathBuf,
 }
 
-async fn agent(path: &Path) -> anyhow::Result<Arc<Agent>> {
-    let config = Config::load(path)?;
+impl ConfigArg {
+    /// The configuration by the rule above.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        if let Some(path) = &self.config {
+            return Ok(Config::load(path)?);
+        }
+        let local = Path::new("certkeeper.toml");
+        if local.exists() {
+            return Ok(Config::load(local)?);
+        }
+        match crate::cmd::up::recorded_defaults(&self.data)? {
+            Some(config) => Ok(config),
+            None => anyhow::bail!(
+                "no configuration: pass --config FILE, create ./certkeeper.toml, or run `certkeeper up` first \
+                 (it records its defaults in {}; point elsewhere with --data DIR)",
+                self.data.display()
+            ),
+        }
+    }
+}
+
+async fn agent(arg: &ConfigArg) -> anyhow::Result<Arc<Agent>> {
+    let config = arg.load()?;
     let store = Store::open_dir(&config.data)
         .await
         .with_context(|| format!("opening the store in {}", config.data.display()))?;
@@ -46,7 +73,7 @@ pub fn check_config(path: &Path) -> anyhow::Result<()> {
 
 /// `certkeeper status`: both slots of every certificate, which is served,
 /// and the blocked-key registry.
-pub async fn status(path: &Path, json: bool) -> anyhow::Result<()> {
+pub async fn status(path: &ConfigArg, json: bool) -> anyhow::Result<()> {
     let report = agent(path).await?.status().await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -93,8 +120,8 @@ pub async fn status(path: &Path, json: bool) -> anyhow::Result<()> {
 }
 
 /// `certkeeper events`: the lifecycle events recorded in the store, oldest first.
-pub async fn events(path: &Path, json: bool) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
+pub async fn events(path: &ConfigArg, json: bool) -> anyhow::Result<()> {
+    let config = path.load()?;
     let store = Store::open_dir(&config.data)
         .await
         .with_context(|| format!("opening the store in {}", config.data.display()))?;
@@ -118,7 +145,7 @@ pub async fn events(path: &Path, json: bool) -> anyhow::Result<()> {
 
 /// `certkeeper revoke NAME`: replacement first, then revocation.
 pub async fn revoke(
-    path: &Path,
+    path: &ConfigArg,
     name: &str,
     slot: Slot,
     reason: RevocationReason,
@@ -153,7 +180,7 @@ fn print_revoked(done: &certkeeper_agent::revocation::Revoked, reason: Revocatio
 
 /// `certkeeper compromised --key FILE | --spki HEX`.
 pub async fn compromised(
-    path: &Path,
+    path: &ConfigArg,
     key: Option<&Path>,
     spki: Option<&str>,
 ) -> anyhow::Result<()> {
@@ -205,7 +232,7 @@ pub async fn compromised(
 /// `certkeeper swap NAME --to SLOT`: serve the other slot now. A running
 /// daemon notices within a second (the store's generation changes) and
 /// swaps its resolver and files; without one, `issue` deploys it.
-pub async fn swap(path: &Path, name: &str, to: Slot) -> anyhow::Result<()> {
+pub async fn swap(path: &ConfigArg, name: &str, to: Slot) -> anyhow::Result<()> {
     let agent = agent(path).await?;
     agent.swap(name, to).await?;
     println!("{name}: now serving the {to} certificate");
@@ -217,7 +244,7 @@ pub async fn swap(path: &Path, name: &str, to: Slot) -> anyhow::Result<()> {
 /// `certkeeper limits`: per issuer, each limit the agent enforces for the
 /// configured certificates, how much is used, and when the next slot frees.
 /// Reads the store only: nothing is sent to any CA.
-pub async fn limits(path: &Path, json: bool) -> anyhow::Result<()> {
+pub async fn limits(path: &ConfigArg, json: bool) -> anyhow::Result<()> {
     let rows = agent(path).await?.limits().await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -251,7 +278,7 @@ pub async fn limits(path: &Path, json: bool) -> anyhow::Result<()> {
 
 /// `certkeeper renew NAME [--force]` and `certkeeper issue NAME`: one pass
 /// over one certificate, as cron would run it.
-pub async fn once(path: &Path, name: &str, force: bool) -> anyhow::Result<()> {
+pub async fn once(path: &ConfigArg, name: &str, force: bool) -> anyhow::Result<()> {
     let agent = agent(path).await?;
     let _ca = start_builtin_ca(agent.config()).await?;
     match agent.run_once(name, force).await? {

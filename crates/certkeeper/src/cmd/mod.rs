@@ -119,14 +119,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ca(c) => ca::run(c).await,
         Command::Bench(c) => bench::run(c).await,
         Command::Up(a) => up::run(a).await,
-        Command::Status { config, json } => agent::status(&config.config, json).await,
+        Command::Status { config, json } => agent::status(&config, json).await,
         Command::Renew {
             name,
             config,
             force,
-        } => agent::once(&config.config, &name, force).await,
-        Command::Issue { name, config } => agent::once(&config.config, &name, false).await,
-        Command::Limits { config, json } => agent::limits(&config.config, json).await,
+        } => agent::once(&config, &name, force).await,
+        Command::Issue { name, config } => agent::once(&config, &name, false).await,
+        Command::Limits { config, json } => agent::limits(&config, json).await,
         Command::CheckConfig { file } => agent::check_config(&file),
         Command::Revoke {
             name,
@@ -134,12 +134,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             reason,
             force,
             config,
-        } => agent::revoke(&config.config, &name, slot, reason, force).await,
+        } => agent::revoke(&config, &name, slot, reason, force).await,
         Command::Compromised { key, spki, config } => {
-            agent::compromised(&config.config, key.as_deref(), spki.as_deref()).await
+            agent::compromised(&config, key.as_deref(), spki.as_deref()).await
         }
-        Command::Events { config, json } => agent::events(&config.config, json).await,
-        Command::Swap { name, to, config } => agent::swap(&config.config, &name, to).await,
+        Command::Events { config, json } => agent::events(&config, json).await,
+        Command::Swap { name, to, config } => agent::swap(&config, &name, to).await,
     }
 }
 

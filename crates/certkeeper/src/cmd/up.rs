@@ -14,7 +14,7 @@ use certkeeper_agent::config::{
 use certkeeper_agent::limits::LimitsConfig;
 use clap::Args;
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, serde::Serialize, serde::Deserialize)]
 pub struct UpArgs {
     /// Run the agent on this configuration instead of the embedded defaults.
     #[arg(long)]
@@ -81,10 +81,40 @@ fn defaults(args: &UpArgs) -> Config {
     }
 }
 
+/// Where `up` records the arguments its embedded defaults came from.
+const RECORDED: &str = "up-defaults.json";
+
+/// The embedded defaults `certkeeper up` ran with on `data`, if it did.
+pub fn recorded_defaults(data: &std::path::Path) -> anyhow::Result<Option<Config>> {
+    let path = data.join(RECORDED);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+    };
+    let mut args: UpArgs = serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is corrupt ({e}); run `certkeeper up` again",
+            path.display()
+        )
+    })?;
+    // The data directory is where it was found, even if moved since.
+    args.data = data.to_path_buf();
+    Ok(Some(defaults(&args)))
+}
+
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let config = match &args.config {
         Some(path) => Config::load(path)?,
-        None => defaults(&args),
+        None => {
+            std::fs::create_dir_all(&args.data)?;
+            certkeeper_store::files::write_atomic(
+                &args.data.join(RECORDED),
+                serde_json::to_string_pretty(&args)?.as_bytes(),
+                certkeeper_store::files::PUBLIC,
+            )?;
+            defaults(&args)
+        }
     };
     crate::cmd::agent::daemon(config).await
 }
