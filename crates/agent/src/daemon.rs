@@ -550,8 +550,10 @@ impl Agent {
             tokio::select! {
                 Some((key, end)) = runner.next(), if !runner.is_empty() => {
                     self.job_ended(&key, end).await;
-                    // The job changed this certificate: plan it again now.
-                    if let Ok(cert) = self.certificate(key.name()).cloned() {
+                    // A slot job changed this certificate: plan it again now
+                    // (a swap, the deploy of what it obtained). A deploy job
+                    // changes nothing the planner reads.
+                    if let (JobKey::Slot(..), Ok(cert)) = (&key, self.certificate(key.name()).cloned()) {
                         match self.load_inventory_of(&cert.name).await {
                             Ok(inv) => match self.pass_certificate(&cert, &inv, false, &mut runner).await {
                                 Ok(Some(wake)) => next_full = next_full.min(wake),
