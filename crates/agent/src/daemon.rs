@@ -532,6 +532,7 @@ impl Agent {
     /// certificate whenever one of its jobs ends.
     pub async fn run_forever(self: Arc<Self>) -> Result<(), AgentError> {
         self.guard.key_ledger().await?;
+        self.resend_pending_revocations().await?;
         let global = self.config.agent.max_concurrent_jobs as usize;
         let per_issuer = self.config.agent.max_concurrent_per_issuer as usize;
         let mut runner: Runner<JobResult> = Runner::new(global, per_issuer);
@@ -738,6 +739,7 @@ impl Agent {
     ) -> Result<Outcome, AgentError> {
         let cert = self.certificate(name)?.clone();
         self.guard.key_ledger().await?;
+        self.resend_pending_revocations().await?;
         let mut runner: Runner<JobResult> = Runner::new(
             self.config.agent.max_concurrent_jobs as usize,
             self.config.agent.max_concurrent_per_issuer as usize,

@@ -95,7 +95,16 @@ impl Agent {
             }
             self.deploy_now(name).await;
         }
+        // Decided: from here on the certificate is never served, and the
+        // request is sent again after a crash until the CA has answered.
+        self.store
+            .begin_revocation(&old.issuer, &old.serial, reason.name(), self.now())
+            .await?;
+        crate::faults::crash_point("revoke-recorded");
         let already_revoked = self.revoke_at_ca(&old, reason).await?;
+        self.store
+            .finish_revocation(&old.issuer, &old.serial)
+            .await?;
         self.record_revocation(&old, reason.name(), "revoked by certkeeper")
             .await?;
         Ok(Revoked {
@@ -148,6 +157,35 @@ impl Agent {
             out.push(done.map_err(|e| AgentError::Local(format!("revocation task: {e}")))?);
         }
         Ok(out)
+    }
+
+    /// Sends the revocations a killed process recorded but never got the
+    /// CA's answer for. Returns how many were confirmed.
+    pub async fn resend_pending_revocations(&self) -> Result<usize, AgentError> {
+        let mut done = 0;
+        for (issuer, serial, reason) in self.store.pending_revocations().await? {
+            let Some(cert) = self.store.managed_cert(&issuer, &serial).await? else {
+                self.store.finish_revocation(&issuer, &serial).await?;
+                continue;
+            };
+            let Ok(parsed) = reason.parse::<RevocationReason>() else {
+                tracing::warn!(%issuer, %serial, %reason, "pending revocation with an unknown reason; dropped");
+                self.store.finish_revocation(&issuer, &serial).await?;
+                continue;
+            };
+            match self.revoke_at_ca(&cert, parsed).await {
+                Ok(_) => {
+                    self.store.finish_revocation(&issuer, &serial).await?;
+                    self.record_revocation(&cert, parsed.name(), "revoked by certkeeper (resumed)")
+                        .await?;
+                    done += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(certificate = %cert.name, %serial, error = %e, "pending revocation not confirmed yet; retried at the next start")
+                }
+            }
+        }
+        Ok(done)
     }
 
     /// Orders a new certificate on a new key for `slot` now, past its

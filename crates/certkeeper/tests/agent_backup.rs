@@ -630,3 +630,46 @@ fn a_reported_key_is_blocked_replaced_and_revoked_and_a_crash_mid_rekey_resumes(
         "{report}"
     );
 }
+
+/// kill -9 inside `certkeeper revoke`, after the decision is recorded and
+/// before the CA answered: the revoked certificate is never served again,
+/// and the next run sends the revocation (with its proof) and re-keys.
+#[test]
+fn a_crash_mid_revoke_never_serves_the_certificate_and_the_next_run_sends_it() {
+    let cas = two_cas();
+    let s = Setup::new(&cas, true);
+    s.ok(&["issue", "web"]);
+    let primary = s.slot("primary");
+    let (p1, b1) = (text(&primary["serial"]), text(&s.slot("backup")["serial"]));
+    let at_ca = |serial: &str| {
+        cas.ours
+            .list()
+            .expect("list")
+            .as_array()
+            .and_then(|l| l.iter().find(|c| c["serial"] == serial).cloned())
+            .expect("record")
+    };
+
+    let crashed = s.run(
+        &["revoke", "web", "--reason", "keyCompromise"],
+        &[("CERTKEEPER_CRASH_AT", "revoke-recorded")],
+    );
+    assert!(!crashed.status.success(), "the crash point must abort");
+    assert_eq!(at_ca(&p1)["status"], "valid", "nothing reached the CA yet");
+    assert_eq!(s.status()["served"], "backup");
+    assert_eq!(s.deployed_serial(""), b1, "the backup is served");
+    assert_eq!(s.slot("primary")["health"], "revoked", "never served again");
+
+    s.ok(&["issue", "web"]);
+    let record = at_ca(&p1);
+    assert_eq!(record["status"], "revoked", "{record}");
+    assert_eq!(record["key_proven_at_revocation"], true, "{record}");
+    let p2 = s.slot("primary");
+    assert_ne!(text(&p2["serial"]), p1);
+    assert_ne!(p2["spki_sha256"], primary["spki_sha256"]);
+    assert!(
+        !s.reloads().iter().skip(1).any(|r| *r == p1),
+        "{:?}",
+        s.reloads()
+    );
+}

@@ -557,6 +557,77 @@ impl Store {
         self.bump_generation().await
     }
 
+    /// Records a revocation the agent is about to send: the certificate is
+    /// marked revoked locally (never served again) and the request is
+    /// queued, in one transaction, before anything reaches the CA.
+    pub async fn begin_revocation(
+        &self,
+        issuer: &str,
+        serial: &str,
+        reason: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer().begin().await?;
+        sqlx::query(
+            "INSERT INTO agent_pending_revocations (issuer, serial, reason, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (issuer, serial) DO NOTHING",
+        )
+        .bind(issuer)
+        .bind(serial)
+        .bind(reason)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE agent_certificates SET revoked_at = $1, revocation_reason = $2 \
+             WHERE issuer = $3 AND serial = $4 AND revoked_at IS NULL",
+        )
+        .bind(at)
+        .bind(reason)
+        .bind(issuer)
+        .bind(serial)
+        .execute(&mut *tx)
+        .await?;
+        mark_slot_revoked(&mut tx, issuer, serial, reason, at).await?;
+        sqlx::query(
+            "INSERT INTO agent_meta (key, value) VALUES ('generation', 1) \
+             ON CONFLICT (key) DO UPDATE SET value = agent_meta.value + 1",
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Revocations recorded but not confirmed by the CA: (issuer, serial, reason).
+    pub async fn pending_revocations(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT issuer, serial, reason FROM agent_pending_revocations ORDER BY created_at",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                Ok::<_, sqlx::Error>((
+                    r.try_get("issuer")?,
+                    r.try_get("serial")?,
+                    r.try_get("reason")?,
+                ))
+            })
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// The CA confirmed (or already had) the revocation.
+    pub async fn finish_revocation(&self, issuer: &str, serial: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM agent_pending_revocations WHERE issuer = $1 AND serial = $2")
+            .bind(issuer)
+            .bind(serial)
+            .execute(self.writer())
+            .await?;
+        Ok(())
+    }
+
     /// Which slot every certificate serves, and why: (name, slot, reason).
     pub async fn served_all(&self) -> Result<Vec<(String, String, String)>, StoreError> {
         let rows = sqlx::query("SELECT name, slot, reason FROM agent_served")

@@ -19,6 +19,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("migrations/0007_ca_paused.sql")),
     (8, include_str!("migrations/0008_agent_slots.sql")),
     (9, include_str!("migrations/0009_agent_slot_facts.sql")),
+    (
+        10,
+        include_str!("migrations/0010_agent_pending_revocations.sql"),
+    ),
     (20, include_str!("migrations/0020_ca_revocations.sql")),
     (21, include_str!("migrations/0021_ca_issuances.sql")),
 ];
