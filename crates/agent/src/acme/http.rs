@@ -14,14 +14,10 @@ use std::time::{Duration, SystemTime};
 
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
-use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use instant_acme::{BodyWrapper, BytesBody, BytesResponse, HttpClient};
-use rustls::RootCertStore;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 
 use super::error::AcmeError;
 
@@ -197,65 +193,14 @@ impl TimedHttpClient {
         timeout: Duration,
         retry_after: RetryAfterCell,
     ) -> Result<Self, AcmeError> {
-        // Name the provider explicitly: relying on the process default
-        // panics when a second provider ever enters the dependency graph.
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let builder = match root_pem {
-            Some(path) => {
-                let roots = load_roots(path)?;
-                let config = rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| root_err(path, e))?
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
-                HttpsConnectorBuilder::new().with_tls_config(config)
-            }
-            None => HttpsConnectorBuilder::new()
-                .with_provider_and_platform_verifier(provider)
-                .map_err(|e| AcmeError::RootPem {
-                    path: "<platform verifier>".into(),
-                    reason: e.to_string(),
-                })?,
-        };
-        let mut tcp = HttpConnector::new();
-        // The TLS layer dials https URLs through this connector.
-        tcp.enforce_http(false);
-        // Without TCP_NODELAY a request written in two segments waits for
-        // the peer's delayed ACK: ~40 ms per round trip, which would swamp
-        // the CA's own latency in the bench.
-        tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(timeout));
-        let connector = if allow_http {
-            builder.https_or_http().enable_http1().enable_http2()
-        } else {
-            builder.https_only().enable_http1().enable_http2()
-        }
-        .wrap_connector(tcp);
+        let connector = crate::bounded_http::https_connector(root_pem, allow_http, timeout)
+            .map_err(|(path, reason)| AcmeError::RootPem { path, reason })?;
         Ok(Self {
             inner: HyperClient::builder(TokioExecutor::new()).build(connector),
             timeout,
             retry_after,
         })
     }
-}
-
-fn root_err(path: &Path, e: impl ToString) -> AcmeError {
-    AcmeError::RootPem {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    }
-}
-
-fn load_roots(path: &Path) -> Result<RootCertStore, AcmeError> {
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(path).map_err(|e| root_err(path, e))? {
-        let cert = cert.map_err(|e| root_err(path, e))?;
-        roots.add(cert).map_err(|e| root_err(path, e))?;
-    }
-    if roots.is_empty() {
-        return Err(root_err(path, "no CERTIFICATE blocks found"));
-    }
-    Ok(roots)
 }
 
 impl HttpClient for TimedHttpClient {
