@@ -298,14 +298,25 @@ async fn copy_facts(
     Ok(())
 }
 
-/// Records a revocation on the slot row that has it as current.
-async fn mark_slot_revoked(
+/// Records a revocation on the certificate and on the slot row that has it
+/// as current (the first report wins: its time and reason stay).
+async fn mark_revoked_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     issuer: &str,
     serial: &str,
     reason: &str,
     at: i64,
 ) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE agent_certificates SET revoked_at = $1, revocation_reason = $2 \
+         WHERE issuer = $3 AND serial = $4 AND revoked_at IS NULL",
+    )
+    .bind(at)
+    .bind(reason)
+    .bind(issuer)
+    .bind(serial)
+    .execute(&mut **tx)
+    .await?;
     sqlx::query(
         "UPDATE agent_slots SET current_revoked_at = $1, current_revocation_reason = $2 \
          WHERE current_issuer = $3 AND current_serial = $4 AND current_revoked_at IS NULL",
@@ -485,17 +496,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.writer().begin().await?;
         for (issuer, serial) in certs {
-            sqlx::query(
-                "UPDATE agent_certificates SET revoked_at = $1, revocation_reason = $2 \
-                 WHERE issuer = $3 AND serial = $4 AND revoked_at IS NULL",
-            )
-            .bind(at)
-            .bind(reason)
-            .bind(issuer)
-            .bind(serial)
-            .execute(&mut *tx)
-            .await?;
-            mark_slot_revoked(&mut tx, issuer, serial, reason, at).await?;
+            mark_revoked_in(&mut tx, issuer, serial, reason, at).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -578,17 +579,7 @@ impl Store {
         .bind(at)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "UPDATE agent_certificates SET revoked_at = $1, revocation_reason = $2 \
-             WHERE issuer = $3 AND serial = $4 AND revoked_at IS NULL",
-        )
-        .bind(at)
-        .bind(reason)
-        .bind(issuer)
-        .bind(serial)
-        .execute(&mut *tx)
-        .await?;
-        mark_slot_revoked(&mut tx, issuer, serial, reason, at).await?;
+        mark_revoked_in(&mut tx, issuer, serial, reason, at).await?;
         sqlx::query(
             "INSERT INTO agent_meta (key, value) VALUES ('generation', 1) \
              ON CONFLICT (key) DO UPDATE SET value = agent_meta.value + 1",
