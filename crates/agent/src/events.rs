@@ -70,11 +70,19 @@ pub struct Events {
     store: Store,
     clock: Arc<dyn Clock>,
     hook: Option<String>,
+    /// Hooks running at once: a mass swap emits 100k events, and 100k
+    /// concurrent shells would take the machine down with it.
+    hooks_running: Arc<tokio::sync::Semaphore>,
+    /// Hooks started or queued and not finished, for [`Events::flush`].
+    hooks_pending: Arc<std::sync::atomic::AtomicUsize>,
     tx: broadcast::Sender<Event>,
 }
 
 /// Batches up to this size are logged event by event; larger ones as a summary.
 const LOG_EACH_UP_TO: usize = 16;
+
+/// Event hooks running at once.
+const HOOKS_AT_ONCE: usize = 4;
 
 /// How long an event hook may run before it is killed.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -87,7 +95,21 @@ impl Events {
             store,
             clock,
             hook,
+            hooks_running: Arc::new(tokio::sync::Semaphore::new(HOOKS_AT_ONCE)),
+            hooks_pending: Arc::default(),
             tx,
+        }
+    }
+
+    /// Waits (at most `limit`) for the hooks of events emitted so far: a
+    /// short-lived command calls this before it exits, or its hooks die
+    /// with its runtime.
+    pub async fn flush(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.hooks_pending.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -141,7 +163,15 @@ impl Events {
                 tracing::debug!(event = event.kind.as_str(), certificate = %event.name, slot = %event.slot, detail = %event.detail, "event");
             }
             if let Some(hook) = &self.hook {
-                run_hook(hook.clone(), event.clone());
+                self.hooks_pending
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let pending = Arc::clone(&self.hooks_pending);
+                let running = Arc::clone(&self.hooks_running);
+                let (hook, event) = (hook.clone(), event.clone());
+                tokio::spawn(async move {
+                    run_hook(hook, event, running).await;
+                    pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                });
             }
             // No subscriber is fine.
             let _ = self.tx.send(event);
@@ -149,9 +179,13 @@ impl Events {
     }
 }
 
-/// Runs the hook in the background: a slow hook must not delay a swap.
-fn run_hook(hook: String, event: Event) {
-    tokio::spawn(async move {
+/// Runs the hook (spawned by the caller: a slow hook must not delay a
+/// swap). Events queue for a free slot, in order of emission.
+async fn run_hook(hook: String, event: Event, running: Arc<tokio::sync::Semaphore>) {
+    {
+        let Ok(_permit) = running.acquire_owned().await else {
+            return;
+        };
         let child = tokio::process::Command::new("sh")
             .arg("-c")
             .arg(&hook)
@@ -170,5 +204,5 @@ fn run_hook(hook: String, event: Event) {
             Ok(Err(e)) => tracing::warn!(hook = %hook, error = %e, "event hook did not start"),
             Err(_) => tracing::warn!(hook = %hook, "event hook timed out after 30 s; killed"),
         }
-    });
+    }
 }

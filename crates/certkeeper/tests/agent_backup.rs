@@ -98,6 +98,7 @@ impl Setup {
 http01_listen = "127.0.0.1:{http01}"
 check_interval_seconds = 5
 revocation_check_seconds = 1
+event_hook = "echo \"$CERTKEEPER_EVENT $CERTKEEPER_CERTIFICATE $CERTKEEPER_SLOT\" >> {hooked}"
 {agent}
 
 [[issuer]]
@@ -133,6 +134,7 @@ certificate = "web"
             pebble_root = cas.pebble.tls_ca_pem_path().display(),
             deploy = deploy.display(),
             reloads = s.path("reloads").display(),
+            hooked = s.path("hooked").display(),
             status_port = s.status_port,
         );
         std::fs::write(s.config(), text).expect("config");
@@ -441,6 +443,22 @@ fn operator_swap_sticks_and_a_crash_mid_swap_finishes_on_restart() {
     // Swapping back.
     s.ok(&["swap", "web", "--to", "primary"]);
     assert_eq!(s.deployed_serial(""), p1);
+
+    // The operator's event hook saw every step, with its environment (the
+    // swap to the backup was the one killed before its event).
+    let hooked = std::fs::read_to_string(s.path("hooked")).expect("hook ran");
+    for line in [
+        "obtained web primary",
+        "obtained web backup",
+        "deployed web backup",
+        "swapped web primary",
+        "deployed web primary",
+    ] {
+        assert!(
+            hooked.lines().any(|l| l == line),
+            "missing {line:?} in:\n{hooked}"
+        );
+    }
 }
 
 #[test]

@@ -51,6 +51,9 @@ impl ConfigArg {
     }
 }
 
+/// How long a command waits for its event hooks before exiting.
+const HOOK_FLUSH: std::time::Duration = std::time::Duration::from_secs(30);
+
 async fn agent(arg: &ConfigArg) -> anyhow::Result<Arc<Agent>> {
     let config = arg.load()?;
     let store = Store::open_dir(&config.data)
@@ -153,7 +156,9 @@ pub async fn revoke(
 ) -> anyhow::Result<()> {
     let agent = agent(path).await?;
     let _ca = start_builtin_ca(agent.config()).await?;
-    let done = agent.revoke(name, slot, reason, force).await?;
+    let done = agent.revoke(name, slot, reason, force).await;
+    agent.events().flush(HOOK_FLUSH).await;
+    let done = done?;
     print_revoked(&done, reason);
     println!(
         "  the running daemon (or the next `certkeeper issue {name}`) re-keys and re-issues the {} slot",
@@ -202,7 +207,9 @@ pub async fn compromised(
     };
     let agent = agent(path).await?;
     let _ca = start_builtin_ca(agent.config()).await?;
-    let results = agent.compromised(&spki).await?;
+    let results = agent.compromised(&spki).await;
+    agent.events().flush(HOOK_FLUSH).await;
+    let results = results?;
     println!("key {spki} blocked: no certificate will use it again");
     let mut failed = 0;
     for r in &results {
@@ -237,7 +244,9 @@ pub async fn swap(path: &ConfigArg, name: &str, to: Slot) -> anyhow::Result<()> 
     agent.swap(name, to).await?;
     println!("{name}: now serving the {to} certificate");
     // Without a daemon, write the files now.
-    agent.run_once(name, false).await?;
+    let done = agent.run_once(name, false).await;
+    agent.events().flush(HOOK_FLUSH).await;
+    done?;
     Ok(())
 }
 
@@ -281,7 +290,9 @@ pub async fn limits(path: &ConfigArg, json: bool) -> anyhow::Result<()> {
 pub async fn once(path: &ConfigArg, name: &str, force: bool) -> anyhow::Result<()> {
     let agent = agent(path).await?;
     let _ca = start_builtin_ca(agent.config()).await?;
-    match agent.run_once(name, force).await? {
+    let outcome = agent.run_once(name, force).await;
+    agent.events().flush(HOOK_FLUSH).await;
+    match outcome? {
         Outcome::Obtained(serial) => println!("{name}: obtained serial {serial}"),
         Outcome::Waiting(until) => println!(
             "{name}: nothing due; next action at {} (use --force to renew now)",
