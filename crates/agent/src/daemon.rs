@@ -78,6 +78,9 @@ pub struct Agent {
     /// Position of each certificate in the configuration: lookups by name
     /// stay O(1) at 100k certificates.
     by_name: HashMap<String, usize>,
+    /// Each certificate's configuration fingerprint per slot (primary,
+    /// backup), computed once: planning compares them on every pass.
+    fingerprints: Vec<[String; 2]>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -150,6 +153,19 @@ impl Agent {
                 .enumerate()
                 .map(|(i, c)| (c.name.clone(), i))
                 .collect(),
+            fingerprints: config
+                .certificates
+                .iter()
+                .map(|c| {
+                    let of = |issuer: Option<&String>| {
+                        issuer
+                            .and_then(|i| config.issuer(i))
+                            .map(|i| c.fingerprint(i, &config.agent))
+                            .unwrap_or_default()
+                    };
+                    [of(Some(&c.issuer)), of(c.backup.as_ref())]
+                })
+                .collect(),
             config,
             store,
             clock,
@@ -180,6 +196,23 @@ impl Agent {
                 "no [[certificate]] named {name:?} in the configuration"
             ))
         })
+    }
+
+    /// The configuration fingerprint of `cert` ordered from `issuer`.
+    pub(crate) fn fingerprint<'a>(
+        &'a self,
+        cert: &CertificateConfig,
+        issuer: &IssuerConfig,
+    ) -> std::borrow::Cow<'a, str> {
+        let slot = usize::from(cert.issuer != issuer.name);
+        match self
+            .by_name
+            .get(&cert.name)
+            .and_then(|i| self.fingerprints.get(*i))
+        {
+            Some(f) => std::borrow::Cow::Borrowed(f[slot].as_str()),
+            None => std::borrow::Cow::Owned(cert.fingerprint(issuer, &self.config.agent)),
+        }
     }
 
     /// The issuer of a slot (`None`: the slot is not configured).
@@ -295,19 +328,15 @@ impl Agent {
         let slot = |slot: Slot| {
             let (issuer, _) = self.slot_issuer(cert, slot)?;
             let key = (cert.name.clone(), slot);
-            let row = inv
-                .slots
-                .get(&key)
-                .cloned()
-                .unwrap_or_else(|| SlotRow::new(&cert.name, slot.as_str()));
-            Some(self.slot_input(
-                cert,
-                issuer,
-                &row,
-                inv.certs.get(&key),
-                &inv.blocked,
-                forced,
-            ))
+            let fresh;
+            let row = match inv.slots.get(&key) {
+                Some(row) => row,
+                None => {
+                    fresh = SlotRow::new(&cert.name, slot.as_str());
+                    &fresh
+                }
+            };
+            Some(self.slot_input(cert, issuer, row, inv.certs.get(&key), &inv.blocked, forced))
         };
         CertificateInput {
             primary: slot(Slot::Primary).unwrap_or_default(),
@@ -331,7 +360,7 @@ impl Agent {
         forced: bool,
     ) -> SlotInput {
         let now = self.now();
-        let fingerprint = cert.fingerprint(issuer, &self.config.agent);
+        let fingerprint = self.fingerprint(cert, issuer);
         // A slot whose certificate was never looked at is polled at once.
         let next_poll = meta.map(|_| {
             row.ari_next_poll
@@ -363,7 +392,7 @@ impl Agent {
                 next_attempt: row.next_attempt,
                 // Recorded when an order starts or a certificate lands; a
                 // difference means the operator changed what to issue.
-                config_changed: !row.fingerprint.is_empty() && row.fingerprint != fingerprint,
+                config_changed: !row.fingerprint.is_empty() && row.fingerprint != *fingerprint,
                 renew_before_secs: cert.renew_before_days.map(|d| (d * 86400.0) as i64),
                 forced,
             },
