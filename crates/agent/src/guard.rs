@@ -94,11 +94,6 @@ impl Guard {
         })
     }
 
-    /// Whether any job holds `key` now.
-    pub fn is_claimed(&self, key: &JobKey) -> bool {
-        self.held.lock().map(|h| h.contains(key)).unwrap_or(true)
-    }
-
     /// The CA's Retry-After for this set of names (or the whole account),
     /// when one is in force: no request at all for the set, ARI polls
     /// included, whatever the planner or the operator wants.

@@ -272,6 +272,22 @@ async fn insert_cert(
     Ok(())
 }
 
+/// Inserts `c` and writes `slot` (which names it as current) with the
+/// planner's copy of its facts: the one sequence both `store_issued` and
+/// `import_issued` run inside their transaction.
+async fn record_issued(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    slot: &SlotRow,
+    c: &ManagedCertRow,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    insert_cert(tx, c).await?;
+    bind_slot(sqlx::query(UPSERT_SLOT), slot, now)
+        .execute(&mut **tx)
+        .await?;
+    copy_facts(tx, slot, c).await
+}
+
 /// Copies the planner's facts of `c` onto its slot's row when `c` is the
 /// slot's current certificate (migration 9).
 async fn copy_facts(
@@ -438,11 +454,7 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.writer().begin().await?;
-        insert_cert(&mut tx, c).await?;
-        bind_slot(sqlx::query(UPSERT_SLOT), slot, now)
-            .execute(&mut *tx)
-            .await?;
-        copy_facts(&mut tx, slot, c).await?;
+        record_issued(&mut tx, slot, c, now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -715,11 +727,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.writer().begin().await?;
         for (slot, c) in rows {
-            insert_cert(&mut tx, c).await?;
-            bind_slot(sqlx::query(UPSERT_SLOT), slot, now)
-                .execute(&mut *tx)
-                .await?;
-            copy_facts(&mut tx, slot, c).await?;
+            record_issued(&mut tx, slot, c, now).await?;
         }
         tx.commit().await?;
         Ok(())
