@@ -37,7 +37,7 @@ pub fn leaf_facts(der: &[u8]) -> Result<LeafFacts, String> {
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der)
         .map_err(|e| format!("unparsable certificate: {e}"))?;
     Ok(LeafFacts {
-        serial: hex::encode(cert.raw_serial()),
+        serial: certkeeper_proto::serial::serial_hex(cert.raw_serial()),
         spki_sha256: spki_sha256(cert.public_key().raw),
         not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),

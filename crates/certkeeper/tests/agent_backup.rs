@@ -250,7 +250,7 @@ fn handshake_serial(config: &Arc<rustls::ClientConfig>, port: u16) -> Option<Str
     }
     let leaf = conn.peer_certificates()?.first()?.clone();
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&leaf).ok()?;
-    Some(hex::encode(cert.raw_serial()))
+    Some(certkeeper_proto::serial::serial_hex(cert.raw_serial()))
 }
 
 fn client_config(roots_pem: &Path) -> Arc<rustls::ClientConfig> {

@@ -111,9 +111,7 @@ fn intermediate(issued: &IssuedCertificate) -> &[u8] {
 /// The serial as `ca list` spells it: lowercase hex, no leading zero octet.
 fn serial_hex(issued: &IssuedCertificate) -> String {
     let (_, cert) = x509_parser::parse_x509_certificate(leaf(issued)).expect("leaf parses");
-    hex::encode(cert.raw_serial())
-        .trim_start_matches("00")
-        .to_string()
+    certkeeper_proto::serial::serial_hex(cert.raw_serial())
 }
 
 /// RFC 5280 §6.3.3 against the CRL our CA publishes over HTTPS with its

@@ -59,11 +59,7 @@ fn revoked_serials(crl_der: &[u8]) -> Vec<String> {
     let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(crl_der)
         .expect("CRL parses");
     crl.iter_revoked_certificates()
-        .map(|r| {
-            hex::encode(r.raw_serial())
-                .trim_start_matches("00")
-                .to_string()
-        })
+        .map(|r| certkeeper_proto::serial::serial_hex(r.raw_serial()))
         .collect()
 }
 

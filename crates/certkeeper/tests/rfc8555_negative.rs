@@ -1097,9 +1097,7 @@ fn serial_and_spki(leaf: &[u8]) -> Result<(String, String)> {
     use x509_parser::prelude::FromDer;
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(leaf)
         .map_err(|e| anyhow::anyhow!("leaf: {e}"))?;
-    let serial = hex::encode(cert.raw_serial())
-        .trim_start_matches("00")
-        .to_string();
+    let serial = certkeeper_proto::serial::serial_hex(cert.raw_serial());
     Ok((serial, b64::encode(cert.public_key().raw)))
 }
 

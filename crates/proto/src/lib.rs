@@ -21,6 +21,7 @@ pub mod identifier;
 pub mod jwk;
 pub mod jws;
 pub mod problem;
+pub mod serial;
 #[cfg(test)]
 mod testutil;
 

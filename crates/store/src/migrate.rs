@@ -23,6 +23,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         10,
         include_str!("migrations/0010_agent_pending_revocations.sql"),
     ),
+    (11, include_str!("migrations/0011_agent_serial_value.sql")),
     (20, include_str!("migrations/0020_ca_revocations.sql")),
     (21, include_str!("migrations/0021_ca_issuances.sql")),
 ];

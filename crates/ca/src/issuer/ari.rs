@@ -47,12 +47,8 @@ pub fn parse_cert_id(cert_id: &str) -> Result<(Vec<u8>, String), String> {
     if aki.is_empty() || serial.is_empty() {
         return Err("certID has an empty part".into());
     }
-    // The serial is the DER INTEGER's content: drop a sign-padding zero.
-    let serial = match serial.as_slice() {
-        [0, rest @ ..] if !rest.is_empty() => rest.to_vec(),
-        s => s.to_vec(),
-    };
-    Ok((aki, hex::encode(serial)))
+    // The serial is the DER INTEGER's content, sign octet and all.
+    Ok((aki, certkeeper_proto::serial::serial_hex(&serial)))
 }
 
 #[cfg(test)]

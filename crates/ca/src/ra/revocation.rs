@@ -94,9 +94,7 @@ impl Ra {
         }
         let (_, parsed) = X509Certificate::from_der(cert_der)
             .map_err(|e| CaError::malformed(format!("certificate does not parse: {e}")))?;
-        let serial = hex::encode(parsed.raw_serial())
-            .trim_start_matches("00")
-            .to_string();
+        let serial = certkeeper_proto::serial::serial_hex(parsed.raw_serial());
         let spki_der = parsed.public_key().raw.to_vec();
         let not_found =
             || CaError::NotFound(format!("certificate {serial} was not issued by this CA"));

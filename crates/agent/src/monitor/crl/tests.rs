@@ -8,7 +8,7 @@ use rcgen::{
     KeyUsagePurpose, RevocationReason, RevokedCertParams, SerialNumber,
 };
 
-use super::verify::{CLOCK_SKEW_SECS, serial_key};
+use super::verify::CLOCK_SKEW_SECS;
 use super::*;
 
 const URL: &str = "http://crl.example.test/int.crl";
@@ -299,13 +299,6 @@ fn bytes_that_are_not_one_der_crl_are_malformed() {
     trailing.push(0);
     let err = evaluate(&trailing, URL, &cert, &ca.der, NOW).expect_err("trailing");
     assert!(matches!(err, CrlError::Malformed { .. }), "{err}");
-}
-
-#[test]
-fn serials_match_as_integers() {
-    assert_eq!(serial_key(&[0, 0, 0x81, 2]), &[0x81, 2]);
-    assert_eq!(serial_key(&[0x7f]), &[0x7f]);
-    assert_eq!(serial_key(&[0]), &[] as &[u8]);
 }
 
 #[test]

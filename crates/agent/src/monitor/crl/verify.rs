@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use certkeeper_proto::serial::magnitude;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{
     DistributionPointName, GeneralName, IssuingDistributionPoint, ParsedExtension,
@@ -121,12 +122,6 @@ pub(super) fn is_http_url(uri: &str) -> bool {
     lower.starts_with("http://") || lower.starts_with("https://")
 }
 
-/// Serial numbers compare as integers: drop leading zero octets so a CA
-/// that pads its encoding still matches.
-pub(super) fn serial_key(raw: &[u8]) -> &[u8] {
-    let skip = raw.iter().take_while(|&&b| b == 0).count();
-    raw.get(skip..).unwrap_or_default()
-}
 
 /// One revoked entry, reduced to what a status needs.
 #[derive(Clone, Copy, Debug)]
@@ -190,7 +185,7 @@ impl VerifiedCrl {
         if self.scope.only_ca_certs && !is_ca {
             return Err(out_of_scope("it lists CA certificates only"));
         }
-        Ok(match self.revoked.get(serial_key(leaf.raw_serial())) {
+        Ok(match self.revoked.get(magnitude(leaf.raw_serial())) {
             Some(r) => CrlStatus::Revoked {
                 reason: r.reason,
                 revoked_at: r.revoked_at,
@@ -336,7 +331,7 @@ pub(super) fn verify_crl(
             }
         }
         revoked.insert(
-            serial_key(entry.raw_serial()).to_vec(),
+            magnitude(entry.raw_serial()).to_vec(),
             Revocation {
                 reason: entry
                     .reason_code()
