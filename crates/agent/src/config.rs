@@ -81,6 +81,10 @@ pub struct AgentSettings {
     /// `CERTKEEPER_EVENT`, `CERTKEEPER_CERTIFICATE`, `CERTKEEPER_SLOT` and
     /// `CERTKEEPER_DETAIL` in its environment.
     pub event_hook: Option<String>,
+    /// On SIGTERM or SIGINT, how long running jobs get to finish before
+    /// they are cancelled (safe: each resumes at its next start).
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_seconds: u64,
 }
 
 impl Default for AgentSettings {
@@ -96,6 +100,7 @@ impl Default for AgentSettings {
             max_concurrent_per_issuer: default_max_concurrent_per_issuer(),
             revocation_check_seconds: default_revocation_check(),
             event_hook: None,
+            shutdown_grace_seconds: default_shutdown_grace(),
         }
     }
 }
@@ -314,6 +319,9 @@ fn default_max_concurrent_per_issuer() -> u32 {
 /// revocation deadline; ARI "replace now" windows trigger an earlier look.
 fn default_revocation_check() -> u64 {
     3600
+}
+fn default_shutdown_grace() -> u64 {
+    10
 }
 fn default_ca_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 14000))

@@ -556,10 +556,15 @@ impl Agent {
         Ok(Health::of(Some(&facts), row.ari_end, self.now()))
     }
 
-    /// Runs until the process stops: a full pass when something is due (or
-    /// a command changed the store), jobs in between, a re-plan of a
-    /// certificate whenever one of its jobs ends.
-    pub async fn run_forever(self: Arc<Self>) -> Result<(), AgentError> {
+    /// Runs until `shutdown` completes: a full pass when something is due
+    /// (or a command changed the store), jobs in between, a re-plan of a
+    /// certificate whenever one of its jobs ends. Then it stops cleanly
+    /// (see [`Agent::drain`]).
+    pub async fn run_until(
+        self: Arc<Self>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), AgentError> {
+        let mut shutdown = std::pin::pin!(shutdown);
         self.guard.key_ledger().await?;
         self.resend_pending_revocations().await?;
         let global = self.config.agent.max_concurrent_jobs as usize;
@@ -578,6 +583,10 @@ impl Agent {
                 };
             }
             tokio::select! {
+                () = &mut shutdown => {
+                    self.drain(&mut runner).await;
+                    return Ok(());
+                }
                 Some((key, end)) = runner.next(), if !runner.is_empty() => {
                     self.job_ended(&key, end).await;
                     // A slot job changed this certificate: plan it again now
@@ -609,6 +618,35 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// Stops: no new job starts; running jobs get
+    /// `agent.shutdown_grace_seconds` to finish (most reach their end, an
+    /// order mid-validation its next persisted step); whatever still runs
+    /// then is cancelled, which every job survives as it survives `kill -9`
+    /// (the next start resumes from the store). Event hooks get the same
+    /// bound to finish.
+    async fn drain(&self, runner: &mut Runner<JobResult>) {
+        runner.close();
+        let grace = Duration::from_secs(self.config.agent.shutdown_grace_seconds);
+        let running = runner.len();
+        tracing::info!(running, grace_seconds = grace.as_secs(), "stopping");
+        let deadline = tokio::time::sleep(grace);
+        tokio::pin!(deadline);
+        while !runner.is_empty() {
+            tokio::select! {
+                Some((key, end)) = runner.next() => self.job_ended(&key, end).await,
+                () = &mut deadline => break,
+            }
+        }
+        let cancelled = runner.abort_all();
+        if cancelled > 0 {
+            tracing::warn!(
+                cancelled,
+                "jobs still running after the grace period were cancelled; the next start resumes them"
+            );
+        }
+        self.events.flush(grace).await;
     }
 
     /// One pass over every certificate: plan all, apply every swap in one
@@ -702,7 +740,7 @@ impl Agent {
     /// Records how a job ended; a panic counts as a failure of its slot.
     async fn job_ended(&self, key: &JobKey, end: JobEnd<JobResult>) {
         match end {
-            JobEnd::Done(Ok(_)) => {}
+            JobEnd::Done(Ok(_)) | JobEnd::NotStarted => {}
             JobEnd::Done(Err(e)) => {
                 tracing::warn!(job = ?key, error = %e, "job failed")
             }
@@ -790,7 +828,9 @@ impl Agent {
                     JobEnd::Done(Err(e)) => {
                         failure.get_or_insert(e);
                     }
-                    end @ JobEnd::Panicked(_) => self.job_ended(&key, end).await,
+                    end @ (JobEnd::Panicked(_) | JobEnd::NotStarted) => {
+                        self.job_ended(&key, end).await
+                    }
                 }
             }
             if failure.is_some() {

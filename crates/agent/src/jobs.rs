@@ -153,6 +153,7 @@ impl Agent {
         row.fingerprint = cert.fingerprint(issuer_config, &self.config.agent);
         self.store.put_slot(&row, self.now()).await?;
         crash_point("order-created");
+        crate::faults::stall_point("order-created").await;
         self.complete(cert, slot).await
     }
 

@@ -22,6 +22,8 @@ pub enum JobEnd<T> {
     Done(T),
     /// It panicked; the message, for the log.
     Panicked(String),
+    /// The runner was closed before the job got its permits: it never ran.
+    NotStarted,
 }
 
 /// Bounded concurrent execution of jobs.
@@ -61,11 +63,18 @@ impl<T: Send + 'static> Runner<T> {
         self.tasks.spawn(async move {
             // Issuer first: a job waiting for a slow CA must not hold one of
             // the global permits other issuers' jobs need.
+            // A closed semaphore (shutdown) fails the acquire: the job
+            // must not start then.
             let _local = match &local {
-                Some(s) => s.acquire().await.ok(),
+                Some(s) => match s.acquire().await {
+                    Ok(permit) => Some(permit),
+                    Err(_) => return (key, JobEnd::NotStarted),
+                },
                 None => None,
             };
-            let _global = global.acquire().await.ok();
+            let Ok(_global) = global.acquire().await else {
+                return (key, JobEnd::NotStarted);
+            };
             let inner = tokio::spawn(job);
             let end = match inner.await {
                 Ok(v) => JobEnd::Done(v),
@@ -85,6 +94,24 @@ impl<T: Send + 'static> Runner<T> {
                 Err(e) => tracing::error!(error = %e, "job wrapper failed"),
             }
         }
+    }
+
+    /// Starts nothing more: jobs waiting for a permit, and jobs spawned
+    /// from now on, end as [`JobEnd::NotStarted`]; running jobs go on.
+    pub fn close(&self) {
+        self.global.close();
+        for s in self.per_issuer.values() {
+            s.close();
+        }
+    }
+
+    /// Cancels every job still running, at its next await point, and
+    /// returns how many there were. As safe as a `kill -9`: every job
+    /// persists each step before the next, and resumes from the store.
+    pub fn abort_all(&mut self) -> usize {
+        let n = self.tasks.len();
+        self.tasks.abort_all();
+        n
     }
 
     /// Jobs running or waiting for a permit.
@@ -137,6 +164,35 @@ mod tests {
             }
         }
         assert_eq!((done, panicked), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_closed_runner_starts_nothing_more_and_running_jobs_finish() {
+        let mut r: Runner<u32> = Runner::new(1, 1);
+        let (release, hold) = tokio::sync::oneshot::channel::<()>();
+        r.spawn(key(0), Some("ca"), async move {
+            let _ = hold.await;
+            1
+        });
+        r.spawn(key(1), Some("ca"), async { 2 });
+        tokio::task::yield_now().await;
+        r.close();
+        r.spawn(key(2), None, async { 3 });
+        let _ = release.send(());
+        let mut ends = Vec::new();
+        while let Some((_, end)) = r.next().await {
+            ends.push(match end {
+                JobEnd::Done(v) => v,
+                JobEnd::NotStarted => 0,
+                JobEnd::Panicked(m) => panic!("{m}"),
+            });
+        }
+        ends.sort();
+        assert_eq!(
+            ends,
+            vec![0, 0, 1],
+            "the running job finished, the others never ran"
+        );
     }
 
     #[tokio::test]

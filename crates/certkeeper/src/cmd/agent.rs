@@ -302,23 +302,18 @@ pub async fn once(path: &ConfigArg, name: &str, force: bool) -> anyhow::Result<(
     Ok(())
 }
 
-/// The daemon (`certkeeper up`): the built-in CA if configured, a first
-/// pass over every certificate, the status page, then passes forever.
+/// The daemon (`certkeeper up`): the built-in CA if configured, the status
+/// page, then the agent's passes until SIGTERM or SIGINT. The first pass
+/// runs every certificate concurrently (bounded by the runner), so a large
+/// inventory does not wait in line before the daemon is up.
 pub async fn daemon(config: Config) -> anyhow::Result<()> {
+    // From here on SIGTERM stops cleanly, even during start-up.
+    let shutdown = crate::cmd::Shutdown::listen()?;
     let store = Store::open_dir(&config.data)
         .await
         .with_context(|| format!("opening the store in {}", config.data.display()))?;
     let ca = start_builtin_ca(&config).await?;
     let agent = Agent::new(config.clone(), store.clone());
-    for cert in &config.certificates {
-        match agent.run_once(&cert.name, false).await {
-            Ok(Outcome::Obtained(serial)) => println!("{}: obtained serial {serial}", cert.name),
-            Ok(Outcome::Waiting(_)) => {
-                println!("{}: current certificate reused from the store", cert.name)
-            }
-            Err(e) => println!("{}: {e:#} (will retry after the backoff)", cert.name),
-        }
-    }
     println!("certkeeper is up");
     println!("  data:        {} (SQLite)", config.data.display());
     if let Some(ca) = &ca {
@@ -328,17 +323,10 @@ pub async fn daemon(config: Config) -> anyhow::Result<()> {
             config.data.join("builtin-ca/ca/root.pem").display()
         );
     }
-    for row in agent.status().await?.certificates {
-        println!(
-            "  certificate: {} [{}] {}, serial {}, valid until {}, renews at {}",
-            row.name,
-            row.names.join(","),
-            row.state,
-            row.serial.as_deref().unwrap_or("-"),
-            row.not_after.as_deref().unwrap_or("-"),
-            row.next_renewal.as_deref().unwrap_or("-")
-        );
-    }
+    println!(
+        "  managing:    {} certificate(s); `certkeeper status` shows each",
+        config.certificates.len()
+    );
     if let Some(status) = &config.status {
         let resolver = agent.resolver(&status.certificate).await?;
         let page = status_page::serve(status.listen, resolver, store, &status.certificate)
@@ -353,11 +341,14 @@ pub async fn daemon(config: Config) -> anyhow::Result<()> {
             );
         }
     }
-    println!("Ctrl-C stops.");
-    tokio::select! {
-        r = Arc::clone(&agent).run_forever() => r.map_err(Into::into),
-        _ = tokio::signal::ctrl_c() => { println!("stopping"); Ok(()) }
+    println!("Ctrl-C or SIGTERM stops.");
+    Arc::clone(&agent).run_until(shutdown.requested()).await?;
+    if let Some(ca) = ca {
+        ca.run_until(std::future::ready(()), crate::cmd::ca::CA_SHUTDOWN_GRACE)
+            .await?;
     }
+    println!("stopped");
+    Ok(())
 }
 
 /// Starts the built-in CA when the configuration asks for it.

@@ -11,6 +11,9 @@ use certkeeper_proto::b64;
 use certkeeper_store::Store;
 use clap::Subcommand;
 
+/// How long requests in flight get to finish when the CA is stopped.
+pub const CA_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
     /// Serve the ACME directory at https://ADDR/directory.
@@ -143,15 +146,15 @@ pub async fn run(cmd: CaCommand) -> anyhow::Result<()> {
                 policy,
                 eab_required: require_eab,
             };
+            let shutdown = crate::cmd::Shutdown::listen()?;
             let ca = certkeeper_ca::start(config, Arc::new(SystemClock)).await?;
             println!("certkeeper CA serving");
             println!("  directory: {}", ca.directory_url);
             println!("  root:      {}", data.join("ca/root.pem").display());
             println!("  CRL:       {}", ca.ra.pki().crl_url());
-            tokio::select! {
-                r = ca.wait() => r?,
-                _ = tokio::signal::ctrl_c() => println!("stopping"),
-            }
+            ca.run_until(shutdown.requested(), CA_SHUTDOWN_GRACE)
+                .await?;
+            println!("stopped");
             Ok(())
         }
         CaCommand::ExportRoot { data } => {

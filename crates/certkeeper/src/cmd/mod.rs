@@ -143,6 +143,40 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// A request to stop (SIGTERM, what systemd and `docker stop` send, or
+/// SIGINT, Ctrl-C) that any number of tasks can wait for: long-running
+/// commands stop cleanly and exit 0.
+#[derive(Clone, Debug)]
+pub struct Shutdown(tokio::sync::watch::Receiver<bool>);
+
+impl Shutdown {
+    /// Installs the signal handlers now (until then SIGTERM kills the
+    /// process) and starts waiting for one.
+    pub fn listen() -> anyhow::Result<Shutdown> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())
+            .map_err(|e| anyhow::anyhow!("cannot listen for SIGTERM: {e}"))?;
+        let mut int = signal(SignalKind::interrupt())
+            .map_err(|e| anyhow::anyhow!("cannot listen for SIGINT: {e}"))?;
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+                _ = int.recv() => tracing::info!("SIGINT: stopping"),
+            }
+            let _ = tx.send(true);
+        });
+        Ok(Shutdown(rx))
+    }
+
+    /// Completes once a stop was requested.
+    pub async fn requested(mut self) {
+        // An error means the listener is gone, which only happens after it
+        // sent: either way, stop.
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
 fn parse_slot(s: &str) -> Result<certkeeper_agent::model::Slot, String> {
     s.parse()
 }
