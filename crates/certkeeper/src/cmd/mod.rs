@@ -111,6 +111,12 @@ enum Command {
     /// Load generators, to measure against a peer in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Print the shell completion script, e.g.
+    /// `certkeeper completions bash > /etc/bash_completion.d/certkeeper`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Runs one command.
@@ -140,6 +146,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Events { config, json } => agent::events(&config, json).await,
         Command::Swap { name, to, config } => agent::swap(&config, &name, to).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "certkeeper",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
     }
 }
 
