@@ -118,6 +118,7 @@ impl Agent {
             targets: Targets::from_config(&config),
             events: Events::new(
                 store.clone(),
+                certkeeper_store::audit::AuditLog::in_dir(&config.data),
                 Arc::clone(&clock),
                 config.agent.event_hook.clone(),
             ),

@@ -141,6 +141,7 @@ pub async fn start(config: CaConfig, clock: Arc<dyn Clock>) -> Result<RunningCa,
         Arc::clone(&policy),
         Arc::clone(&clock),
         config.eab_required,
+        certkeeper_store::audit::AuditLog::in_dir(&config.data_dir),
     ));
     ra.resume().await?;
 

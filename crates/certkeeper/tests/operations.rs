@@ -230,3 +230,89 @@ fn the_systemd_unit_verifies_cleanly() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("perhaps"), "{said}");
 }
+
+fn audit_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+        .collect()
+}
+
+/// The audit logs of a real run: our CA records every signature with its
+/// SPKI and the keyCompromise revocation with who signed it; the agent
+/// records its orders, certificates and the blocked key; `audit verify`
+/// passes, then names the line after one edited record.
+#[test]
+fn audit_logs_record_a_real_run_and_verify_names_an_edited_record() {
+    let bind = Bind::start().expect("BIND");
+    let ca = CertkeeperCa::start(
+        bin(),
+        CaOptions {
+            dns_resolver: Some(bind.addr()),
+            ..Default::default()
+        },
+    )
+    .expect("CA");
+    let agent = agent_for(&ca, "audit.example.test");
+    agent.ok(&["issue", "web"]).expect("issue");
+    let status = agent.status().expect("status");
+    let first_spki = status["certificates"][0]["slots"]
+        .as_array()
+        .and_then(|slots| slots.iter().find(|s| s["slot"] == "primary"))
+        .and_then(|s| s["spki_sha256"].as_str())
+        .unwrap_or_else(|| panic!("no primary SPKI in {status}"))
+        .to_string();
+    agent
+        .ok(&["revoke", "web", "--reason", "keyCompromise"])
+        .expect("revoke");
+
+    let ca_log = audit_lines(&ca.data_dir().join("audit.jsonl"));
+    let signed: Vec<_> = ca_log.iter().filter(|r| r["event"] == "signing").collect();
+    assert_eq!(signed.len(), issued_by(&ca), "one record per signature");
+    assert_eq!(signed[0]["spki_sha256"], first_spki.as_str());
+    assert_eq!(signed[0]["names"][0], "audit.example.test");
+    let revoked: Vec<_> = ca_log.iter().filter(|r| r["event"] == "revoked").collect();
+    assert_eq!(revoked.len(), 1, "{ca_log:?}");
+    assert_eq!(revoked[0]["signed_by"], "certificate-key");
+    assert_eq!(revoked[0]["reason"], 1);
+    assert_eq!(revoked[0]["spki_sha256"], first_spki.as_str());
+
+    let agent_log = audit_lines(&agent.path("data/audit.jsonl"));
+    for event in ["ordered", "obtained", "revoked", "key-blocked"] {
+        assert!(
+            agent_log.iter().any(|r| r["event"] == event),
+            "{event} missing from {agent_log:?}"
+        );
+    }
+
+    let verify = |dir: &Path| {
+        Command::new(bin())
+            .args(["audit", "verify", "--data"])
+            .arg(dir)
+            .output()
+            .expect("audit verify")
+    };
+    for dir in [ca.data_dir(), agent.path("data")] {
+        let out = verify(&dir);
+        assert!(out.status.success(), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("chain intact"));
+    }
+
+    // One field of the second record changed: the third no longer links.
+    let path = ca.data_dir().join("audit.jsonl");
+    let text = std::fs::read_to_string(&path).expect("audit");
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    assert!(lines.len() >= 3, "{text}");
+    lines[1] = lines[1].replacen("\"by\":\"ca\"", "\"by\":\"cA\"", 1);
+    std::fs::write(&path, lines.join("\n") + "\n").expect("edit");
+    let out = verify(&ca.data_dir());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("line 3: prev does not match"), "{said}");
+    assert!(said.contains("line 2 was edited"), "{said}");
+}

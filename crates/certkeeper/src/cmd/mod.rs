@@ -1,6 +1,7 @@
 //! The command tree.
 
 mod agent;
+mod audit;
 mod bench;
 mod ca;
 mod status_page;
@@ -111,6 +112,9 @@ enum Command {
     /// Load generators, to measure against a peer in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Print the shell completion script, e.g.
     /// `certkeeper completions bash > /etc/bash_completion.d/certkeeper`.
     Completions {
@@ -146,6 +150,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Events { config, json } => agent::events(&config, json).await,
         Command::Swap { name, to, config } => agent::swap(&config, &name, to).await,
+        Command::Audit(c) => audit::run(c),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(
