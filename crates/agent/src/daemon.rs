@@ -183,8 +183,14 @@ impl Agent {
         &self.events
     }
 
-    pub(crate) fn now(&self) -> i64 {
+    /// The injected clock's now, unix seconds.
+    pub fn now(&self) -> i64 {
         self.clock.now()
+    }
+
+    /// The store it runs on.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     pub(crate) fn certificate(&self, name: &str) -> Result<&CertificateConfig, AgentError> {
@@ -849,6 +855,8 @@ impl Agent {
     /// CA's Retry-After deadlines in force: `certkeeper limits`.
     pub async fn limits(&self) -> Result<Vec<LimitStatus>, AgentError> {
         let mut out: Vec<LimitStatus> = Vec::new();
+        // Many certificates share a limit (a domain, an account): list it once.
+        let mut seen: HashSet<LimitStatus> = HashSet::new();
         let t = self.now();
         for cert in &self.config.certificates {
             for slot in Slot::ALL {
@@ -866,8 +874,9 @@ impl Agent {
                         window: limits::window_text(u.limit.period_seconds),
                         window_seconds: u.limit.period_seconds,
                         next_free: u.next_free.map(rfc3339),
+                        next_free_at: u.next_free,
                     };
-                    if !out.contains(&row) {
+                    if seen.insert(row.clone()) {
                         out.push(row);
                     }
                 }
@@ -881,8 +890,9 @@ impl Agent {
                         window: "-".into(),
                         window_seconds: 0,
                         next_free: Some(rfc3339(until)),
+                        next_free_at: Some(until),
                     };
-                    if !out.contains(&row) {
+                    if seen.insert(row.clone()) {
                         out.push(row);
                     }
                 }
@@ -893,7 +903,7 @@ impl Agent {
 }
 
 /// One line of `certkeeper limits`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct LimitStatus {
     /// Issuer name.
     pub issuer: String,
@@ -913,4 +923,6 @@ pub struct LimitStatus {
     /// When one more fits (or the CA's Retry-After ends), RFC 3339; `None`
     /// when one fits now.
     pub next_free: Option<String>,
+    /// The same, unix seconds.
+    pub next_free_at: Option<i64>,
 }

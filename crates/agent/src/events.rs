@@ -187,6 +187,8 @@ impl Events {
             );
         }
         for event in events {
+            metrics::counter!("certkeeper_events_total", "event" => event.kind.as_str())
+                .increment(1);
             if one_by_one {
                 tracing::info!(event = event.kind.as_str(), certificate = %event.name, slot = %event.slot, detail = %event.detail, "event");
             } else {

@@ -3,6 +3,7 @@
 
 use clap::Parser;
 
+mod admin;
 mod cmd;
 
 fn main() -> std::process::ExitCode {

@@ -93,6 +93,11 @@ impl Ra {
             .map_err(|e| CaError::Internal(format!("cannot write the audit log: {e}")))
     }
 
+    /// The CA's store (read by the admin dashboard).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// The policy in force (the WFE renders profiles from it).
     pub fn policy(&self) -> &Policy {
         &self.policy

@@ -140,14 +140,18 @@ impl Ra {
             .limit_exemptions(account, req.replaces.as_deref(), &idents)
             .await?;
         let limit_txns = new_order_txns(account, &idents, exempt);
-        self.create_order(
-            account,
-            req.replaces,
-            idents,
-            profile.name.clone(),
-            &limit_txns,
-        )
-        .await
+        let order = self
+            .create_order(
+                account,
+                req.replaces,
+                idents,
+                profile.name.clone(),
+                &limit_txns,
+            )
+            .await?;
+        metrics::counter!("certkeeper_ca_orders_total", "profile" => profile.name.clone())
+            .increment(1);
+        Ok(order)
     }
 
     /// Let's Encrypt's pausing: an identifier this account failed to validate
@@ -824,6 +828,8 @@ impl Ra {
                 "order was finalized by a concurrent request",
             ));
         }
+        metrics::counter!("certkeeper_ca_issued_total", "profile" => profile.name.clone())
+            .increment(1);
         tracing::info!(serial = %cert.serial, names = %cert.names, "issued");
         Ok(order)
     }

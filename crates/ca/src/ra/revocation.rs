@@ -207,6 +207,12 @@ impl Ra {
         if let Err(e) = audited {
             tracing::error!(serial = %outcome.serial, error = %e, "revocation not in the audit log");
         }
+        metrics::counter!(
+            "certkeeper_ca_revoked_total",
+            "reason" => reason.to_string(),
+            "signed_by" => method.as_str(),
+        )
+        .increment(1 + outcome.cascaded as u64);
         tracing::info!(serial = %outcome.serial, reason, method = method.as_str(), cascaded = outcome.cascaded, "revoked");
         Ok(outcome)
     }

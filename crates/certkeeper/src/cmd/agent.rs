@@ -14,8 +14,6 @@ use certkeeper_ca::{CaConfig, SystemClock};
 use certkeeper_store::Store;
 use clap::Args;
 
-use crate::cmd::status_page;
-
 /// Where the agent commands find their configuration, one rule for all:
 /// `--config FILE` when given; else `./certkeeper.toml` when it exists; else
 /// the embedded defaults that `certkeeper up` recorded in `--data`
@@ -327,17 +325,30 @@ pub async fn daemon(config: Config) -> anyhow::Result<()> {
         "  managing:    {} certificate(s); `certkeeper status` shows each",
         config.certificates.len()
     );
-    if let Some(status) = &config.status {
-        let resolver = agent.resolver(&status.certificate).await?;
-        let page = status_page::serve(status.listen, resolver, store, &status.certificate)
-            .await
-            .with_context(|| format!("cannot serve the status page on {}", status.listen))?;
-        println!("  status page: https://localhost:{}/", page.port());
-        if config.builtin_ca.is_some() {
+    if let Some(admin) = &config.admin {
+        let metrics = crate::admin::metrics::Metrics::install()?;
+        let server = crate::admin::serve(
+            admin,
+            Arc::clone(&agent),
+            ca.as_ref().map(|ca| Arc::clone(&ca.ra)),
+            metrics,
+        )
+        .await?;
+        println!(
+            "  dashboard:   {} (JSON: /api/v1/…, Prometheus: /metrics)",
+            server.url()
+        );
+        if let Some(token) = &admin.token_file {
             println!(
-                "  try:         curl --cacert {} https://localhost:{}/",
+                "  admin token: {} (actions: Authorization: Bearer …)",
+                token.display()
+            );
+        }
+        if config.builtin_ca.is_some() && admin.certificate.is_some() {
+            println!(
+                "  try:         curl --cacert {} {}",
                 config.data.join("builtin-ca/ca/root.pem").display(),
-                page.port()
+                server.url()
             );
         }
     }

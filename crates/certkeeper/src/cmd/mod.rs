@@ -4,7 +4,6 @@ mod agent;
 mod audit;
 mod bench;
 mod ca;
-mod status_page;
 mod up;
 
 use clap::{Parser, Subcommand};
