@@ -118,11 +118,14 @@ fn the_ca_exits_0_on_sigterm_and_logs_json_lines() {
     let out = std::fs::File::create(dir.path().join("ca.out")).expect("out");
     let err = std::fs::File::create(dir.path().join("ca.log")).expect("log");
     let port = certkeeper_harness::free_port();
+    let metrics_port = certkeeper_harness::free_port();
     let mut child = Command::new(bin())
         .args(["ca", "serve", "--data"])
         .arg(dir.path().join("ca"))
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
+        .arg("--metrics-listen")
+        .arg(format!("127.0.0.1:{metrics_port}"))
         .env("CERTKEEPER_LOG_FORMAT", "json")
         .stdout(out)
         .stderr(err)
@@ -133,6 +136,13 @@ fn the_ca_exits_0_on_sigterm_and_logs_json_lines() {
         read("ca.out").contains("directory:").then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", read("ca.log")));
+    // Its metrics listener answers with the CA's series.
+    let metrics = http_get(metrics_port, "/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(
+        metrics.contains("certkeeper_ca_crl_age_seconds"),
+        "{metrics}"
+    );
     let killed = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
@@ -156,6 +166,22 @@ fn the_ca_exits_0_on_sigterm_and_logs_json_lines() {
             .any(|l| l["fields"]["message"] == "SIGTERM: stopping" && l["level"] == "INFO"),
         "{log}"
     );
+}
+
+/// A plain HTTP/1.1 GET on loopback; the whole response.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        sock,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut out = String::new();
+    sock.read_to_string(&mut out).expect("response");
+    out
 }
 
 /// The bash completion script loads and completes subcommands and flags.

@@ -7,11 +7,12 @@
 //! never stale and cost nothing between scrapes. Names follow
 //! cert-manager's where it has one, with a `certkeeper_` prefix.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use certkeeper_ca::ra::Ra;
 use metrics::gauge;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -129,11 +130,51 @@ async fn refresh_gauges(s: &AdminState) -> anyhow::Result<()> {
     }
 
     if let Some(ra) = &s.ca {
-        let crl = ra.pki().current_crl();
-        if let Ok((_, parsed)) = x509_parser::parse_x509_crl(&crl) {
-            let age = s.agent.now() - parsed.last_update().timestamp();
-            gauge!("certkeeper_ca_crl_age_seconds").set(age.max(0) as f64);
-        }
+        refresh_ca_gauges(ra, s.agent.now());
     }
     Ok(())
+}
+
+fn refresh_ca_gauges(ra: &Ra, now: i64) {
+    let crl = ra.pki().current_crl();
+    if let Ok((_, parsed)) = x509_parser::parse_x509_crl(&crl) {
+        let age = now - parsed.last_update().timestamp();
+        gauge!("certkeeper_ca_crl_age_seconds").set(age.max(0) as f64);
+    }
+}
+
+/// `/metrics` alone, for `certkeeper ca serve --metrics-listen`: the CA's
+/// series, on plain HTTP (they carry no secret).
+pub async fn serve_ca_metrics(
+    listen: std::net::SocketAddr,
+    ra: Arc<Ra>,
+    metrics: Metrics,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (--metrics-listen): {e}"))?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(
+                |State((ra, metrics)): State<(Arc<Ra>, Metrics)>| async move {
+                    refresh_ca_gauges(&ra, time::OffsetDateTime::now_utc().unix_timestamp());
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        metrics.handle.render(),
+                    )
+                },
+            ),
+        )
+        .with_state((ra, metrics));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics listener stopped");
+        }
+    });
+    Ok(addr)
 }

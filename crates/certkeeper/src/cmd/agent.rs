@@ -310,6 +310,11 @@ pub async fn daemon(config: Config) -> anyhow::Result<()> {
     let store = Store::open_dir(&config.data)
         .await
         .with_context(|| format!("opening the store in {}", config.data.display()))?;
+    // Before anything is counted.
+    let metrics = match &config.admin {
+        Some(_) => Some(crate::admin::metrics::Metrics::install()?),
+        None => None,
+    };
     let ca = start_builtin_ca(&config).await?;
     let agent = Agent::new(config.clone(), store.clone());
     println!("certkeeper is up");
@@ -325,8 +330,7 @@ pub async fn daemon(config: Config) -> anyhow::Result<()> {
         "  managing:    {} certificate(s); `certkeeper status` shows each",
         config.certificates.len()
     );
-    if let Some(admin) = &config.admin {
-        let metrics = crate::admin::metrics::Metrics::install()?;
+    if let (Some(admin), Some(metrics)) = (&config.admin, metrics) {
         let server = crate::admin::serve(
             admin,
             Arc::clone(&agent),
