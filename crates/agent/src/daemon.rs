@@ -596,10 +596,17 @@ impl Agent {
                 }
                 Some((key, end)) = runner.next(), if !runner.is_empty() => {
                     self.job_ended(&key, end).await;
-                    // A slot job changed this certificate: plan it again now
-                    // (a swap, the deploy of what it obtained). A deploy job
-                    // changes nothing the planner reads.
-                    if let (JobKey::Slot(..), Ok(cert)) = (&key, self.certificate(key.name()).cloned()) {
+                    // A slot job changed this certificate: plan it again
+                    // (a swap, the deploy of what it obtained) once none of
+                    // its jobs runs, so the swap is decided on both slots'
+                    // outcomes: a backup obtained a moment before the
+                    // primary at first start is not served for that moment
+                    // (two swaps, two reloads). A deploy job changes nothing
+                    // the planner reads. Swaps on revocation or expiry do not
+                    // wait for this: passes decide them.
+                    if let (JobKey::Slot(..), false, Ok(cert)) =
+                        (&key, runner.busy(key.name()), self.certificate(key.name()).cloned())
+                    {
                         match self.load_inventory_of(&cert.name).await {
                             Ok(inv) => match self.pass_certificate(&cert, &inv, false, &mut runner).await {
                                 Ok(Some(wake)) => next_full = next_full.min(wake),

@@ -33,6 +33,8 @@ pub struct Runner<T> {
     per_issuer: HashMap<String, Arc<Semaphore>>,
     per_issuer_limit: usize,
     tasks: JoinSet<(JobKey, JobEnd<T>)>,
+    /// Jobs not yet returned by [`Runner::next`], per certificate.
+    per_certificate: HashMap<String, usize>,
 }
 
 impl<T: Send + 'static> Runner<T> {
@@ -43,6 +45,7 @@ impl<T: Send + 'static> Runner<T> {
             per_issuer: HashMap::new(),
             per_issuer_limit: per_issuer.max(1),
             tasks: JoinSet::new(),
+            per_certificate: HashMap::new(),
         }
     }
 
@@ -52,6 +55,10 @@ impl<T: Send + 'static> Runner<T> {
     where
         F: Future<Output = T> + Send + 'static,
     {
+        *self
+            .per_certificate
+            .entry(key.name().to_string())
+            .or_default() += 1;
         let global = Arc::clone(&self.global);
         let local = issuer.map(|i| {
             Arc::clone(
@@ -89,7 +96,16 @@ impl<T: Send + 'static> Runner<T> {
     pub async fn next(&mut self) -> Option<(JobKey, JobEnd<T>)> {
         loop {
             match self.tasks.join_next().await? {
-                Ok(done) => return Some(done),
+                Ok(done) => {
+                    let name = done.0.name();
+                    if let Some(n) = self.per_certificate.get_mut(name) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.per_certificate.remove(name);
+                        }
+                    }
+                    return Some(done);
+                }
                 // The wrapper itself only fails if aborted; keep going.
                 Err(e) => tracing::error!(error = %e, "job wrapper failed"),
             }
@@ -112,6 +128,11 @@ impl<T: Send + 'static> Runner<T> {
         let n = self.tasks.len();
         self.tasks.abort_all();
         n
+    }
+
+    /// Whether a job for certificate `name` is running or waiting.
+    pub fn busy(&self, name: &str) -> bool {
+        self.per_certificate.contains_key(name)
     }
 
     /// Jobs running or waiting for a permit.
@@ -193,6 +214,20 @@ mod tests {
             vec![0, 0, 1],
             "the running job finished, the others never ran"
         );
+    }
+
+    #[tokio::test]
+    async fn a_certificate_is_busy_until_its_last_job_is_collected() {
+        let mut r: Runner<()> = Runner::new(4, 4);
+        r.spawn(JobKey::Slot("a".into(), Slot::Primary), Some("x"), async {});
+        r.spawn(JobKey::Slot("a".into(), Slot::Backup), Some("y"), async {
+            tokio::time::sleep(Duration::from_millis(50)).await
+        });
+        assert!(r.busy("a") && !r.busy("b"));
+        r.next().await.expect("one ends");
+        assert!(r.busy("a"), "the other slot's job still runs");
+        r.next().await.expect("the other ends");
+        assert!(!r.busy("a"));
     }
 
     #[tokio::test]
