@@ -13,6 +13,20 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_certkeeper"))
 }
 
+/// Our CA, resolving names at a BIND of its own.
+fn our_ca() -> (Bind, CertkeeperCa) {
+    let bind = Bind::start().expect("BIND");
+    let ca = CertkeeperCa::start(
+        bin(),
+        CaOptions {
+            dns_resolver: Some(bind.addr()),
+            ..Default::default()
+        },
+    )
+    .expect("CA");
+    (bind, ca)
+}
+
 /// One certificate `web` for `name` from our CA, `[agent]` shutting down
 /// after a 1 s grace.
 fn agent_for(ca: &CertkeeperCa, name: &str) -> AgentDir {
@@ -50,28 +64,12 @@ fn state(agent: &AgentDir) -> Option<String> {
         .map(str::to_string)
 }
 
-fn issued_by(ca: &CertkeeperCa) -> usize {
-    ca.list()
-        .expect("ca list")
-        .as_array()
-        .map(Vec::len)
-        .unwrap_or(0)
-}
-
 /// SIGTERM while an order hangs at the CA: the daemon waits its grace
 /// period, cancels the job, exits 0; the next start drives the same order
 /// to a certificate, and the CA issued exactly one.
 #[test]
 fn sigterm_mid_order_exits_0_and_the_next_start_finishes_the_same_order() {
-    let bind = Bind::start().expect("BIND");
-    let ca = CertkeeperCa::start(
-        bin(),
-        CaOptions {
-            dns_resolver: Some(bind.addr()),
-            ..Default::default()
-        },
-    )
-    .expect("CA");
+    let (_bind, ca) = our_ca();
     let agent = agent_for(&ca, "sigterm.example.test");
 
     let mut daemon = agent
@@ -92,7 +90,7 @@ fn sigterm_mid_order_exits_0_and_the_next_start_finishes_the_same_order() {
         "the hung job was cancelled:\n{log}"
     );
     assert_eq!(state(&agent).as_deref(), Some("order in flight"));
-    assert_eq!(issued_by(&ca), 0);
+    assert_eq!(ca.issued_count().expect("ca list"), 0);
 
     let mut daemon = agent.spawn_daemon(&[]).expect("daemon");
     wait_for("the certificate", Duration::from_secs(30), || {
@@ -104,7 +102,7 @@ fn sigterm_mid_order_exits_0_and_the_next_start_finishes_the_same_order() {
         .expect("stops");
     assert_eq!(exit.code(), Some(0), "SIGINT too:\n{}", daemon.log());
     assert_eq!(
-        issued_by(&ca),
+        ca.issued_count().expect("ca list"),
         1,
         "the same order finished: one certificate"
     );
@@ -271,15 +269,7 @@ fn audit_lines(path: &Path) -> Vec<serde_json::Value> {
 /// passes, then names the line after one edited record.
 #[test]
 fn audit_logs_record_a_real_run_and_verify_names_an_edited_record() {
-    let bind = Bind::start().expect("BIND");
-    let ca = CertkeeperCa::start(
-        bin(),
-        CaOptions {
-            dns_resolver: Some(bind.addr()),
-            ..Default::default()
-        },
-    )
-    .expect("CA");
+    let (_bind, ca) = our_ca();
     let agent = agent_for(&ca, "audit.example.test");
     agent.ok(&["issue", "web"]).expect("issue");
     let status = agent.status().expect("status");
@@ -295,7 +285,11 @@ fn audit_logs_record_a_real_run_and_verify_names_an_edited_record() {
 
     let ca_log = audit_lines(&ca.data_dir().join("audit.jsonl"));
     let signed: Vec<_> = ca_log.iter().filter(|r| r["event"] == "signing").collect();
-    assert_eq!(signed.len(), issued_by(&ca), "one record per signature");
+    assert_eq!(
+        signed.len(),
+        ca.issued_count().expect("ca list"),
+        "one record per signature"
+    );
     assert_eq!(signed[0]["spki_sha256"], first_spki.as_str());
     assert_eq!(signed[0]["names"][0], "audit.example.test");
     let revoked: Vec<_> = ca_log.iter().filter(|r| r["event"] == "revoked").collect();
