@@ -31,6 +31,8 @@ pub struct Config {
     pub certificates: Vec<CertificateConfig>,
     /// An HTTPS status page served with one of the managed certificates.
     pub status: Option<StatusConfig>,
+    /// The key rotator (HPKE key configs, signing keys); see docs/config.md.
+    pub keys: Option<certkeeper_keys::KeysConfig>,
 }
 
 /// The HTTPS status page: it serves a managed certificate through the
@@ -443,6 +445,9 @@ impl Config {
         }
         if config.agent.revocation_check_seconds == 0 {
             return Err(err("agent: revocation_check_seconds must be > 0".into()));
+        }
+        if let Some(keys) = &config.keys {
+            keys.policies().map_err(|e| err(e.to_string()))?;
         }
         if config.agent.max_orders_per_minute == 0 {
             return Err(err(

@@ -210,6 +210,7 @@ fn config(opts: &FleetOptions) -> Config {
             })
             .collect(),
         status: None,
+        keys: None,
     }
 }
 

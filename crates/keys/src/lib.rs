@@ -19,6 +19,7 @@ pub mod model;
 pub mod plan;
 pub mod rotator;
 pub mod serve;
+pub mod service;
 pub mod signing;
 
 pub use config::KeysConfig;

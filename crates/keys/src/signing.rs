@@ -63,6 +63,23 @@ pub fn kid(public: &[u8]) -> Result<String, KeysError> {
         .thumbprint())
 }
 
+/// The `kid` of a stored signing key row; `None` for other kinds.
+pub fn row_kid(row: &certkeeper_store::KeyRow) -> Result<Option<String>, KeysError> {
+    if row.kind != crate::Kind::Signing.name() {
+        return Ok(None);
+    }
+    use base64::Engine;
+    let public = base64::engine::general_purpose::STANDARD
+        .decode(&row.public_key)
+        .map_err(|_| {
+            KeysError::Corrupt(
+                format!("signing/{}", row.id),
+                "public key is not base64".into(),
+            )
+        })?;
+    kid(&public).map(Some)
+}
+
 /// Signs `claims` as a compact JWT ([RFC 7519]) with `typ` JWT and `kid`.
 ///
 /// [RFC 7519]: https://www.rfc-editor.org/rfc/rfc7519

@@ -339,6 +339,32 @@ pub async fn daemon(config: Config) -> anyhow::Result<()> {
             row.next_renewal.as_deref().unwrap_or("-")
         );
     }
+    // The key rotator, when configured: sweeps, reloads and serves until exit.
+    let _keys = match &config.keys {
+        Some(keys) => {
+            let running =
+                certkeeper_keys::service::start(keys, store.clone(), Arc::new(SystemClock), None)
+                    .await
+                    .context("starting the key rotator")?;
+            let kinds: Vec<String> = running
+                .policies
+                .iter()
+                .map(|p| p.kind.to_string())
+                .collect();
+            println!(
+                "  keys:        {} rotated every {} s",
+                kinds.join(", "),
+                keys.sweep_interval_seconds
+            );
+            if let Some(addr) = running.listen {
+                println!(
+                    "  keys served: http://{addr}/ohttp-keys, http://{addr}/.well-known/jwks.json"
+                );
+            }
+            Some(running)
+        }
+        None => None,
+    };
     if let Some(status) = &config.status {
         let resolver = agent.resolver(&status.certificate).await?;
         let page = status_page::serve(status.listen, resolver, store, &status.certificate)

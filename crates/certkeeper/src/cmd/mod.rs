@@ -3,6 +3,7 @@
 mod agent;
 mod bench;
 mod ca;
+mod keys;
 mod status_page;
 mod up;
 
@@ -111,6 +112,9 @@ enum Command {
     /// Load generators, to measure against a peer in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// The key rotator: HPKE key configs and signing keys (pending → active → expired → deleted).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 /// Runs one command.
@@ -140,6 +144,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Events { config, json } => agent::events(&config, json).await,
         Command::Swap { name, to, config } => agent::swap(&config, &name, to).await,
+        Command::Keys(c) => keys::run(c).await,
     }
 }
 

@@ -78,6 +78,7 @@ fn defaults(args: &UpArgs) -> Config {
             listen: args.status_listen,
             certificate: "localhost".into(),
         }),
+        keys: None,
     }
 }
 

@@ -1,0 +1,208 @@
+//! `certkeeper keys …` end to end: racing sweep processes on one store, and
+//! `keys serve` publishing to a real HPKE client (pyhpke) over HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_certkeeper"))
+}
+
+fn write_config(dir: &Path, hpke_suites: &str) {
+    let text = format!(
+        "data = \"{}\"\n[keys]\nkek_file = \"{}\"\n[keys.hpke]\nsuites = [{hpke_suites}]\n[keys.signing]\nsuites = [\"Ed25519\"]\n",
+        dir.join("data").display(),
+        dir.join("kek").display()
+    );
+    std::fs::write(dir.join("certkeeper.toml"), text).unwrap();
+}
+
+fn certkeeper(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.args(args)
+        .arg("--config")
+        .arg(dir.join("certkeeper.toml"))
+        .env("CERTKEEPER_LOG", "warn");
+    c
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs two `keys sweep --json` processes at once; returns each one's change count.
+fn race(dir: &Path) -> (usize, usize) {
+    let spawn = || {
+        certkeeper(dir, &["keys", "sweep", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let changes = |out: String| -> usize {
+        let report: Value = serde_json::from_str(&out).unwrap();
+        report["plans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["ops"].as_array().unwrap().len())
+            .sum()
+    };
+    (
+        changes(ok(a.wait_with_output().unwrap())),
+        changes(ok(b.wait_with_output().unwrap())),
+    )
+}
+
+fn listed(dir: &Path) -> Vec<Value> {
+    let out = ok(certkeeper(dir, &["keys", "list", "--json"])
+        .output()
+        .unwrap());
+    serde_json::from_str::<Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn two_racing_sweep_processes_make_exactly_one_set_of_changes() {
+    for round in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write_config(d, "\"X25519/HKDF-SHA256/AES-128-GCM\"");
+        ok(Command::new(bin())
+            .args(["keys", "new-kek"])
+            .arg(d.join("kek"))
+            .output()
+            .unwrap());
+        // Empty store: one active key per suite, made once.
+        let (a, b) = race(d);
+        assert_eq!((a.min(b), a.max(b)), (0, 2), "round {round}: {a} and {b}");
+        assert_eq!(listed(d).len(), 2);
+        // A suite added: one pending key, made once.
+        write_config(
+            d,
+            "\"X25519/HKDF-SHA256/AES-128-GCM\", \"P-384/HKDF-SHA384/AES-256-GCM\"",
+        );
+        let (a, b) = race(d);
+        assert_eq!((a.min(b), a.max(b)), (0, 1), "round {round}: {a} and {b}");
+        let keys = listed(d);
+        assert_eq!(keys.len(), 3);
+        let pending: Vec<&Value> = keys.iter().filter(|k| k["state"] == "pending").collect();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0]["suite"], "P-384/HKDF-SHA384/AES-256-GCM");
+        // Signing keys are listed with their RFC 7638 thumbprint.
+        assert!(keys.iter().any(|k| k["kind"] == "signing" && k["kid"].as_str().is_some_and(|s| s.len() == 43)));
+    }
+}
+
+#[test]
+fn dry_run_prints_the_plan_with_reasons_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_config(d, "\"X25519/HKDF-SHA256/AES-128-GCM\"");
+    // The KEK is checked before anything else.
+    let out = certkeeper(d, &["keys", "sweep"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("keys new-kek"));
+    ok(Command::new(bin())
+        .args(["keys", "new-kek"])
+        .arg(d.join("kek"))
+        .output()
+        .unwrap());
+    let out = ok(certkeeper(d, &["keys", "sweep", "--dry-run"])
+        .output()
+        .unwrap());
+    assert!(
+        out.contains("hpke: would make 1 change(s)")
+            && out.contains("create active key 0 (X25519/HKDF-SHA256/AES-128-GCM): no key of this kind is active"),
+        "{out}"
+    );
+    assert!(listed(d).is_empty());
+}
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("CERTKEEPER_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv-test/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run ./scripts/test (it creates the venv with pyhpke)",
+        p.display()
+    );
+    p
+}
+
+/// `keys serve` publishes exactly the active configs, with a max-age below
+/// expired_duration, in a form pyhpke parses and seals to.
+#[test]
+fn keys_serve_publishes_configs_pyhpke_can_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_config(
+        d,
+        "\"X25519/HKDF-SHA256/AES-128-GCM\", \"P-256/HKDF-SHA256/ChaCha20-Poly1305\"",
+    );
+    ok(Command::new(bin())
+        .args(["keys", "new-kek"])
+        .arg(d.join("kek"))
+        .output()
+        .unwrap());
+    ok(certkeeper(d, &["keys", "sweep"]).output().unwrap());
+    let mut server = certkeeper(d, &["keys", "serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("serving ")
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_else(|| panic!("unexpected: {line}"))
+        .to_string();
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../keys/tests/peers/ohttp_client.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .args(["fetch", &url])
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let out = ok(out);
+    assert!(
+        out.contains("content-type: application/ohttp-keys"),
+        "{out}"
+    );
+    assert!(out.contains("cache-control: max-age=86400"), "{out}");
+    let mut served: Vec<u64> = out
+        .lines()
+        .filter(|l| !l.contains(':'))
+        .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    served.sort();
+    let mut active: Vec<u64> = listed(d)
+        .iter()
+        .filter(|k| k["kind"] == "hpke" && k["state"] == "active")
+        .map(|k| k["id"].as_u64().unwrap())
+        .collect();
+    active.sort();
+    assert_eq!(served, active);
+    assert_eq!(served.len(), 2);
+}
