@@ -206,3 +206,80 @@ fn keys_serve_publishes_configs_pyhpke_can_use() {
     assert_eq!(served, active);
     assert_eq!(served.len(), 2);
 }
+
+/// `GET` over a plain TCP connection; returns the body.
+fn http_get(url: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (addr, path) = rest.split_at(rest.find('/').unwrap());
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let at = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    out.split_off(at + 4)
+}
+
+/// Inside `certkeeper up`, the rotator sweeps on its interval: with second
+/// timings the published config is replaced by its successor, no command run.
+#[test]
+fn the_daemon_rotates_on_its_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let text = format!(
+        "data = \"{}\"\n[keys]\nkek_file = \"{}\"\nlisten = \"127.0.0.1:0\"\nsweep_interval_seconds = 1\ncache_refresh_seconds = 1\n\
+         [keys.hpke]\npending_duration_seconds = 3\nactive_duration_seconds = 3\nexpired_duration_seconds = 30\nmax_age_seconds = 1\n",
+        d.join("data").display(),
+        d.join("kek").display()
+    );
+    std::fs::write(d.join("certkeeper.toml"), text).unwrap();
+    ok(Command::new(bin())
+        .args(["keys", "new-kek"])
+        .arg(d.join("kek"))
+        .output()
+        .unwrap());
+    let mut daemon = certkeeper(d, &["up"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(daemon.stdout.take().unwrap()).lines();
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("keys served: ")
+                .and_then(|r| r.split(',').next())
+                .map(String::from)
+        })
+        .expect("up prints where keys are served");
+    let first = http_get(&url);
+    assert_eq!(first.len(), 2 + 41, "one X25519 config");
+    // Active for 3 s, pending for 3 s, a sweep every second: a new config
+    // within seconds. Bounded, so a stuck rotator fails instead of hanging.
+    let mut rotated = None;
+    for _ in 0..300 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let now = http_get(&url);
+        if now != first {
+            rotated = Some(now);
+            break;
+        }
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let rotated = rotated.expect("the daemon never rotated the key");
+    assert_eq!(rotated.len(), 2 + 41);
+    assert_ne!(rotated[2], first[2], "a new key id");
+    let keys = listed(d);
+    assert!(
+        keys.iter()
+            .any(|k| k["state"] == "expired" && k["id"].as_u64() == Some(u64::from(first[2]))),
+        "{keys:?}"
+    );
+}
