@@ -13,6 +13,8 @@ use certkeeper_keys::serve::{self, Shared};
 use certkeeper_keys::{Kek, Keyring};
 use certkeeper_store::Store;
 
+pub mod postgres;
+
 /// The venv's interpreter: `CERTKEEPER_TEST_PYTHON`, else `.venv-test/` at
 /// the workspace root. Missing means the peers are missing: fail, not skip.
 pub fn python() -> PathBuf {
