@@ -189,3 +189,86 @@ impl Keyring {
         Some(signing::sign_jwt(&key.pkcs8, &key.kid, claims))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{HpkeAead, HpkeKdf, HpkeKem};
+    use proptest::prelude::*;
+
+    fn ring_with(states: &[(u8, State)]) -> Keyring {
+        let suite = HpkeSuite {
+            kem: HpkeKem::X25519,
+            kdf: HpkeKdf::Sha256,
+            aead: HpkeAead::Aes128Gcm,
+        };
+        let mut ring = Keyring::default();
+        for &(id, state) in states {
+            let (private, public) = hpke::generate(suite.kem);
+            ring.hpke.insert(
+                id,
+                HpkeKey {
+                    suite,
+                    state,
+                    public,
+                    private,
+                },
+            );
+        }
+        ring
+    }
+
+    fn request_to(ring: &Keyring, id: u8, msg: &[u8]) -> Vec<u8> {
+        let key = &ring.hpke[&id];
+        let hdr = RequestHeader {
+            key_id: id,
+            kem_id: key.suite.kem.id(),
+            kdf_id: key.suite.kdf.id(),
+            aead_id: key.suite.aead.id(),
+        };
+        let (enc, ct) = hpke::seal(key.suite, &key.public, &hdr.info(), b"", msg).unwrap();
+        [hdr.to_bytes().as_slice(), &enc, &ct].concat()
+    }
+
+    /// Pending keys open too: a client may hold a config a replica has not
+    /// advertised yet (another replica already did). Only active ones are advertised.
+    #[test]
+    fn pending_active_and_expired_keys_all_open_but_only_active_is_advertised() {
+        let ring = ring_with(&[(1, State::Pending), (2, State::Active), (3, State::Expired)]);
+        for id in [1, 2, 3] {
+            assert_eq!(
+                ring.open_request(&request_to(&ring, id, b"m")).unwrap(),
+                b"m"
+            );
+        }
+        let body = ring.ohttp_keys();
+        assert_eq!(body.len(), 2 + 41);
+        assert_eq!(body[2], 2);
+    }
+
+    proptest! {
+        // Each case makes a key and seals in a debug build: fewer cases.
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Network input never panics: any bytes are refused with an error.
+        #[test]
+        fn arbitrary_requests_are_refused_not_a_panic(bytes in prop::collection::vec(any::<u8>(), 0..200), id in 0u8..3) {
+            let ring = ring_with(&[(1, State::Active)]);
+            let mut request = bytes;
+            if let Some(first) = request.first_mut() {
+                *first = id;
+            }
+            prop_assert!(ring.open_request(&request).is_err());
+        }
+
+        /// A valid request with any byte flipped is refused.
+        #[test]
+        fn a_tampered_request_is_refused(at in 0usize..200, bit in 0u8..8) {
+            let ring = ring_with(&[(1, State::Active)]);
+            let mut request = request_to(&ring, 1, b"hello");
+            let at = at % request.len();
+            request[at] ^= 1 << bit;
+            prop_assert!(ring.open_request(&request).is_err());
+        }
+    }
+}
