@@ -209,7 +209,7 @@ fn config(opts: &FleetOptions) -> Config {
                 deploy: Vec::new(),
             })
             .collect(),
-        status: None,
+        admin: None,
         keys: None,
     }
 }

@@ -6,6 +6,7 @@
 
 mod agent;
 mod agent_slots;
+pub mod audit;
 mod ca;
 mod ca_issuance;
 mod ca_limits;
