@@ -171,6 +171,8 @@ async fn list(arg: &ConfigArg, json: bool) -> anyhow::Result<()> {
 }
 
 async fn serve(arg: &ConfigArg, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    // SIGTERM (systemd, docker stop) stops cleanly, like the daemon.
+    let shutdown = crate::cmd::Shutdown::listen()?;
     let (keys, store) = open(arg).await?;
     if listen.is_none() && keys.listen.is_none() {
         anyhow::bail!("nowhere to listen: pass --listen ADDR or set [keys] listen");
@@ -180,7 +182,8 @@ async fn serve(arg: &ConfigArg, listen: Option<SocketAddr>) -> anyhow::Result<()
     if let Some(addr) = running.listen {
         println!("serving http://{addr}/ohttp-keys and http://{addr}/.well-known/jwks.json");
     }
-    println!("Ctrl-C stops.");
-    tokio::signal::ctrl_c().await?;
+    println!("Ctrl-C or SIGTERM stops.");
+    shutdown.requested().await;
+    drop(running);
     Ok(())
 }
