@@ -283,3 +283,40 @@ fn the_daemon_rotates_on_its_interval() {
         "{keys:?}"
     );
 }
+
+/// A `[keys]` that could serve a key before every replica has it is refused
+/// by name, with the sum it must exceed; so is an unknown key.
+#[test]
+fn check_config_refuses_unsafe_key_timings() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    for (body, want) in [
+        (
+            "[keys]\nkek_file = \"k\"\n[keys.hpke]\npending_duration_seconds = 60\n",
+            "hpke.pending_duration_seconds = 60 must exceed cache_refresh_seconds + sweep_interval_seconds = 2400",
+        ),
+        (
+            "[keys]\nkek_file = \"k\"\nrotate = true\n[keys.hpke]\n",
+            "unknown field `rotate`",
+        ),
+    ] {
+        std::fs::write(&file, body).unwrap();
+        let out = Command::new(bin())
+            .arg("check-config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{err}");
+    }
+    let out = Command::new(bin())
+        .args(["keys", "list", "--config"])
+        .arg({
+            std::fs::write(&file, "").unwrap();
+            &file
+        })
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no [keys] section"));
+}
