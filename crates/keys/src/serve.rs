@@ -28,6 +28,12 @@ struct Published {
     jwks_max_age: Option<u64>,
 }
 
+/// Requests in flight at once; past it, callers queue (the answers are
+/// tiny and precomputed, so this is a guard, not a tuning knob).
+const MAX_IN_FLIGHT: usize = 256;
+/// A request that has not been answered in this long gets 408.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The router. A kind without a policy answers 404.
 pub fn router(ring: Shared, policies: &[Policy]) -> Router {
     let age = |kind| policies.iter().find(|p| p.kind == kind).map(|p| p.max_age);
@@ -40,6 +46,11 @@ pub fn router(ring: Shared, policies: &[Policy]) -> Router {
         .route("/ohttp-keys", get(ohttp_keys))
         .route("/.well-known/jwks.json", get(jwks))
         .with_state(state)
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(MAX_IN_FLIGHT))
 }
 
 async fn ohttp_keys(State(p): State<Published>) -> Response {
