@@ -33,6 +33,8 @@ pub struct Config {
     /// is its old name, still accepted.)
     #[serde(alias = "status")]
     pub admin: Option<AdminConfig>,
+    /// The key rotator (HPKE key configs, signing keys); see docs/config.md.
+    pub keys: Option<certkeeper_keys::KeysConfig>,
 }
 
 /// The admin listener. Served over TLS with one of the managed
@@ -465,6 +467,9 @@ impl Config {
         }
         if config.agent.revocation_check_seconds == 0 {
             return Err(err("agent: revocation_check_seconds must be > 0".into()));
+        }
+        if let Some(keys) = &config.keys {
+            keys.policies().map_err(|e| err(e.to_string()))?;
         }
         if config.agent.max_orders_per_minute == 0 {
             return Err(err(

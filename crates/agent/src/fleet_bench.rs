@@ -210,6 +210,7 @@ fn config(opts: &FleetOptions) -> Config {
             })
             .collect(),
         admin: None,
+        keys: None,
     }
 }
 

@@ -13,6 +13,7 @@ mod ca_limits;
 mod ca_revocation;
 mod error;
 pub mod files;
+mod keys;
 mod migrate;
 
 pub use agent::{ManagedCertRow, UnkeyedLedgerRow};
@@ -22,6 +23,7 @@ pub use ca_issuance::IssuanceRow;
 pub use ca_limits::{Guarded, LimitOverrideRow};
 pub use ca_revocation::{KeyCompromiseOutcome, RevocationRow, RevokeOutcome};
 pub use error::StoreError;
+pub use keys::{KeyChanges, KeyRow};
 
 use std::path::Path;
 use std::str::FromStr;

@@ -356,6 +356,32 @@ pub async fn daemon(config: Config) -> anyhow::Result<()> {
             );
         }
     }
+    // The key rotator, when configured: sweeps, reloads and serves until exit.
+    let _keys = match &config.keys {
+        Some(keys) => {
+            let running =
+                certkeeper_keys::service::start(keys, store.clone(), Arc::new(SystemClock), None)
+                    .await
+                    .context("starting the key rotator")?;
+            let kinds: Vec<String> = running
+                .policies
+                .iter()
+                .map(|p| p.kind.to_string())
+                .collect();
+            println!(
+                "  keys:        {} rotated every {} s",
+                kinds.join(", "),
+                keys.sweep_interval_seconds
+            );
+            if let Some(addr) = running.listen {
+                println!(
+                    "  keys served: http://{addr}/ohttp-keys, http://{addr}/.well-known/jwks.json"
+                );
+            }
+            Some(running)
+        }
+        None => None,
+    };
     println!("Ctrl-C or SIGTERM stops.");
     Arc::clone(&agent).run_until(shutdown.requested()).await?;
     if let Some(ca) = ca {

@@ -4,6 +4,7 @@ mod agent;
 mod audit;
 mod bench;
 mod ca;
+mod keys;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -120,6 +121,9 @@ enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+    /// The key rotator: HPKE key configs and signing keys (pending → active → expired → deleted).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 /// Runs one command.
@@ -149,6 +153,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Events { config, json } => agent::events(&config, json).await,
         Command::Swap { name, to, config } => agent::swap(&config, &name, to).await,
+        Command::Keys(c) => keys::run(c).await,
         Command::Audit(c) => audit::run(c),
         Command::Completions { shell } => {
             use clap::CommandFactory;

@@ -81,6 +81,7 @@ fn defaults(args: &UpArgs) -> Config {
             certificate: Some("localhost".into()),
             token_file: Some(args.data.join(ADMIN_TOKEN)),
         }),
+        keys: None,
     }
 }
 
