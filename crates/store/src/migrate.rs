@@ -26,6 +26,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("migrations/0011_agent_serial_value.sql")),
     (20, include_str!("migrations/0020_ca_revocations.sql")),
     (21, include_str!("migrations/0021_ca_issuances.sql")),
+    (50, include_str!("migrations/0050_ca_tlog.sql")),
 ];
 
 /// Applies the migrations the database has not seen yet, each in its own transaction.

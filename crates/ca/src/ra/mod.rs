@@ -40,6 +40,8 @@ pub struct Ra {
     /// it: two refreshes interleaved could publish the older list last,
     /// with the higher CRL number.
     crl_lock: tokio::sync::Mutex<()>,
+    /// The transparency log, when the CA runs with one (attached once at start).
+    tlog: std::sync::OnceLock<Arc<crate::tlog::CaLog>>,
 }
 
 /// An account loaded for a request: row plus parsed document.
@@ -69,7 +71,24 @@ impl Ra {
             clock,
             eab_required,
             crl_lock: tokio::sync::Mutex::new(()),
+            tlog: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Attaches the transparency log: from now on every certificate is
+    /// logged before it is served. A second call is ignored.
+    pub fn attach_tlog(&self, log: Arc<crate::tlog::CaLog>) {
+        let _ = self.tlog.set(log);
+    }
+
+    /// The transparency log, when there is one.
+    pub fn tlog(&self) -> Option<&Arc<crate::tlog::CaLog>> {
+        self.tlog.get()
+    }
+
+    /// The store (the CA's log repairs its index through it).
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The policy in force (the WFE renders profiles from it).

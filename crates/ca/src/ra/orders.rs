@@ -801,6 +801,11 @@ impl Ra {
             ));
         }
         tracing::info!(serial = %cert.serial, names = %cert.names, "issued");
+        // Logged before the finalize answer, and the download path logs it
+        // too if this fails: no client holds a certificate the log lacks.
+        if let Some(log) = self.tlog() {
+            log.log_once(&cert.serial, issued.der.clone(), now).await?;
+        }
         Ok(order)
     }
 

@@ -4,6 +4,7 @@ mod agent;
 mod bench;
 mod ca;
 mod status_page;
+mod tlog;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -111,6 +112,9 @@ enum Command {
     /// Load generators, to measure against a peer in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// The built-in CA's transparency log: proofs, and audits by third parties.
+    #[command(subcommand)]
+    Tlog(tlog::TlogCommand),
 }
 
 /// Runs one command.
@@ -118,6 +122,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Ca(c) => ca::run(c).await,
         Command::Bench(c) => bench::run(c).await,
+        Command::Tlog(c) => tlog::run(c).await,
         Command::Up(a) => up::run(a).await,
         Command::Status { config, json } => agent::status(&config, json).await,
         Command::Renew {
