@@ -71,6 +71,26 @@ impl Right {
         self.size += 1;
     }
 
+    /// The perfect-subtree roots of the edge, largest first, with their levels.
+    pub fn nodes(&self) -> &[(u32, Hash)] {
+        &self.nodes
+    }
+
+    /// An edge from its nodes (as [`Right::nodes`] gave them); `None` when
+    /// they cannot be the edge of any tree (levels not strictly decreasing).
+    pub fn from_nodes(nodes: Vec<(u32, Hash)>) -> Option<Right> {
+        let mut size: u64 = 0;
+        for w in nodes.windows(2) {
+            if w[0].0 <= w[1].0 {
+                return None;
+            }
+        }
+        for (l, _) in &nodes {
+            size = size.checked_add(1u64.checked_shl(*l)?)?;
+        }
+        Some(Right { nodes, size })
+    }
+
     /// Leaves appended.
     pub fn size(&self) -> u64 {
         self.size

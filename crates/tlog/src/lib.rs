@@ -9,11 +9,14 @@
 //!   checkpoint published only once the tiles it covers are durable;
 //! - [`sequencer`]: batches concurrent appends into one write each;
 //! - [`client`]: a third party's audit of a served log, with only the
-//!   checkpoint key.
+//!   checkpoint key;
+//! - [`monitor`]: follows a log poll by poll, proving each new checkpoint
+//!   extends the last one it verified.
 
 pub mod client;
 pub mod error;
 pub mod hash;
+pub mod monitor;
 pub mod note;
 pub mod proof;
 pub mod sequencer;

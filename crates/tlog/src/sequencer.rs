@@ -5,6 +5,7 @@
 //! a checkpoint may lag.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -30,6 +31,7 @@ pub struct Sequencer {
     dir: PathBuf,
     origin: String,
     stopped: Arc<Mutex<Option<String>>>,
+    batches: Arc<AtomicU64>,
 }
 
 impl Sequencer {
@@ -41,6 +43,8 @@ impl Sequencer {
         let origin = log.origin().to_string();
         let stopped: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
         let stop = Arc::clone(&stopped);
+        let batches = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&batches);
         tokio::spawn(async move {
             let mut log = Some(log);
             let mut failure: Option<String> = None;
@@ -70,6 +74,7 @@ impl Sequencer {
                 .await;
                 match res {
                     Ok((l, Ok(first_index))) => {
+                        counter.fetch_add(1, Ordering::Relaxed);
                         let _ = ptx.send(Arc::new(l.published().clone()));
                         log = Some(l);
                         for (i, j) in jobs.into_iter().enumerate() {
@@ -102,7 +107,13 @@ impl Sequencer {
             dir,
             origin,
             stopped,
+            batches,
         }
+    }
+
+    /// Batches written (each ended with a checkpoint) since start.
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
     }
 
     /// Appends one entry; returns its index once a checkpoint covering it
