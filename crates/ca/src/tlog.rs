@@ -115,7 +115,14 @@ impl CaLog {
 
     async fn repair(&self, now: i64) -> Result<(), CaError> {
         let size = self.seq.published().size;
-        let from = self.store.tlog_max_index().await?.map_or(0, |m| m + 1) as u64;
+        let next = self.store.tlog_max_index().await?.map_or(0, |m| m + 1);
+        // Concurrent appends record their indices in any order, so a crash
+        // can leave a hole below the maximum: then rescan the whole log.
+        let from = if self.store.tlog_count().await? == next {
+            next as u64
+        } else {
+            0
+        };
         if from < size {
             let reader = self.seq.reader();
             for index in from..size {

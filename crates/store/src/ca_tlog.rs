@@ -17,7 +17,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO ca_tlog_entries (serial, leaf_index, logged_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (serial) DO NOTHING",
+             ON CONFLICT DO NOTHING",
         )
         .bind(serial)
         .bind(leaf_index)
@@ -43,6 +43,13 @@ impl Store {
             .fetch_one(self.pool())
             .await?;
         Ok(row.try_get::<Option<i64>, _>("m")?)
+    }
+
+    /// How many certificates are indexed.
+    pub async fn tlog_count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM ca_tlog_entries")
+            .fetch_one(self.pool())
+            .await?)
     }
 
     /// Every recorded (serial, leaf index), for `ca list`.

@@ -801,10 +801,17 @@ impl Ra {
             ));
         }
         tracing::info!(serial = %cert.serial, names = %cert.names, "issued");
-        // Logged before the finalize answer, and the download path logs it
-        // too if this fails: no client holds a certificate the log lacks.
+        // The append starts now and runs while the client polls its order;
+        // the download waits for it (the same once-per-serial cell), so no
+        // client holds a certificate the log lacks, and the log's fsyncs
+        // overlap the client's round trips instead of adding to finalize.
         if let Some(log) = self.tlog() {
-            log.log_once(&cert.serial, issued.der.clone(), now).await?;
+            let (log, serial, der) = (Arc::clone(log), cert.serial.clone(), issued.der.clone());
+            tokio::spawn(async move {
+                if let Err(e) = log.log_once(&serial, der, now).await {
+                    tracing::error!(%serial, error = %e, "transparency log append failed; the download will retry it");
+                }
+            });
         }
         Ok(order)
     }
