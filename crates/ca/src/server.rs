@@ -131,7 +131,7 @@ pub async fn start(config: CaConfig, clock: Arc<dyn Clock>) -> Result<RunningCa,
             clock.now(),
         )
         .await?;
-        ra.attach_tlog(Arc::new(log));
+        ra.attach_tlog(log);
     }
 
     let mut names = listener_names(&host);

@@ -81,7 +81,7 @@ impl CaLog {
         store: Store,
         root_der: &[u8],
         now: i64,
-    ) -> Result<CaLog, CaError> {
+    ) -> Result<Arc<CaLog>, CaError> {
         // The origin names this CA's log uniquely and stays the same across
         // restarts and listen addresses: derived from the root certificate.
         let origin = format!(
@@ -103,17 +103,17 @@ impl CaLog {
             );
         }
         let seq = Sequencer::start(log);
-        let ca_log = CaLog {
+        let ca_log = Arc::new(CaLog {
             seq,
             store,
             verifier,
             inflight: Mutex::new(HashMap::new()),
-        };
+        });
         ca_log.repair(now).await?;
         Ok(ca_log)
     }
 
-    async fn repair(&self, now: i64) -> Result<(), CaError> {
+    async fn repair(self: &Arc<Self>, now: i64) -> Result<(), CaError> {
         let size = self.seq.published().size;
         let next = self.store.tlog_max_index().await?.map_or(0, |m| m + 1);
         // Concurrent appends record their indices in any order, so a crash
@@ -141,44 +141,85 @@ impl CaLog {
         let missing = self.store.certificates_not_logged().await?;
         for (serial, chain) in missing {
             let index = self.log_once(&serial, leaf_der(&chain)?, now).await?;
+            // Recorded before serving starts (log_once records in the background).
+            self.store
+                .insert_tlog_entry(&serial, index as i64, now)
+                .await?;
             tracing::info!(%serial, index, "transparency log: logged a certificate recorded before a crash");
         }
         Ok(())
     }
 
-    /// Appends the certificate unless it is logged already; returns its index.
-    pub async fn log_once(&self, serial: &str, der: Vec<u8>, now: i64) -> Result<u64, CaError> {
-        if let Some(i) = self.store.tlog_index(serial).await? {
+    /// Appends the certificate unless it is logged already; returns its
+    /// index as soon as a checkpoint covering it is published.
+    ///
+    /// Recording the index in the store is not waited for (the index is
+    /// rebuilt from the tiles at start): until it is recorded the serial's
+    /// cell stays in `inflight`, so no caller can miss both and append twice.
+    pub async fn log_once(
+        self: &Arc<Self>,
+        serial: &str,
+        der: Vec<u8>,
+        now: i64,
+    ) -> Result<u64, CaError> {
+        let cell = {
+            let m = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            m.get(serial).cloned()
+        };
+        if cell.is_none()
+            && let Some(i) = self.store.tlog_index(serial).await?
+        {
             return Ok(i as u64);
         }
-        let cell = {
-            let mut m = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            Arc::clone(m.entry(serial.to_string()).or_default())
+        let cell = match cell {
+            Some(c) => c,
+            None => {
+                let mut m = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+                Arc::clone(m.entry(serial.to_string()).or_default())
+            }
         };
-        let result = cell
-            .get_or_try_init(|| async {
-                // Re-check under the cell: another task may have finished.
-                if let Some(i) = self.store.tlog_index(serial).await? {
-                    return Ok(i as u64);
+        cell.get_or_try_init(|| async {
+            // Re-check under the cell: an earlier cell may have finished.
+            if let Some(i) = self.store.tlog_index(serial).await? {
+                self.forget(serial);
+                return Ok(i as u64);
+            }
+            let index = match self.seq.append(der).await {
+                Ok(i) => i,
+                Err(e) => {
+                    self.forget(serial);
+                    return Err(tlog_err(e));
                 }
-                let index = self.seq.append(der).await.map_err(tlog_err)?;
-                self.store
-                    .insert_tlog_entry(serial, index as i64, now)
-                    .await?;
-                Ok::<u64, CaError>(index)
-            })
-            .await
-            .copied();
+            };
+            let (me, serial) = (Arc::clone(self), serial.to_string());
+            tokio::spawn(async move {
+                if let Err(e) = me.store.insert_tlog_entry(&serial, index as i64, now).await {
+                    // Rebuilt from the entry bundles at the next start.
+                    tracing::error!(%serial, index, error = %e, "cannot record the log index");
+                }
+                me.forget(&serial);
+            });
+            Ok::<u64, CaError>(index)
+        })
+        .await
+        .copied()
+    }
+
+    fn forget(&self, serial: &str) {
         self.inflight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(serial);
-        result
     }
 
     /// The leaf index of a logged certificate.
     pub async fn index_of(&self, serial: &str) -> Result<Option<u64>, CaError> {
         Ok(self.store.tlog_index(serial).await?.map(|i| i as u64))
+    }
+
+    /// Tree size of the checkpoint being served.
+    pub fn size(&self) -> u64 {
+        self.seq.published().size
     }
 
     /// The signed checkpoint being served.

@@ -9,8 +9,8 @@
 //! partial tile of each level and the partial entry bundle.
 //!
 //! Durability order, which is what makes kill -9 safe:
-//! 1. entry bundles, then hash tiles level by level, each written atomically
-//!    and fsynced (with its directory);
+//! 1. the batch's entry bundles and hash tiles, each written atomically and
+//!    fsynced (with its directory), in parallel lanes;
 //! 2. only then the checkpoint, atomically;
 //! 3. only then are partial tiles superseded by a full tile deleted.
 //!
@@ -101,6 +101,14 @@ fn read_file(path: &Path) -> Result<Option<Vec<u8>>, TlogError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(TlogError::io(path, e)),
     }
+}
+
+/// True when a tile is part of the tree of `size` (a published checkpoint):
+/// only those are served. Files past it may exist after a crash and are
+/// rewritten from the entry bundles at the next open.
+pub fn covered(id: TileId, size: u64) -> bool {
+    let have = tile::width_for(id.level.unwrap_or(0), id.index, size);
+    have > 0 && id.width <= have
 }
 
 /// Reads tiles of a log directory for a tree of a given size: the proof
@@ -421,31 +429,66 @@ impl FileLog {
             }
             self.size += 1;
         }
-        let write = |id: TileId, data: &[u8]| -> Result<(), TlogError> {
-            let path = self.dir.join(id.path());
-            certkeeper_store::files::write_atomic(&path, data, certkeeper_store::files::PUBLIC)
-                .map_err(|e| TlogError::io(&path, e))
-        };
-        // 1. Entry bundles, then hash tiles bottom up.
+        // 1. Every tile and bundle of the batch. Lanes (the bundles, and each
+        // tile level) are written in parallel, so the batch pays about one
+        // file fsync + one directory fsync before its checkpoint instead of
+        // one pair per file. Order between lanes does not matter: nothing
+        // past the published checkpoint is served (see `covered`), and
+        // reopening re-derives every tile past it from the entry bundles.
+        let mut lanes: Vec<Vec<(TileId, Vec<u8>)>> = Vec::new();
+        let mut bundles = Vec::new();
         for (b, es) in &full_bundles {
-            write(TileId::entries(*b, WIDTH as u16), &tile::encode_bundle(es)?)?;
+            bundles.push((TileId::entries(*b, WIDTH as u16), tile::encode_bundle(es)?));
         }
         if !self.bundle.is_empty() {
             let id = TileId::entries(self.size / WIDTH, self.bundle.len() as u16);
-            write(id, &tile::encode_bundle(&self.bundle)?)?;
+            bundles.push((id, tile::encode_bundle(&self.bundle)?));
         }
+        lanes.push(bundles);
         for (level, hashes) in self.right.iter().enumerate() {
-            for (id, h) in full_tiles
+            let mut lane: Vec<(TileId, Vec<u8>)> = full_tiles
                 .iter()
                 .filter(|(id, _)| id.level == Some(level as u8))
-            {
-                write(*id, &tile::encode_hashes(h))?;
-            }
+                .map(|(id, h)| (*id, tile::encode_hashes(h)))
+                .collect();
             if touched.get(level).copied().unwrap_or(false) && !hashes.is_empty() {
                 let at = self.size >> (level as u32 * HEIGHT);
                 let id = TileId::hashes(level as u8, at / WIDTH, hashes.len() as u16);
-                write(id, &tile::encode_hashes(hashes))?;
+                lane.push((id, tile::encode_hashes(hashes)));
             }
+            lanes.push(lane);
+        }
+        let dir = &self.dir;
+        let results: Vec<Result<(), TlogError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = lanes
+                .iter()
+                .filter(|l| !l.is_empty())
+                .map(|lane| {
+                    scope.spawn(move || {
+                        for (id, data) in lane {
+                            let path = dir.join(id.path());
+                            certkeeper_store::files::write_atomic(
+                                &path,
+                                data,
+                                certkeeper_store::files::PUBLIC,
+                            )
+                            .map_err(|e| TlogError::io(&path, e))?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(TlogError::Stopped("a tile writer panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        for r in results {
+            r?;
         }
         // 2. The checkpoint, now that everything it covers is durable.
         let root = root_of_edge(&self.right);

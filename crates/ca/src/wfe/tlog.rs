@@ -64,8 +64,17 @@ pub(super) async fn tile(State(w): W, Path(rest): Path<String>) -> Response {
         return no_log();
     };
     let path = format!("tile/{rest}");
-    if certkeeper_tlog::tile::TileId::parse(&path).is_err() {
+    let Ok(id) = certkeeper_tlog::tile::TileId::parse(&path) else {
         return (StatusCode::NOT_FOUND, "not a tile path\n").into_response();
+    };
+    // Only tiles a published checkpoint covers: anything past it may be a
+    // crash's leftover, rewritten at the next start.
+    if !certkeeper_tlog::storage::covered(id, log.size()) {
+        return (
+            StatusCode::NOT_FOUND,
+            "no such tile in the published tree\n",
+        )
+            .into_response();
     }
     match tokio::fs::read(log.dir().join(&path)).await {
         Ok(d) => text(
