@@ -215,3 +215,25 @@ async fn concurrent_appends_are_batched_and_each_gets_its_own_index() {
     }
     assert_eq!(reader_size, 500);
 }
+
+/// The CA serves only tiles a published checkpoint covers: a crash can
+/// leave files past it, which the next open rewrites.
+#[test]
+fn only_tiles_inside_the_published_tree_are_covered() {
+    use certkeeper_tlog::storage::covered;
+    use certkeeper_tlog::tile::TileId;
+    let size = 300;
+    assert!(covered(TileId::hashes(0, 0, 256), size));
+    assert!(covered(TileId::hashes(0, 1, 44), size));
+    assert!(covered(TileId::hashes(0, 1, 10), size), "an older partial");
+    assert!(
+        !covered(TileId::hashes(0, 1, 45), size),
+        "past the checkpoint"
+    );
+    assert!(!covered(TileId::hashes(0, 1, 256), size));
+    assert!(!covered(TileId::hashes(0, 2, 1), size));
+    assert!(covered(TileId::hashes(1, 0, 1), size));
+    assert!(!covered(TileId::hashes(1, 0, 2), size));
+    assert!(covered(TileId::entries(1, 44), size));
+    assert!(!covered(TileId::entries(1, 45), size));
+}
