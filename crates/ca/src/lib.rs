@@ -6,7 +6,8 @@
 //! - [`ra`] (registration authority) makes every decision: policy, state
 //!   transitions, revocation rules;
 //! - [`va`] (validation authority) only validates challenges;
-//! - [`issuer`] only signs (certificates and CRLs) and computes ARI windows.
+//! - [`issuer`] only signs (certificates and CRLs) and computes ARI windows;
+//! - [`tlog`] logs every signed certificate before it can be downloaded.
 //!
 //! Dependencies point one way: `wfe → ra → {va, issuer, store}`.
 
@@ -18,6 +19,7 @@ pub mod objects;
 pub mod policy;
 pub mod ra;
 pub mod server;
+pub mod tlog;
 pub mod va;
 pub mod wfe;
 

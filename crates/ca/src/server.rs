@@ -40,6 +40,8 @@ pub struct CaConfig {
     pub policy: Policy,
     /// Refuse accounts without external account binding.
     pub eab_required: bool,
+    /// Log every certificate in the transparency log (`DATA/tlog/`).
+    pub tlog: bool,
 }
 
 /// A CA that is serving.
@@ -144,6 +146,16 @@ pub async fn start(config: CaConfig, clock: Arc<dyn Clock>) -> Result<RunningCa,
         certkeeper_store::audit::AuditLog::in_dir(&config.data_dir),
     ));
     ra.resume().await?;
+    if config.tlog {
+        let log = crate::tlog::CaLog::open(
+            &config.data_dir,
+            ra.store().clone(),
+            pki.root_der(),
+            clock.now(),
+        )
+        .await?;
+        ra.attach_tlog(log);
+    }
 
     let mut names = listener_names(&host);
     if !addr.ip().is_unspecified() {

@@ -200,19 +200,34 @@ async fn metrics_parse_and_match_the_certificates() {
     let s = setup();
     let daemon = s.agent.spawn_daemon(&[]).expect("daemon");
     s.wait_ready(&daemon);
-    let text = s
-        .http()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("body");
+    // The renewal time moves once the ARI window arrives (a poll after
+    // issuance): compare a scrape with a status that did not move around it.
+    let mut settled = None;
+    for _ in 0..20 {
+        let before = s.agent.status().expect("status");
+        let text = s
+            .http()
+            .get(s.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("body");
+        if s.agent.status().expect("status") == before {
+            settled = Some((before, text));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (status, text) = settled.expect("the status settles");
     let samples = parse_metrics(&text);
 
     for name in ["ip", "local"] {
-        let cert = s.certificate(name);
+        let cert = status["certificates"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["name"] == name).cloned())
+            .expect("certificate");
         let primary = cert["slots"]
             .as_array()
             .and_then(|s| s.iter().find(|s| s["slot"] == "primary").cloned())

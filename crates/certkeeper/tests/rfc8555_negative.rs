@@ -1943,3 +1943,74 @@ async fn section_7_4_fermat_factorable_rsa_key_is_bad_public_key() -> Result<()>
     assert!(r.text().contains("Fermat"), "{}", r.text());
     ca.assert_nothing_issued().await
 }
+
+/// Issue 13: the certificate response names the certificate's entry in the
+/// CA's transparency log (`Link: <…/tlog/entry/N>;rel="tlog-entry"`), and
+/// that entry's inclusion proof verifies against the signed checkpoint with
+/// only the log's public key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_download_links_its_log_entry() -> Result<()> {
+    use base64::Engine;
+    use certkeeper_tlog::note::{Checkpoint, NoteVerifier};
+    let ca = Ca::start().await?;
+    let mut acme = ca.account().await?;
+    let key = rcgen::KeyPair::generate()?;
+    let (_, order) = acme.ready_order(&ca, &["localhost"]).await?;
+    let r = acme
+        .finalize(&order, &csr(&["localhost"], &key, false)?)
+        .await?
+        .ok("finalize")?;
+    let url = r.header("location").context("no Location")?;
+    let (_, order) = acme.wait_order(&url, "valid").await?;
+    let cert_url = order["certificate"]
+        .as_str()
+        .context("no certificate")?
+        .to_string();
+    let resp = acme.post(&cert_url, None).await?.ok("download")?;
+    let leaf = leaf_der(&resp.body)?;
+    let link = resp
+        .headers
+        .get_all("link")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.contains("rel=\"tlog-entry\""))
+        .context("no Link rel=\"tlog-entry\" on the certificate response")?
+        .to_string();
+    let entry_url = link
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .context("Link target")?
+        .to_string();
+    ensure!(
+        entry_url.starts_with(&format!("{}/tlog/entry/", ca.base)),
+        "{link}"
+    );
+    let entry: Value = ca.http.get(&entry_url).send().await?.json().await?;
+    let vkey = std::fs::read_to_string(ca.data.join("ca/tlog.pub"))?;
+    let verifier = NoteVerifier::parse(vkey.trim())?;
+    let cp = Checkpoint::open(
+        entry["checkpoint"].as_str().context("checkpoint")?,
+        &verifier,
+    )?;
+    let proof: Vec<[u8; 32]> = entry["inclusion_proof"]
+        .as_array()
+        .context("proof")?
+        .iter()
+        .filter_map(|h| {
+            base64::engine::general_purpose::STANDARD
+                .decode(h.as_str()?)
+                .ok()
+        })
+        .filter_map(|h| h.try_into().ok())
+        .collect();
+    let index = entry["index"].as_u64().context("index")?;
+    certkeeper_tlog::proof::verify_inclusion(
+        index,
+        cp.size,
+        &certkeeper_tlog::leaf_hash(&leaf),
+        &proof,
+        &cp.root,
+    )?;
+    Ok(())
+}

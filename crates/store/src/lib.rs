@@ -11,6 +11,7 @@ mod ca;
 mod ca_issuance;
 mod ca_limits;
 mod ca_revocation;
+mod ca_tlog;
 mod error;
 pub mod files;
 mod keys;

@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (20, include_str!("migrations/0020_ca_revocations.sql")),
     (21, include_str!("migrations/0021_ca_issuances.sql")),
     (40, include_str!("migrations/0040_rotated_keys.sql")),
+    (50, include_str!("migrations/0050_ca_tlog.sql")),
 ];
 
 /// Applies the migrations the database has not seen yet, each in its own transaction.

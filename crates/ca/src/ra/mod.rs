@@ -42,6 +42,8 @@ pub struct Ra {
     crl_lock: tokio::sync::Mutex<()>,
     /// Every signature and revocation, in a file that outlives the database.
     audit: certkeeper_store::audit::AuditLog,
+    /// The transparency log, when the CA runs with one (attached once at start).
+    tlog: std::sync::OnceLock<Arc<crate::tlog::CaLog>>,
 }
 
 /// An account loaded for a request: row plus parsed document.
@@ -73,6 +75,7 @@ impl Ra {
             eab_required,
             crl_lock: tokio::sync::Mutex::new(()),
             audit,
+            tlog: std::sync::OnceLock::new(),
         }
     }
 
@@ -93,7 +96,19 @@ impl Ra {
             .map_err(|e| CaError::Internal(format!("cannot write the audit log: {e}")))
     }
 
-    /// The CA's store (read by the admin dashboard).
+    /// Attaches the transparency log: from now on every certificate is
+    /// logged before it is served. A second call is ignored.
+    pub fn attach_tlog(&self, log: Arc<crate::tlog::CaLog>) {
+        let _ = self.tlog.set(log);
+    }
+
+    /// The transparency log, when there is one.
+    pub fn tlog(&self) -> Option<&Arc<crate::tlog::CaLog>> {
+        self.tlog.get()
+    }
+
+    /// The CA's store (the admin dashboard reads it; the log repairs its
+    /// index through it).
     pub fn store(&self) -> &Store {
         &self.store
     }

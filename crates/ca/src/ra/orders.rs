@@ -831,6 +831,18 @@ impl Ra {
         metrics::counter!("certkeeper_ca_issued_total", "profile" => profile.name.clone())
             .increment(1);
         tracing::info!(serial = %cert.serial, names = %cert.names, "issued");
+        // The append starts now and runs while the client polls its order;
+        // the download waits for it (the same once-per-serial cell), so no
+        // client holds a certificate the log lacks, and the log's fsyncs
+        // overlap the client's round trips instead of adding to finalize.
+        if let Some(log) = self.tlog() {
+            let (log, serial, der) = (Arc::clone(log), cert.serial.clone(), issued.der.clone());
+            tokio::spawn(async move {
+                if let Err(e) = log.log_once(&serial, der, now).await {
+                    tracing::error!(%serial, error = %e, "transparency log append failed; the download will retry it");
+                }
+            });
+        }
         Ok(order)
     }
 

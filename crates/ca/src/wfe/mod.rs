@@ -4,6 +4,7 @@
 mod dupes;
 mod nonce;
 pub mod problem;
+mod tlog;
 
 use std::sync::Arc;
 
@@ -97,6 +98,10 @@ impl Wfe {
             .route("/acme/chall/{authz}/{chall}", post(challenge))
             .route("/acme/cert/{serial}", post(certificate))
             .route("/crl/{name}", get(crl))
+            .route("/tlog/checkpoint", get(tlog::checkpoint))
+            .route("/tlog/key", get(tlog::key))
+            .route("/tlog/tile/{*path}", get(tlog::tile))
+            .route("/tlog/entry/{index}", get(tlog::entry))
             .route("/terms", get(|| async { TERMS }))
             .route_layer(axum::middleware::from_fn(request_metrics))
             .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
@@ -589,8 +594,27 @@ async fn certificate(
             ));
         }
         let cert = w.ra.certificate(&serial).await?;
+        // Never serve a certificate the log lacks (the finalization logs
+        // it; this covers a crash or failure in between).
+        let logged = match w.ra.tlog() {
+            Some(log) => Some(
+                log.log_once(
+                    &cert.serial,
+                    crate::tlog::leaf_der(&cert.chain_pem)?,
+                    w.ra.now(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let mut resp = (StatusCode::OK, cert.chain_pem).into_response();
         w.common_headers(resp.headers_mut(), Some(&a.urls));
+        if let Some(index) = logged {
+            let link = format!("<{}/tlog/entry/{index}>;rel=\"tlog-entry\"", a.urls.base);
+            if let Ok(v) = HeaderValue::from_str(&link) {
+                resp.headers_mut().append(header::LINK, v);
+            }
+        }
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/pem-certificate-chain"),

@@ -406,6 +406,7 @@ async fn start_builtin_ca(config: &Config) -> anyhow::Result<Option<certkeeper_c
             tlsalpn01_port: 443,
             policy: Policy::builtin(),
             eab_required: false,
+            tlog: true,
         },
         Arc::new(SystemClock),
     )

@@ -47,10 +47,34 @@ pub enum BenchCommand {
         #[arg(long, hide = true)]
         measure_built_in: Option<f64>,
     },
+    /// The transparency log alone: concurrent appends of certificate-sized
+    /// entries through the sequencer (every batch fsynced, then a signed
+    /// checkpoint); appends/s, batches, latency. For issuance with the log
+    /// on vs off, see `scripts/bench-tlog`.
+    Tlog {
+        /// Entries in total.
+        #[arg(long, default_value_t = 200_000)]
+        entries: usize,
+        /// Concurrent appenders.
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+        /// Bytes per entry (a P-256 leaf is ~700–1000 bytes).
+        #[arg(long, default_value_t = 900)]
+        entry_size: usize,
+        /// Log directory (default: a temporary directory, removed after).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
+        BenchCommand::Tlog {
+            entries,
+            concurrency,
+            entry_size,
+            dir,
+        } => super::tlog::bench(entries, concurrency, entry_size, dir).await,
         BenchCommand::Fleet {
             certs,
             data,

@@ -48,6 +48,10 @@ pub enum CaCommand {
         /// Refuse new accounts without external account binding (see `ca eab-add`).
         #[arg(long)]
         require_eab: bool,
+        /// Run without the transparency log (`DATA/tlog/`, served at /tlog/):
+        /// certificates are then not logged (for benchmarks).
+        #[arg(long)]
+        no_tlog: bool,
     },
     /// Print the root certificate (PEM) that clients must trust.
     ExportRoot {
@@ -139,6 +143,7 @@ pub async fn run(cmd: CaCommand) -> anyhow::Result<()> {
             limits,
             metrics_listen,
             require_eab,
+            no_tlog,
         } => {
             let policy = load_policy(policy.as_deref(), limits.as_deref())?;
             // Before the CA starts, so no count is lost.
@@ -154,6 +159,7 @@ pub async fn run(cmd: CaCommand) -> anyhow::Result<()> {
                 tlsalpn01_port,
                 policy,
                 eab_required: require_eab,
+                tlog: !no_tlog,
             };
             let shutdown = crate::cmd::Shutdown::listen()?;
             let ca = certkeeper_ca::start(config, Arc::new(SystemClock)).await?;
@@ -166,6 +172,13 @@ pub async fn run(cmd: CaCommand) -> anyhow::Result<()> {
                     crate::admin::metrics::serve_ca_metrics(listen, Arc::clone(&ca.ra), metrics)
                         .await?;
                 println!("  metrics:   http://{addr}/metrics");
+            }
+            if let Some(log) = ca.ra.tlog() {
+                println!(
+                    "  tlog:      {}",
+                    ca.directory_url.replace("/directory", "/tlog/")
+                );
+                println!("  tlog key:  {}", log.verifier_key());
             }
             ca.run_until(shutdown.requested(), CA_SHUTDOWN_GRACE)
                 .await?;
@@ -264,6 +277,7 @@ fn now() -> i64 {
 async fn list(data: &Path, json: bool) -> anyhow::Result<()> {
     let store = open_existing(data).await?;
     let certs = store.list_certificates().await?;
+    let tlog = store.tlog_indices().await?;
     let rfc3339 = certkeeper_ca::objects::rfc3339;
     if json {
         let rows: Vec<_> = certs
@@ -281,6 +295,7 @@ async fn list(data: &Path, json: bool) -> anyhow::Result<()> {
                     "key_proven_at_revocation": c.revoked_spki_sha256.is_some(),
                     "spki_sha256": c.spki_sha256,
                     "replaces": c.replaces,
+                    "tlog_index": tlog.get(&c.serial),
                 })
             })
             .collect();

@@ -5,6 +5,7 @@ mod audit;
 mod bench;
 mod ca;
 mod keys;
+mod tlog;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -124,6 +125,9 @@ enum Command {
     /// The key rotator: HPKE key configs and signing keys (pending → active → expired → deleted).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// The built-in CA's transparency log: proofs, and audits by third parties.
+    #[command(subcommand)]
+    Tlog(tlog::TlogCommand),
 }
 
 /// Runs one command.
@@ -131,6 +135,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Ca(c) => ca::run(c).await,
         Command::Bench(c) => bench::run(c).await,
+        Command::Tlog(c) => tlog::run(c).await,
         Command::Up(a) => up::run(a).await,
         Command::Status { config, json } => agent::status(&config, json).await,
         Command::Renew {

@@ -1,0 +1,103 @@
+//! Issuance with the transparency log on vs off, same machine, same run:
+//! starts BIND (wildcard `*.example.test` → 127.0.0.1) and two
+//! `certkeeper ca serve` (one with `--no-tlog`), then runs `certkeeper bench
+//! ca` against them in turn, off/on twice, and prints orders/s of each and
+//! the ratio. Then `certkeeper bench tlog`. Run through `scripts/bench-tlog`.
+//!
+//! A measurement tool, not a test: figures depend on the machine.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context;
+use certkeeper_harness::{Bind, CaOptions, CertkeeperCa};
+
+fn rate(bin: &Path, ca: &CertkeeperCa, load: &[String; 2]) -> anyhow::Result<(f64, String)> {
+    let out = Command::new(bin)
+        .args(["bench", "ca", "--directory", &ca.directory_url()])
+        .args(["--concurrency", &load[0], "--orders", &load[1], "--root"])
+        .arg(ca.root_pem_path())
+        .args(["--http01-port", &ca.http01_port().to_string()])
+        .args(["--domain-suffix", "example.test"])
+        .output()
+        .context("running certkeeper bench ca")?;
+    let report =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let rate = report
+        .lines()
+        .find_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let i = w.iter().position(|x| *x == "rate")?;
+            w.get(i + 1)?.parse::<f64>().ok()
+        })
+        .with_context(|| format!("no rate in:\n{report}"))?;
+    Ok((rate, report))
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let load = [
+        args.next().unwrap_or_else(|| "32".into()),
+        args.next().unwrap_or_else(|| "300".into()),
+    ];
+    let bin = std::env::var_os("CERTKEEPER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target/release/certkeeper"));
+    anyhow::ensure!(
+        bin.exists(),
+        "{} missing: run scripts/bench-tlog",
+        bin.display()
+    );
+    let bind = Bind::start()?;
+    // Limits no bench reaches (as in bench_vs_pebble): the issuance path is measured.
+    let mut text = certkeeper_ca::policy::DEFAULT_POLICY.to_string();
+    for limit in [
+        "NewRegistrationsPerIPAddress",
+        "NewOrdersPerAccount",
+        "CertificatesPerDomain",
+    ] {
+        text = text.replace(
+            &format!("[limits.{limit}]\ncount = "),
+            &format!("[limits.{limit}]\ncount = 1000000000 # "),
+        );
+    }
+    let start = |extra: &[&str]| {
+        CertkeeperCa::start(
+            &bin,
+            CaOptions {
+                dns_resolver: Some(bind.addr()),
+                policy: Some(text.clone()),
+                extra_args: extra.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            },
+        )
+    };
+    let off = start(&["--no-tlog"])?;
+    let on = start(&[])?;
+    let (mut sum_off, mut sum_on) = (0.0, 0.0);
+    for round in 1..=2 {
+        let (r_off, rep_off) = rate(&bin, &off, &load)?;
+        println!("== log off, round {round}\n{rep_off}");
+        let (r_on, rep_on) = rate(&bin, &on, &load)?;
+        println!("== log on, round {round}\n{rep_on}");
+        sum_off += r_off;
+        sum_on += r_on;
+    }
+    let list = on.list()?;
+    let logged = list
+        .as_array()
+        .map(|a| a.iter().filter(|c| c["tlog_index"].is_u64()).count())
+        .unwrap_or(0);
+    println!(
+        "issuance, {} workers x {} orders, mean of 2 rounds: log off {:.1} orders/s, log on {:.1} orders/s: on/off = {:.2} ({logged} certificates logged)",
+        load[0],
+        load[1],
+        sum_off / 2.0,
+        sum_on / 2.0,
+        sum_on / sum_off
+    );
+    let out = Command::new(&bin).args(["bench", "tlog"]).output()?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! The CA transparency log's index: serial -> leaf index (migration 50).
+
+use std::collections::HashMap;
+
+use sqlx::Row;
+
+use crate::{Store, StoreError};
+
+impl Store {
+    /// Records that `serial` is entry `leaf_index` of the log. Idempotent:
+    /// recording the same pair again (crash recovery) is not an error.
+    pub async fn insert_tlog_entry(
+        &self,
+        serial: &str,
+        leaf_index: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO ca_tlog_entries (serial, leaf_index, logged_at) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(serial)
+        .bind(leaf_index)
+        .bind(now)
+        .execute(self.writer())
+        .await?;
+        Ok(())
+    }
+
+    /// The leaf index of a certificate, when it is logged.
+    pub async fn tlog_index(&self, serial: &str) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT leaf_index FROM ca_tlog_entries WHERE serial = $1")
+                .bind(serial)
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+
+    /// The highest recorded leaf index.
+    pub async fn tlog_max_index(&self) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query("SELECT MAX(leaf_index) AS m FROM ca_tlog_entries")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>("m")?)
+    }
+
+    /// How many certificates are indexed.
+    pub async fn tlog_count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM ca_tlog_entries")
+            .fetch_one(self.pool())
+            .await?)
+    }
+
+    /// Every recorded (serial, leaf index), for `ca list`.
+    pub async fn tlog_indices(&self) -> Result<HashMap<String, i64>, StoreError> {
+        let rows = sqlx::query("SELECT serial, leaf_index FROM ca_tlog_entries")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("serial")?, r.try_get("leaf_index")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// Serials and chains of certificates recorded but not yet logged (the
+    /// CA stopped between recording and logging): logged at startup.
+    pub async fn certificates_not_logged(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.serial, c.chain_pem FROM ca_certificates c \
+             LEFT JOIN ca_tlog_entries t ON t.serial = c.serial \
+             WHERE t.serial IS NULL ORDER BY c.issued_at, c.serial",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("serial")?, r.try_get("chain_pem")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+}
