@@ -114,7 +114,8 @@ impl Agent {
             })
             .collect();
         Arc::new(Agent {
-            solvers: SolverSet::new(config.agent.http01_listen, config.agent.tlsalpn01_listen),
+            solvers: SolverSet::new(config.agent.http01_listen, config.agent.tlsalpn01_listen)
+                .with_dns(config.dns_servers.clone(), store.clone(), Arc::clone(&clock)),
             targets: Targets::from_config(&config),
             events: Events::new(
                 store.clone(),
@@ -562,6 +563,7 @@ impl Agent {
     pub async fn run_forever(self: Arc<Self>) -> Result<(), AgentError> {
         self.guard.key_ledger().await?;
         self.resend_pending_revocations().await?;
+        self.remove_abandoned_dns_records().await?;
         let global = self.config.agent.max_concurrent_jobs as usize;
         let per_issuer = self.config.agent.max_concurrent_per_issuer as usize;
         let mut runner: Runner<JobResult> = Runner::new(global, per_issuer);
@@ -769,6 +771,7 @@ impl Agent {
         let cert = self.certificate(name)?.clone();
         self.guard.key_ledger().await?;
         self.resend_pending_revocations().await?;
+        self.remove_abandoned_dns_records().await?;
         let mut runner: Runner<JobResult> = Runner::new(
             self.config.agent.max_concurrent_jobs as usize,
             self.config.agent.max_concurrent_per_issuer as usize,

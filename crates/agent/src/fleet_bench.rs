@@ -205,11 +205,14 @@ fn config(opts: &FleetOptions) -> Config {
                 challenge: ChallengeType::Http01,
                 webroot: None,
                 dns_hook: None,
+                dns: None,
+                dns_server: None,
                 renew_before_days: None,
                 deploy: Vec::new(),
             })
             .collect(),
         status: None,
+        dns_servers: Vec::new(),
     }
 }
 

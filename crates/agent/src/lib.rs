@@ -13,6 +13,8 @@ mod bounded_http;
 pub mod config;
 pub mod daemon;
 pub mod deploy;
+pub mod dns01;
+pub mod dns_config;
 pub mod error;
 pub mod events;
 pub mod faults;

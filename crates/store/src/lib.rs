@@ -6,6 +6,7 @@
 
 mod agent;
 mod agent_slots;
+mod agent_dns;
 mod ca;
 mod ca_issuance;
 mod ca_limits;
@@ -15,6 +16,7 @@ pub mod files;
 mod migrate;
 
 pub use agent::{ManagedCertRow, UnkeyedLedgerRow};
+pub use agent_dns::DnsRecordRow;
 pub use agent_slots::{BlockedKeyRow, CertMeta, EventRow, SlotRow};
 pub use ca::{AccountRow, AuthzRow, CertificateRow, OrderRow};
 pub use ca_issuance::IssuanceRow;

@@ -71,6 +71,8 @@ fn defaults(args: &UpArgs) -> Config {
             challenge: ChallengeType::Http01,
             webroot: None,
             dns_hook: None,
+            dns: None,
+            dns_server: None,
             renew_before_days: None,
             deploy: Vec::new(),
         }],
@@ -78,6 +80,7 @@ fn defaults(args: &UpArgs) -> Config {
             listen: args.status_listen,
             certificate: "localhost".into(),
         }),
+        dns_servers: Vec::new(),
     }
 }
 
