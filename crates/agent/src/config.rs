@@ -233,6 +233,8 @@ pub struct CertificateConfig {
     pub dns: Option<crate::dns_config::DnsServerConfig>,
     /// dns-01 by RFC 2136 UPDATE through the `[[dns_server]]` of this name.
     pub dns_server: Option<String>,
+    /// Also publish the served certificate as TLSA records (`[certificate.tlsa]`).
+    pub tlsa: Option<crate::dns_config::TlsaDeployConfig>,
     /// Renew this long before expiry instead of at a third of the lifetime
     /// left (ignored when the CA offers an ARI window).
     pub renew_before_days: Option<f64>,

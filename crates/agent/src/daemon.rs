@@ -116,7 +116,11 @@ impl Agent {
         Arc::new(Agent {
             solvers: SolverSet::new(config.agent.http01_listen, config.agent.tlsalpn01_listen)
                 .with_dns(config.dns_servers.clone(), store.clone(), Arc::clone(&clock)),
-            targets: Targets::from_config(&config),
+            targets: {
+                let mut t = Targets::from_config(&config);
+                crate::tlsa_target::add_tlsa_targets(&mut t, &config, &clock);
+                t
+            },
             events: Events::new(
                 store.clone(),
                 Arc::clone(&clock),

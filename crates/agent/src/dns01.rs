@@ -13,7 +13,7 @@
 use std::sync::{Arc, Mutex};
 
 use certkeeper_dns::{
-    DnsError, Name, Update, discover_zone, fqdn, follow_cname, nameservers, wait_for_txt,
+    DnsError, Name, Update, discover_zone, follow_cname, fqdn, nameservers, wait_for_txt,
 };
 use certkeeper_proto::Clock;
 use certkeeper_store::{DnsRecordRow, Store};
@@ -231,7 +231,8 @@ pub async fn remove_abandoned(
     for row in store.dns_records().await? {
         let config = servers.iter().find(|s| {
             s.server.to_string() == row.server
-                && fqdn(&s.tsig_key).map(|k| k.to_string()).ok().as_deref() == Some(row.tsig_key.as_str())
+                && fqdn(&s.tsig_key).map(|k| k.to_string()).ok().as_deref()
+                    == Some(row.tsig_key.as_str())
         });
         let Some(config) = config else {
             tracing::warn!(name = %row.name, server = %row.server, "dns-01: a TXT record left by an earlier run has no configured server any more; remove it by hand");
@@ -271,7 +272,12 @@ impl crate::daemon::Agent {
     /// presents its challenges again.
     pub async fn remove_abandoned_dns_records(&self) -> Result<usize, crate::AgentError> {
         let mut servers: Vec<&DnsServerConfig> = self.config.dns_servers.iter().collect();
-        servers.extend(self.config.certificates.iter().filter_map(|c| c.dns.as_ref()));
+        servers.extend(
+            self.config
+                .certificates
+                .iter()
+                .filter_map(|c| c.dns.as_ref()),
+        );
         Ok(remove_abandoned(&servers, &self.store, std::sync::Arc::clone(&self.clock)).await?)
     }
 }

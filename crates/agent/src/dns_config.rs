@@ -48,6 +48,43 @@ pub struct DnsServerConfig {
     pub nameservers: BTreeMap<String, SocketAddr>,
 }
 
+/// The TLSA deploy target (`[certificate.tlsa]`): publishes the served
+/// certificate (leaf `3 0 0`, intermediates `0 0 0`) at
+/// `_letsencrypt._tcp.HOST`, replacing the previous ones in one UPDATE.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsaDeployConfig {
+    /// The host whose TLSA records these are (default: the first name).
+    pub host: Option<String>,
+    /// The `[[dns_server]]` to update (default: the certificate's own
+    /// `[certificate.dns]` / `dns_server`).
+    pub dns_server: Option<String>,
+    /// TTL of the records.
+    #[serde(default = "default_tlsa_ttl")]
+    pub ttl: u32,
+}
+
+/// Five minutes: a renewed certificate reaches fetchers quickly, and the
+/// old one stays valid for weeks anyway.
+fn default_tlsa_ttl() -> u32 {
+    300
+}
+
+/// The server block the TLSA target of `cert` updates.
+pub fn tlsa_server_for<'a>(
+    config: &'a Config,
+    cert: &'a CertificateConfig,
+) -> Option<&'a DnsServerConfig> {
+    let t = cert.tlsa.as_ref()?;
+    match &t.dns_server {
+        Some(name) => config
+            .dns_servers
+            .iter()
+            .find(|s| s.name.as_deref() == Some(name.as_str())),
+        None => server_for(config, cert),
+    }
+}
+
 fn default_algorithm() -> String {
     "hmac-sha256".into()
 }
@@ -122,7 +159,10 @@ impl DnsServerConfig {
 
 /// The server block a certificate uses: its own `[certificate.dns]`, or
 /// the `[[dns_server]]` it names.
-pub fn server_for<'a>(config: &'a Config, cert: &'a CertificateConfig) -> Option<&'a DnsServerConfig> {
+pub fn server_for<'a>(
+    config: &'a Config,
+    cert: &'a CertificateConfig,
+) -> Option<&'a DnsServerConfig> {
     cert.dns.as_ref().or_else(|| {
         let name = cert.dns_server.as_ref()?;
         config
@@ -159,6 +199,11 @@ pub(crate) fn validate(config: &Config) -> Result<(), String> {
         let ways = usize::from(c.dns_hook.is_some())
             + usize::from(c.dns.is_some())
             + usize::from(c.dns_server.is_some());
+        if c.tlsa.is_some() && tlsa_server_for(config, c).is_none() {
+            return Err(format!(
+                "{at}: [certificate.tlsa] needs a server: set its dns_server to a [[dns_server]] name, or give the certificate [certificate.dns] / dns_server"
+            ));
+        }
         if c.challenge != ChallengeType::Dns01 {
             if ways > 0 {
                 return Err(format!(

@@ -207,6 +207,7 @@ fn config(opts: &FleetOptions) -> Config {
                 dns_hook: None,
                 dns: None,
                 dns_server: None,
+                tlsa: None,
                 renew_before_days: None,
                 deploy: Vec::new(),
             })

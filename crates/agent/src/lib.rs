@@ -33,6 +33,8 @@ pub mod solver_set;
 pub mod solvers;
 pub mod status;
 pub mod targets;
+pub mod tlsa_fetch;
+pub mod tlsa_target;
 pub mod x509;
 
 pub use error::AgentError;

@@ -11,9 +11,9 @@ use tokio::sync::OnceCell;
 
 use crate::acme::{Http01Responder, Solver, TlsAlpn01Responder};
 use crate::config::{CertificateConfig, ChallengeType};
-use crate::error::AgentError;
 use crate::dns_config::DnsServerConfig;
 use crate::dns01::Rfc2136Solver;
+use crate::error::AgentError;
 use crate::solvers::{ExecDnsSolver, WebrootSolver};
 use certkeeper_proto::Clock;
 use certkeeper_store::Store;
@@ -75,10 +75,7 @@ impl SolverSet {
                 .iter()
                 .find(|s| s.name.as_deref() == Some(name.as_str()))
                 .ok_or_else(|| {
-                    AgentError::Config(format!(
-                        "{}: dns_server {name:?} is not defined",
-                        cert.name
-                    ))
+                    AgentError::Config(format!("{}: dns_server {name:?} is not defined", cert.name))
                 })?,
             (None, None) => return Ok(None),
         };

@@ -11,6 +11,7 @@
 mod error;
 mod propagation;
 mod query;
+pub mod tlsa;
 mod transport;
 mod tsig;
 mod update;

@@ -3,6 +3,7 @@
 mod agent;
 mod bench;
 mod ca;
+mod dns;
 mod status_page;
 mod up;
 
@@ -111,6 +112,9 @@ enum Command {
     /// Load generators, to measure against a peer in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Certificates through DNS: publish a CSR, fetch the certificate (TLSA records).
+    #[command(subcommand)]
+    Dns(dns::DnsCommand),
 }
 
 /// Runs one command.
@@ -140,6 +144,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Events { config, json } => agent::events(&config, json).await,
         Command::Swap { name, to, config } => agent::swap(&config, &name, to).await,
+        Command::Dns(c) => dns::run(c).await,
     }
 }
 

@@ -73,6 +73,7 @@ fn defaults(args: &UpArgs) -> Config {
             dns_hook: None,
             dns: None,
             dns_server: None,
+            tlsa: None,
             renew_before_days: None,
             deploy: Vec::new(),
         }],

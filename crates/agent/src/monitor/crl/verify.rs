@@ -122,7 +122,6 @@ pub(super) fn is_http_url(uri: &str) -> bool {
     lower.starts_with("http://") || lower.starts_with("https://")
 }
 
-
 /// One revoked entry, reduced to what a status needs.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Revocation {
