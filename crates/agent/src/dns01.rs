@@ -141,7 +141,9 @@ impl Rfc2136Solver {
     async fn wait_all(&self) -> Result<(), SolverError> {
         crate::faults::crash_point("dns-presented");
         let presented = self.lock().clone();
-        let mut groups: Vec<((Option<usize>, Name), Vec<(Name, String)>)> = Vec::new();
+        // (server, zone) → the records to look for there.
+        type Group = ((Option<usize>, Name), Vec<(Name, String)>);
+        let mut groups: Vec<Group> = Vec::new();
         for p in presented {
             let key = (p.target, p.zone.clone());
             match groups.iter_mut().find(|(k, _)| *k == key) {

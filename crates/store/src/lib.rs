@@ -5,8 +5,8 @@
 //! placeholders, times as unix seconds in `BIGINT`, blobs as base64 text.
 
 mod agent;
-mod agent_slots;
 mod agent_dns;
+mod agent_slots;
 mod ca;
 mod ca_issuance;
 mod ca_limits;

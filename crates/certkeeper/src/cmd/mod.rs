@@ -4,6 +4,7 @@ mod agent;
 mod bench;
 mod ca;
 mod dns;
+mod dns_bench;
 mod status_page;
 mod up;
 
