@@ -403,3 +403,59 @@ fn records_left_by_a_crash_are_removed_at_the_next_start() {
     );
     assert_eq!(issued_by(&ca), 1, "the same order, finished once");
 }
+
+/// One certificate, names in two zones, through shared `[[dns_server]]`
+/// blocks: the one the certificate names (zone found by SOA) and one that
+/// declares `zone = "delegated.test"` and so takes that zone's records.
+#[test]
+fn names_in_two_zones_through_shared_dns_servers() {
+    let bind = Bind::start().expect("BIND");
+    let ca = ca_with(&bind);
+    let s = Setup::new();
+    let secret = s.path("tsig.secret");
+    std::fs::write(&secret, bind.tsig_secret_b64()).expect("secret");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let server_block = |name: &str, zone: &str| {
+        format!(
+            "[[dns_server]]\nname = \"{name}\"\nserver = \"{}\"\n{zone}tsig_key = \"{}\"\ntsig_secret_file = \"{}\"\nnameserver_port = {}\n",
+            bind.addr(),
+            bind.tsig_key_name(),
+            secret.display(),
+            bind.port()
+        )
+    };
+    let text = format!(
+        r#"data = "{data}"
+{primary}
+{delegated}
+[[issuer]]
+name = "ca"
+directory = "{directory}"
+root = "{root}"
+
+[[certificate]]
+name = "web"
+names = ["multi.example.test", "multi.delegated.test"]
+issuer = "ca"
+challenge = "dns-01"
+dns_server = "primary"
+"#,
+        data = s.path("data").display(),
+        primary = server_block("primary", ""),
+        delegated = server_block("delegated", "zone = \"delegated.test\"\n"),
+        directory = ca.directory_url(),
+        root = ca.root_pem_path().display(),
+    );
+    std::fs::write(s.path("certkeeper.toml"), text).expect("config");
+    let (ok, out) = s.issue();
+    assert!(ok && out.contains("obtained serial"), "{out}");
+    for name in ["multi.example.test", "multi.delegated.test"] {
+        assert!(
+            bind.dig(&format!("_acme-challenge.{name}"), "TXT")
+                .expect("dig")
+                .is_empty(),
+            "{name}: cleaned up"
+        );
+    }
+    assert_eq!(issued_by(&ca), 1);
+}

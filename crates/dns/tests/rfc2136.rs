@@ -326,3 +326,41 @@ fn propagation_waits_for_every_authoritative_server_and_names_the_lagging_one() 
         );
     });
 }
+
+/// A server that never answers (a real UDP socket on loopback that reads
+/// and drops everything: a fault BIND cannot be made to produce) gives a
+/// timeout naming the server and what to check.
+#[test]
+fn a_silent_server_is_a_timeout_that_names_it() {
+    rt().block_on(async {
+        let silent = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = silent.local_addr().expect("addr");
+        let drain = tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            loop {
+                if silent.recv(&mut buf).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let key = TsigKey::from_base64("k.", TsigAlgorithm::HmacSha256, "c2VjcmV0").expect("key");
+        let server = Server {
+            timeout: Duration::from_millis(300),
+            ..Server::new(addr)
+        };
+        let c = UpdateClient::new(server, key, Arc::new(SystemClock));
+        let mut add = Update::new(fqdn("example.test").expect("zone"));
+        add.add(fqdn("x.example.test").expect("name"), 60, txt("x"));
+        let e = c.send(&add).await.expect_err("timeout");
+        assert!(matches!(e, DnsError::Timeout { .. }), "{e}");
+        assert!(e.is_retryable());
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&addr.to_string()) && msg.contains("firewall"),
+            "{msg}"
+        );
+        drain.abort();
+    });
+}
