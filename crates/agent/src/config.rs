@@ -192,7 +192,7 @@ pub enum ChallengeType {
     /// RFC 8737.
     #[serde(rename = "tls-alpn-01")]
     TlsAlpn01,
-    /// RFC 8555 §8.4, through `dns_hook`.
+    /// RFC 8555 §8.4, through `[certificate.dns]`, `dns_server` or `dns_hook`.
     #[serde(rename = "dns-01")]
     Dns01,
 }

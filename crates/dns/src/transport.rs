@@ -154,6 +154,14 @@ impl Server {
             }
             None => {}
         }
+        // hickory computes `time - fudge` unchecked: refuse an answer whose
+        // time is below its fudge (nonsense from the network) before that.
+        if tsig.data.time < u64::from(tsig.data.fudge) {
+            return Err(self.protocol(
+                what,
+                format!("the answer's TSIG time {} is impossible", tsig.data.time),
+            ));
+        }
         let (_, _, valid) = key
             .signer()
             .verify_message_byte(raw, Some(request_mac), true)

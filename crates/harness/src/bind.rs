@@ -34,6 +34,12 @@ const TSIG_ALGORITHM: &str = "hmac-sha256";
 /// `ns` and a wildcard, so any name under it resolves to loopback (for
 /// http-01/tls-alpn-01 validation) and `_acme-challenge` TXT records can be
 /// added by RFC 2136 UPDATE (dns-01).
+///
+/// It also serves `locked.test` (no `allow-update`: every UPDATE is
+/// REFUSED) and `delegated.test` (updatable, the target of CNAME
+/// delegations). [`Bind::start_with_secondary`] and
+/// [`Bind::start_secondary`] make a primary/secondary pair (NOTIFY, then
+/// IXFR/AXFR) whose zones list both as NS.
 pub struct Bind {
     daemon: Daemon,
     ip: Ipv4Addr,
