@@ -29,22 +29,28 @@ pub struct Config {
     /// Managed certificates.
     #[serde(default, rename = "certificate")]
     pub certificates: Vec<CertificateConfig>,
-    /// An HTTPS status page served with one of the managed certificates.
-    pub status: Option<StatusConfig>,
+    /// The admin listener: dashboard, JSON API, `/metrics`. (`[status]`
+    /// is its old name, still accepted.)
+    #[serde(alias = "status")]
+    pub admin: Option<AdminConfig>,
     /// Shared RFC 2136 primaries for dns-01 (`[[dns_server]]`).
     #[serde(default, rename = "dns_server")]
     pub dns_servers: Vec<crate::dns_config::DnsServerConfig>,
 }
 
-/// The HTTPS status page: it serves a managed certificate through the
-/// hot-swapping resolver, so renewals are visible to real TLS clients.
+/// The admin listener. Served over TLS with one of the managed
+/// certificates (through the hot-swapping resolver, so a renewal is visible
+/// to real TLS clients at once), or plain HTTP on loopback only.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StatusConfig {
+pub struct AdminConfig {
     /// Listen address.
     pub listen: SocketAddr,
-    /// The `[[certificate]]` it serves.
-    pub certificate: String,
+    /// The `[[certificate]]` it serves TLS with.
+    pub certificate: Option<String>,
+    /// A file (mode 0600) holding the bearer token that actions (renew,
+    /// swap) require; without it the API is read-only.
+    pub token_file: Option<PathBuf>,
 }
 
 /// Process-wide settings.
@@ -84,6 +90,10 @@ pub struct AgentSettings {
     /// `CERTKEEPER_EVENT`, `CERTKEEPER_CERTIFICATE`, `CERTKEEPER_SLOT` and
     /// `CERTKEEPER_DETAIL` in its environment.
     pub event_hook: Option<String>,
+    /// On SIGTERM or SIGINT, how long running jobs get to finish before
+    /// they are cancelled (safe: each resumes at its next start).
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_seconds: u64,
 }
 
 impl Default for AgentSettings {
@@ -99,6 +109,7 @@ impl Default for AgentSettings {
             max_concurrent_per_issuer: default_max_concurrent_per_issuer(),
             revocation_check_seconds: default_revocation_check(),
             event_hook: None,
+            shutdown_grace_seconds: default_shutdown_grace(),
         }
     }
 }
@@ -324,6 +335,9 @@ fn default_max_concurrent_per_issuer() -> u32 {
 fn default_revocation_check() -> u64 {
     3600
 }
+fn default_shutdown_grace() -> u64 {
+    10
+}
 fn default_ca_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 14000))
 }
@@ -426,13 +440,21 @@ impl Config {
             }
         }
         crate::dns_config::validate(&config).map_err(err)?;
-        if let Some(status) = &config.status
-            && !names.contains(status.certificate.as_str())
-        {
-            return Err(err(format!(
-                "[status] certificate {:?} is not a [[certificate]] name",
-                status.certificate
-            )));
+        if let Some(admin) = &config.admin {
+            match &admin.certificate {
+                Some(name) if !names.contains(name.as_str()) => {
+                    return Err(err(format!(
+                        "[admin] certificate {name:?} is not a [[certificate]] name"
+                    )));
+                }
+                None if !admin.listen.ip().is_loopback() => {
+                    return Err(err(format!(
+                        "[admin] listen {} is not loopback: set [admin] certificate so the dashboard and API are served over TLS",
+                        admin.listen
+                    )));
+                }
+                _ => {}
+            }
         }
         if config.agent.backoff_initial_seconds == 0
             || config.agent.backoff_max_seconds < config.agent.backoff_initial_seconds

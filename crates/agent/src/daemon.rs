@@ -123,6 +123,7 @@ impl Agent {
             },
             events: Events::new(
                 store.clone(),
+                certkeeper_store::audit::AuditLog::in_dir(&config.data),
                 Arc::clone(&clock),
                 config.agent.event_hook.clone(),
             ),
@@ -187,8 +188,14 @@ impl Agent {
         &self.events
     }
 
-    pub(crate) fn now(&self) -> i64 {
+    /// The injected clock's now, unix seconds.
+    pub fn now(&self) -> i64 {
         self.clock.now()
+    }
+
+    /// The store it runs on.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     pub(crate) fn certificate(&self, name: &str) -> Result<&CertificateConfig, AgentError> {
@@ -561,10 +568,15 @@ impl Agent {
         Ok(Health::of(Some(&facts), row.ari_end, self.now()))
     }
 
-    /// Runs until the process stops: a full pass when something is due (or
-    /// a command changed the store), jobs in between, a re-plan of a
-    /// certificate whenever one of its jobs ends.
-    pub async fn run_forever(self: Arc<Self>) -> Result<(), AgentError> {
+    /// Runs until `shutdown` completes: a full pass when something is due
+    /// (or a command changed the store), jobs in between, a re-plan of a
+    /// certificate whenever one of its jobs ends. Then it stops cleanly
+    /// (see [`Agent::drain`]).
+    pub async fn run_until(
+        self: Arc<Self>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), AgentError> {
+        let mut shutdown = std::pin::pin!(shutdown);
         self.guard.key_ledger().await?;
         self.resend_pending_revocations().await?;
         self.remove_abandoned_dns_records().await?;
@@ -584,12 +596,23 @@ impl Agent {
                 };
             }
             tokio::select! {
+                () = &mut shutdown => {
+                    self.drain(&mut runner).await;
+                    return Ok(());
+                }
                 Some((key, end)) = runner.next(), if !runner.is_empty() => {
                     self.job_ended(&key, end).await;
-                    // A slot job changed this certificate: plan it again now
-                    // (a swap, the deploy of what it obtained). A deploy job
-                    // changes nothing the planner reads.
-                    if let (JobKey::Slot(..), Ok(cert)) = (&key, self.certificate(key.name()).cloned()) {
+                    // A slot job changed this certificate: plan it again
+                    // (a swap, the deploy of what it obtained) once none of
+                    // its jobs runs, so the swap is decided on both slots'
+                    // outcomes: a backup obtained a moment before the
+                    // primary at first start is not served for that moment
+                    // (two swaps, two reloads). A deploy job changes nothing
+                    // the planner reads. Swaps on revocation or expiry do not
+                    // wait for this: passes decide them.
+                    if let (JobKey::Slot(..), false, Ok(cert)) =
+                        (&key, runner.busy(key.name()), self.certificate(key.name()).cloned())
+                    {
                         match self.load_inventory_of(&cert.name).await {
                             Ok(inv) => match self.pass_certificate(&cert, &inv, false, &mut runner).await {
                                 Ok(Some(wake)) => next_full = next_full.min(wake),
@@ -615,6 +638,35 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// Stops: no new job starts; running jobs get
+    /// `agent.shutdown_grace_seconds` to finish (most reach their end, an
+    /// order mid-validation its next persisted step); whatever still runs
+    /// then is cancelled, which every job survives as it survives `kill -9`
+    /// (the next start resumes from the store). Event hooks get the same
+    /// bound to finish.
+    async fn drain(&self, runner: &mut Runner<JobResult>) {
+        runner.close();
+        let grace = Duration::from_secs(self.config.agent.shutdown_grace_seconds);
+        let running = runner.len();
+        tracing::info!(running, grace_seconds = grace.as_secs(), "stopping");
+        let deadline = tokio::time::sleep(grace);
+        tokio::pin!(deadline);
+        while !runner.is_empty() {
+            tokio::select! {
+                Some((key, end)) = runner.next() => self.job_ended(&key, end).await,
+                () = &mut deadline => break,
+            }
+        }
+        let cancelled = runner.abort_all();
+        if cancelled > 0 {
+            tracing::warn!(
+                cancelled,
+                "jobs still running after the grace period were cancelled; the next start resumes them"
+            );
+        }
+        self.events.flush(grace).await;
     }
 
     /// One pass over every certificate: plan all, apply every swap in one
@@ -708,7 +760,7 @@ impl Agent {
     /// Records how a job ended; a panic counts as a failure of its slot.
     async fn job_ended(&self, key: &JobKey, end: JobEnd<JobResult>) {
         match end {
-            JobEnd::Done(Ok(_)) => {}
+            JobEnd::Done(Ok(_)) | JobEnd::NotStarted => {}
             JobEnd::Done(Err(e)) => {
                 tracing::warn!(job = ?key, error = %e, "job failed")
             }
@@ -797,7 +849,9 @@ impl Agent {
                     JobEnd::Done(Err(e)) => {
                         failure.get_or_insert(e);
                     }
-                    end @ JobEnd::Panicked(_) => self.job_ended(&key, end).await,
+                    end @ (JobEnd::Panicked(_) | JobEnd::NotStarted) => {
+                        self.job_ended(&key, end).await
+                    }
                 }
             }
             if failure.is_some() {
@@ -815,6 +869,8 @@ impl Agent {
     /// CA's Retry-After deadlines in force: `certkeeper limits`.
     pub async fn limits(&self) -> Result<Vec<LimitStatus>, AgentError> {
         let mut out: Vec<LimitStatus> = Vec::new();
+        // Many certificates share a limit (a domain, an account): list it once.
+        let mut seen: HashSet<LimitStatus> = HashSet::new();
         let t = self.now();
         for cert in &self.config.certificates {
             for slot in Slot::ALL {
@@ -832,8 +888,9 @@ impl Agent {
                         window: limits::window_text(u.limit.period_seconds),
                         window_seconds: u.limit.period_seconds,
                         next_free: u.next_free.map(rfc3339),
+                        next_free_at: u.next_free,
                     };
-                    if !out.contains(&row) {
+                    if seen.insert(row.clone()) {
                         out.push(row);
                     }
                 }
@@ -847,8 +904,9 @@ impl Agent {
                         window: "-".into(),
                         window_seconds: 0,
                         next_free: Some(rfc3339(until)),
+                        next_free_at: Some(until),
                     };
-                    if !out.contains(&row) {
+                    if seen.insert(row.clone()) {
                         out.push(row);
                     }
                 }
@@ -859,7 +917,7 @@ impl Agent {
 }
 
 /// One line of `certkeeper limits`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct LimitStatus {
     /// Issuer name.
     pub issuer: String,
@@ -879,4 +937,6 @@ pub struct LimitStatus {
     /// When one more fits (or the CA's Retry-After ends), RFC 3339; `None`
     /// when one fits now.
     pub next_free: Option<String>,
+    /// The same, unix seconds.
+    pub next_free_at: Option<i64>,
 }

@@ -1,7 +1,7 @@
 //! Named lifecycle events (CertMagic's `cert_obtained`, `cert_failed`…):
-//! recorded in the store, logged, broadcast to in-process subscribers
-//! (metrics and the dashboard, later), and passed to the operator's
-//! `event_hook` command.
+//! recorded in the store and in the audit log (`DATA/audit.jsonl`, which
+//! outlives the database), logged, broadcast to in-process subscribers, and
+//! passed to the operator's `event_hook` command.
 //!
 //! Emitting never fails the job that emits: an event that cannot be stored
 //! or delivered is logged, and the certificate work goes on.
@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certkeeper_proto::clock::Clock;
+use certkeeper_store::audit::{AuditLog, AuditRecord};
 use certkeeper_store::{EventRow, Store};
 use tokio::sync::broadcast;
 
@@ -26,6 +27,8 @@ pub enum EventKind {
     Deployed,
     /// A step failed (the detail says which and what happens next).
     Failed,
+    /// An order was placed at a CA.
+    Ordered,
     /// A slot got its first certificate.
     Obtained,
     /// A slot's certificate was replaced.
@@ -43,6 +46,7 @@ impl EventKind {
             EventKind::KeyBlocked => "key-blocked",
             EventKind::Deployed => "deployed",
             EventKind::Failed => "failed",
+            EventKind::Ordered => "ordered",
             EventKind::Obtained => "obtained",
             EventKind::Renewed => "renewed",
             EventKind::Revoked => "revoked",
@@ -68,6 +72,7 @@ pub struct Event {
 #[derive(Debug, Clone)]
 pub struct Events {
     store: Store,
+    audit: AuditLog,
     clock: Arc<dyn Clock>,
     hook: Option<String>,
     /// Hooks running at once: a mass swap emits 100k events, and 100k
@@ -88,11 +93,18 @@ const HOOKS_AT_ONCE: usize = 4;
 const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Events {
-    /// Events recorded in `store`, and run through `hook` (`sh -c`) when set.
-    pub fn new(store: Store, clock: Arc<dyn Clock>, hook: Option<String>) -> Events {
+    /// Events recorded in `store` and `audit`, and run through `hook`
+    /// (`sh -c`) when set.
+    pub fn new(
+        store: Store,
+        audit: AuditLog,
+        clock: Arc<dyn Clock>,
+        hook: Option<String>,
+    ) -> Events {
         let (tx, _) = broadcast::channel(1024);
         Events {
             store,
+            audit,
             clock,
             hook,
             hooks_running: Arc::new(tokio::sync::Semaphore::new(HOOKS_AT_ONCE)),
@@ -146,6 +158,24 @@ impl Events {
         if let Err(e) = self.store.record_events(&rows).await {
             tracing::warn!(error = %e, "cannot record events");
         }
+        // Failed steps are for the operator, not the audit trail.
+        let audited: Vec<AuditRecord> = events
+            .iter()
+            .filter(|e| e.kind != EventKind::Failed)
+            .map(|e| AuditRecord {
+                at,
+                by: "agent",
+                event: e.kind.as_str().to_string(),
+                fields: serde_json::Map::from_iter([
+                    ("certificate".to_string(), e.name.clone().into()),
+                    ("slot".to_string(), e.slot.as_str().into()),
+                    ("detail".to_string(), e.detail.clone().into()),
+                ]),
+            })
+            .collect();
+        if let Err(e) = self.audit.append(audited).await {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
         // A mass swap is one log line, not 100k (each line is a write to
         // stderr); every event is still in the store and at debug level.
         let one_by_one = events.len() <= LOG_EACH_UP_TO;
@@ -157,6 +187,8 @@ impl Events {
             );
         }
         for event in events {
+            metrics::counter!("certkeeper_events_total", "event" => event.kind.as_str())
+                .increment(1);
             if one_by_one {
                 tracing::info!(event = event.kind.as_str(), certificate = %event.name, slot = %event.slot, detail = %event.detail, "event");
             } else {

@@ -212,7 +212,7 @@ fn config(opts: &FleetOptions) -> Config {
                 deploy: Vec::new(),
             })
             .collect(),
-        status: None,
+        admin: None,
         dns_servers: Vec::new(),
     }
 }

@@ -152,7 +152,20 @@ impl Agent {
         row.order_key_pem = Some(key_pem);
         row.fingerprint = cert.fingerprint(issuer_config, &self.config.agent);
         self.store.put_slot(&row, self.now()).await?;
+        self.events
+            .emit(
+                EventKind::Ordered,
+                &cert.name,
+                slot,
+                format!(
+                    "order {} at {}",
+                    row.order_url.as_deref().unwrap_or("-"),
+                    issuer_config.name
+                ),
+            )
+            .await;
         crash_point("order-created");
+        crate::faults::stall_point("order-created").await;
         self.complete(cert, slot).await
     }
 

@@ -22,6 +22,8 @@ pub enum JobEnd<T> {
     Done(T),
     /// It panicked; the message, for the log.
     Panicked(String),
+    /// The runner was closed before the job got its permits: it never ran.
+    NotStarted,
 }
 
 /// Bounded concurrent execution of jobs.
@@ -31,6 +33,8 @@ pub struct Runner<T> {
     per_issuer: HashMap<String, Arc<Semaphore>>,
     per_issuer_limit: usize,
     tasks: JoinSet<(JobKey, JobEnd<T>)>,
+    /// Jobs not yet returned by [`Runner::next`], per certificate.
+    per_certificate: HashMap<String, usize>,
 }
 
 impl<T: Send + 'static> Runner<T> {
@@ -41,6 +45,7 @@ impl<T: Send + 'static> Runner<T> {
             per_issuer: HashMap::new(),
             per_issuer_limit: per_issuer.max(1),
             tasks: JoinSet::new(),
+            per_certificate: HashMap::new(),
         }
     }
 
@@ -50,6 +55,10 @@ impl<T: Send + 'static> Runner<T> {
     where
         F: Future<Output = T> + Send + 'static,
     {
+        *self
+            .per_certificate
+            .entry(key.name().to_string())
+            .or_default() += 1;
         let global = Arc::clone(&self.global);
         let local = issuer.map(|i| {
             Arc::clone(
@@ -61,11 +70,18 @@ impl<T: Send + 'static> Runner<T> {
         self.tasks.spawn(async move {
             // Issuer first: a job waiting for a slow CA must not hold one of
             // the global permits other issuers' jobs need.
+            // A closed semaphore (shutdown) fails the acquire: the job
+            // must not start then.
             let _local = match &local {
-                Some(s) => s.acquire().await.ok(),
+                Some(s) => match s.acquire().await {
+                    Ok(permit) => Some(permit),
+                    Err(_) => return (key, JobEnd::NotStarted),
+                },
                 None => None,
             };
-            let _global = global.acquire().await.ok();
+            let Ok(_global) = global.acquire().await else {
+                return (key, JobEnd::NotStarted);
+            };
             let inner = tokio::spawn(job);
             let end = match inner.await {
                 Ok(v) => JobEnd::Done(v),
@@ -80,11 +96,43 @@ impl<T: Send + 'static> Runner<T> {
     pub async fn next(&mut self) -> Option<(JobKey, JobEnd<T>)> {
         loop {
             match self.tasks.join_next().await? {
-                Ok(done) => return Some(done),
+                Ok(done) => {
+                    let name = done.0.name();
+                    if let Some(n) = self.per_certificate.get_mut(name) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.per_certificate.remove(name);
+                        }
+                    }
+                    return Some(done);
+                }
                 // The wrapper itself only fails if aborted; keep going.
                 Err(e) => tracing::error!(error = %e, "job wrapper failed"),
             }
         }
+    }
+
+    /// Starts nothing more: jobs waiting for a permit, and jobs spawned
+    /// from now on, end as [`JobEnd::NotStarted`]; running jobs go on.
+    pub fn close(&self) {
+        self.global.close();
+        for s in self.per_issuer.values() {
+            s.close();
+        }
+    }
+
+    /// Cancels every job still running, at its next await point, and
+    /// returns how many there were. As safe as a `kill -9`: every job
+    /// persists each step before the next, and resumes from the store.
+    pub fn abort_all(&mut self) -> usize {
+        let n = self.tasks.len();
+        self.tasks.abort_all();
+        n
+    }
+
+    /// Whether a job for certificate `name` is running or waiting.
+    pub fn busy(&self, name: &str) -> bool {
+        self.per_certificate.contains_key(name)
     }
 
     /// Jobs running or waiting for a permit.
@@ -137,6 +185,49 @@ mod tests {
             }
         }
         assert_eq!((done, panicked), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_closed_runner_starts_nothing_more_and_running_jobs_finish() {
+        let mut r: Runner<u32> = Runner::new(1, 1);
+        let (release, hold) = tokio::sync::oneshot::channel::<()>();
+        r.spawn(key(0), Some("ca"), async move {
+            let _ = hold.await;
+            1
+        });
+        r.spawn(key(1), Some("ca"), async { 2 });
+        tokio::task::yield_now().await;
+        r.close();
+        r.spawn(key(2), None, async { 3 });
+        let _ = release.send(());
+        let mut ends = Vec::new();
+        while let Some((_, end)) = r.next().await {
+            ends.push(match end {
+                JobEnd::Done(v) => v,
+                JobEnd::NotStarted => 0,
+                JobEnd::Panicked(m) => panic!("{m}"),
+            });
+        }
+        ends.sort();
+        assert_eq!(
+            ends,
+            vec![0, 0, 1],
+            "the running job finished, the others never ran"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_certificate_is_busy_until_its_last_job_is_collected() {
+        let mut r: Runner<()> = Runner::new(4, 4);
+        r.spawn(JobKey::Slot("a".into(), Slot::Primary), Some("x"), async {});
+        r.spawn(JobKey::Slot("a".into(), Slot::Backup), Some("y"), async {
+            tokio::time::sleep(Duration::from_millis(50)).await
+        });
+        assert!(r.busy("a") && !r.busy("b"));
+        r.next().await.expect("one ends");
+        assert!(r.busy("a"), "the other slot's job still runs");
+        r.next().await.expect("the other ends");
+        assert!(!r.busy("a"));
     }
 
     #[tokio::test]

@@ -58,7 +58,29 @@ pub struct RunningCa {
 impl RunningCa {
     /// Waits until the server stops (it only stops on error or shutdown).
     pub async fn wait(self) -> Result<(), CaError> {
-        let r = self.server.await;
+        self.run_until(std::future::pending(), Duration::ZERO).await
+    }
+
+    /// Serves until `shutdown` completes, then takes no new connection and
+    /// gives requests in flight `grace` to finish. Cutting one short is
+    /// safe: every RA step is a transaction, and a signature's intent is on
+    /// the record before it is made.
+    pub async fn run_until(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+        grace: Duration,
+    ) -> Result<(), CaError> {
+        let early = tokio::select! {
+            r = &mut self.server => Some(r),
+            () = shutdown => None,
+        };
+        let r = match early {
+            Some(r) => r,
+            None => {
+                self.handle.graceful_shutdown(Some(grace));
+                (&mut self.server).await
+            }
+        };
         self.refresher.abort();
         match r {
             Ok(Ok(())) => Ok(()),
@@ -67,7 +89,7 @@ impl RunningCa {
         }
     }
 
-    /// Stops serving.
+    /// Stops serving at once.
     pub fn shutdown(&self) {
         self.handle.shutdown();
         self.refresher.abort();
@@ -119,6 +141,7 @@ pub async fn start(config: CaConfig, clock: Arc<dyn Clock>) -> Result<RunningCa,
         Arc::clone(&policy),
         Arc::clone(&clock),
         config.eab_required,
+        certkeeper_store::audit::AuditLog::in_dir(&config.data_dir),
     ));
     ra.resume().await?;
 

@@ -3,17 +3,15 @@
 
 use clap::Parser;
 
+mod admin;
 mod cmd;
 
 fn main() -> std::process::ExitCode {
     let cli = cmd::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CERTKEEPER_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = init_logging() {
+        eprintln!("error: {e}");
+        return std::process::ExitCode::from(2);
+    }
     // One crypto provider for every rustls user in the process.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -33,4 +31,25 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Logs go to stderr, filtered by `CERTKEEPER_LOG` (default `info`), as
+/// text or, with `CERTKEEPER_LOG_FORMAT=json`, one JSON object per line for
+/// log shippers.
+fn init_logging() -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CERTKEEPER_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match std::env::var("CERTKEEPER_LOG_FORMAT").as_deref() {
+        Err(_) | Ok("text") => builder.init(),
+        Ok("json") => builder.json().init(),
+        Ok(other) => {
+            return Err(format!(
+                "CERTKEEPER_LOG_FORMAT={other:?} is not a log format: use text or json"
+            ));
+        }
+    }
+    Ok(())
 }

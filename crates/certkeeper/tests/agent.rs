@@ -6,25 +6,28 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use certkeeper_harness::{Bind, CaOptions, CertkeeperCa, Pebble, free_port, openssl_verify};
+use certkeeper_harness::{
+    AgentDir, Bind, CaOptions, CertkeeperCa, Pebble, free_port, openssl_verify,
+};
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_certkeeper"))
 }
 
+/// The agent's directory; its helpers panic with what went wrong.
 struct Setup {
-    dir: tempfile::TempDir,
+    agent: AgentDir,
 }
 
 impl Setup {
     fn new() -> Setup {
         Setup {
-            dir: tempfile::tempdir().expect("tempdir"),
+            agent: AgentDir::new(bin()).expect("agent dir"),
         }
     }
 
     fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
+        self.agent.path(p)
     }
 
     /// Writes certkeeper.toml for one certificate `web` from one issuer.
@@ -54,49 +57,21 @@ reload = "touch {deploy}/reloaded"
             root = root.display(),
             deploy = deploy.display(),
         );
-        let path = self.path("certkeeper.toml");
-        std::fs::write(&path, text).expect("write config");
-        path
+        self.agent.write_config(&text).expect("write config");
+        self.agent.config_path()
     }
 
     fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(bin());
-        cmd.args(args)
-            .arg("--config")
-            .arg(self.path("certkeeper.toml"));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.output().expect("run certkeeper")
+        self.agent.run(args, env).expect("run certkeeper")
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args, &[]);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "certkeeper {args:?} failed:\n{text}");
-        text
+        self.agent.ok(args).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     fn status(&self) -> serde_json::Value {
-        let out = self.run(&["status", "--json"], &[]);
-        assert!(out.status.success(), "status failed: {out:?}");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let json = text.find('{').map(|i| &text[i..]).unwrap_or("{}");
-        serde_json::from_str::<serde_json::Value>(json).expect("status json")["certificates"][0]
-            .clone()
+        self.agent.status().expect("status")["certificates"][0].clone()
     }
-}
-
-fn issued_by(ca: &CertkeeperCa) -> usize {
-    ca.list()
-        .expect("ca list")
-        .as_array()
-        .map(Vec::len)
-        .unwrap_or(0)
 }
 
 /// Issue, deploy (files, modes, reload), reuse on the next run, forced
@@ -180,7 +155,11 @@ fn a_crash_mid_order_is_finished_by_the_next_run() {
 
         let done = s.ok(&["issue", "web"]);
         assert!(done.contains("obtained serial"), "{point}: {done}");
-        assert_eq!(issued_by(&ca), 1, "{point}: one certificate, not two");
+        assert_eq!(
+            ca.issued_count().expect("ca list"),
+            1,
+            "{point}: one certificate, not two"
+        );
         assert_eq!(s.status()["state"], "valid");
     }
 }

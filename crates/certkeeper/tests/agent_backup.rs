@@ -6,28 +6,20 @@
 //! serve it again. Also: the operator's swap, and crashes at the new steps.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use certkeeper_harness::{
-    Bind, CaOptions, Certbot, CertkeeperCa, Pebble, free_port, openssl_serial_hex, served_serial,
+    AgentDir, Bind, CaOptions, Certbot, CertkeeperCa, Daemon, Pebble, free_port,
+    openssl_serial_hex, served_serial, wait_for,
 };
 
 const NAME: &str = "backup.example.test";
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_certkeeper"))
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Both CAs, validating http-01 on the same port (the agent has one responder).
@@ -76,7 +68,7 @@ fn two_cas() -> Cas {
 }
 
 struct Setup {
-    dir: tempfile::TempDir,
+    agent: AgentDir,
     status_port: u16,
 }
 
@@ -88,7 +80,7 @@ impl Setup {
     /// `agent` is extra `[agent]` TOML lines.
     fn with_agent_settings(cas: &Cas, return_to_primary: bool, agent: &str) -> Setup {
         let s = Setup {
-            dir: tempfile::tempdir().expect("tempdir"),
+            agent: AgentDir::new(bin()).expect("agent dir"),
             status_port: free_port(),
         };
         let deploy = s.path("deploy");
@@ -137,45 +129,24 @@ certificate = "web"
             hooked = s.path("hooked").display(),
             status_port = s.status_port,
         );
-        std::fs::write(s.config(), text).expect("config");
+        s.agent.write_config(&text).expect("config");
         s
     }
 
     fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-
-    fn config(&self) -> PathBuf {
-        self.path("certkeeper.toml")
+        self.agent.path(p)
     }
 
     fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(bin());
-        cmd.args(args).arg("--config").arg(self.config());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.output().expect("run certkeeper")
+        self.agent.run(args, env).expect("run certkeeper")
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args, &[]);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "certkeeper {args:?} failed:\n{text}");
-        text
+        self.agent.ok(args).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     fn status(&self) -> serde_json::Value {
-        let out = self.run(&["status", "--json"], &[]);
-        assert!(out.status.success(), "status failed: {out:?}");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let json = text.find('{').map(|i| &text[i..]).unwrap_or("{}");
-        serde_json::from_str::<serde_json::Value>(json).expect("status json")["certificates"][0]
-            .clone()
+        self.agent.status().expect("status")["certificates"][0].clone()
     }
 
     fn slot(&self, slot: &str) -> serde_json::Value {
@@ -186,18 +157,7 @@ certificate = "web"
     }
 
     fn daemon(&self) -> Daemon {
-        let log = std::fs::File::create(self.path("daemon.log")).expect("log");
-        Daemon(
-            Command::new(bin())
-                .arg("up")
-                .arg("--config")
-                .arg(self.config())
-                .stdout(log.try_clone().expect("log"))
-                .stderr(log)
-                .stdin(Stdio::null())
-                .spawn()
-                .expect("spawn daemon"),
-        )
+        self.agent.spawn_daemon(&[]).expect("spawn daemon")
     }
 
     fn daemon_log(&self) -> String {
@@ -216,19 +176,8 @@ certificate = "web"
         openssl_serial_hex(&self.path(&format!("deploy/{sub}cert.pem"))).expect("deployed serial")
     }
 
-    fn wait<T>(&self, what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(v) = f() {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: not within {within:?}\n{}",
-                self.daemon_log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+    fn wait<T>(&self, what: &str, within: Duration, f: impl FnMut() -> Option<T>) -> T {
+        wait_for(what, within, f).unwrap_or_else(|e| panic!("{e}\n{}", self.daemon_log()))
     }
 }
 

@@ -157,6 +157,14 @@ impl CertkeeperCa {
         serde_json::from_slice(&out.stdout).context("parsing `certkeeper ca list --json`")
     }
 
+    /// How many certificates the CA has issued (`ca list`).
+    pub fn issued_count(&self) -> anyhow::Result<usize> {
+        let list = self.list()?;
+        list.as_array()
+            .map(Vec::len)
+            .with_context(|| format!("`ca list --json` is not an array: {list}"))
+    }
+
     /// The CRL the CA serves, DER.
     pub fn crl_der(&self) -> anyhow::Result<Vec<u8>> {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));

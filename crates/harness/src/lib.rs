@@ -21,6 +21,7 @@
 //! Set `CERTKEEPER_HARNESS_KEEP=1` to keep the temporary directories (configs,
 //! logs, certificates) after the test for inspection.
 
+mod agent_dir;
 mod bind;
 mod certkeeper_ca;
 mod clients;
@@ -34,6 +35,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
+pub use agent_dir::{AgentDir, Daemon, wait_for};
 pub use bind::Bind;
 pub use certkeeper_ca::{CaOptions, CertkeeperCa};
 pub use clients::{Certbot, CertbotCert, Lego, LegoCert, LegoChallenge};

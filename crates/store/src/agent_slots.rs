@@ -123,6 +123,16 @@ pub struct EventRow {
     pub detail: String,
 }
 
+fn event_from(r: &sqlx::any::AnyRow) -> Result<EventRow, StoreError> {
+    Ok(EventRow {
+        at: r.try_get("at")?,
+        name: r.try_get("name")?,
+        slot: r.try_get("slot")?,
+        kind: r.try_get("kind")?,
+        detail: r.try_get("detail")?,
+    })
+}
+
 const SLOT_COLUMNS: &str = "name, slot, fingerprint, current_issuer, current_serial, order_url, order_key_pem, \
      failures, next_attempt, last_error, ari_start, ari_end, ari_chosen, ari_next_poll, crl_next_check";
 
@@ -803,6 +813,17 @@ impl Store {
         Ok(())
     }
 
+    /// The `limit` most recent events, newest first.
+    pub async fn recent_events(&self, limit: i64) -> Result<Vec<EventRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at, name, slot, kind, detail FROM agent_events ORDER BY at DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(event_from).collect()
+    }
+
     /// Events at or after `since`, oldest first, at most `limit`.
     pub async fn events_since(&self, since: i64, limit: i64) -> Result<Vec<EventRow>, StoreError> {
         let rows = sqlx::query(
@@ -812,17 +833,7 @@ impl Store {
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(EventRow {
-                    at: r.try_get("at")?,
-                    name: r.try_get("name")?,
-                    slot: r.try_get("slot")?,
-                    kind: r.try_get("kind")?,
-                    detail: r.try_get("detail")?,
-                })
-            })
-            .collect()
+        rows.iter().map(event_from).collect()
     }
 
     /// A counter that changes whenever a command outside the daemon changes

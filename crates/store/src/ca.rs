@@ -367,6 +367,21 @@ impl Store {
             .collect::<Result<_, _>>()?)
     }
 
+    /// Certificates issued per hour since `since` (unix seconds): (start of
+    /// the hour, count), oldest first; hours with none are absent.
+    pub async fn issued_per_hour(&self, since: i64) -> Result<Vec<(i64, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT (issued_at / 3600) * 3600 AS hour, COUNT(*) AS n FROM ca_certificates \
+             WHERE issued_at >= $1 GROUP BY (issued_at / 3600) ORDER BY hour",
+        )
+        .bind(since)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<i64, _>("hour")?, r.try_get::<i64, _>("n")?)))
+            .collect()
+    }
+
     /// Revoked certificates that have not expired by `now`: the CRL's entries.
     pub async fn revoked_unexpired(&self, now: i64) -> Result<Vec<CertificateRow>, StoreError> {
         let rows = sqlx::query(concat!(

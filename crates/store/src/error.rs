@@ -14,6 +14,16 @@ pub enum StoreError {
     /// or written by a newer version.
     #[error("stored record {0} is corrupt: {1}")]
     Corrupt(String, String),
+    /// The audit log's chain is broken at `line`.
+    #[error("{path}, line {line}: {reason}")]
+    AuditBroken {
+        /// The file.
+        path: String,
+        /// 1-based line number.
+        line: u64,
+        /// What does not hold there.
+        reason: String,
+    },
     /// A uniqueness rule refused the write (e.g. an account key already in use).
     #[error("{0} already exists")]
     Conflict(String),

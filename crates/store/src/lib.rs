@@ -7,6 +7,7 @@
 mod agent;
 mod agent_dns;
 mod agent_slots;
+pub mod audit;
 mod ca;
 mod ca_issuance;
 mod ca_limits;

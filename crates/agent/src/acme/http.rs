@@ -211,10 +211,22 @@ impl HttpClient for TimedHttpClient {
         let timeout = self.timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let uri = req.uri().to_string();
+        let (host, endpoint) = metric_labels(req.uri());
         let fut = self.inner.request(req);
         let retry_after = self.retry_after.clone();
         Box::pin(async move {
-            match tokio::time::timeout_at(deadline, fut).await {
+            let started = std::time::Instant::now();
+            let result = tokio::time::timeout_at(deadline, fut).await;
+            let status = match &result {
+                Ok(Ok(rsp)) => rsp.status().as_u16().to_string(),
+                Ok(Err(_)) => "error".to_string(),
+                Err(_) => "timeout".to_string(),
+            };
+            let labels = [("host", host), ("endpoint", endpoint), ("status", status)];
+            metrics::counter!("certkeeper_acme_client_request_count", &labels).increment(1);
+            metrics::histogram!("certkeeper_acme_client_request_duration_seconds", &labels)
+                .record(started.elapsed().as_secs_f64());
+            match result {
                 Ok(Ok(rsp)) => {
                     // Refuse an announced oversize body before reading any of it.
                     let declared = rsp
@@ -278,6 +290,26 @@ impl HttpClient for TimedHttpClient {
             }
         })
     }
+}
+
+/// The CA (host:port) and the endpoint of a request, for metric labels:
+/// the path up to its first segment that looks like an id (a digit and 8
+/// characters or more), so `/acme/order/Xy12…` and `/authZ/…` stay a few
+/// series per CA, not one per order.
+fn metric_labels(uri: &hyper::Uri) -> (String, String) {
+    let host = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+    let mut endpoint = String::new();
+    for segment in uri.path().split('/').filter(|s| !s.is_empty()) {
+        if segment.len() >= 8 && segment.bytes().any(|b| b.is_ascii_digit()) {
+            break;
+        }
+        endpoint.push('/');
+        endpoint.push_str(segment);
+    }
+    if endpoint.is_empty() {
+        endpoint.push('/');
+    }
+    (host, endpoint)
 }
 
 struct TimedBody {
@@ -349,6 +381,18 @@ fn problem_body(status: StatusCode, uri: &str, body: Bytes) -> Bytes {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn metric_labels_drop_ids_from_paths() {
+        let l = |u: &str| super::metric_labels(&u.parse().unwrap());
+        assert_eq!(
+            l("https://ca.test:14000/acme/order/Xy12ab34cd56"),
+            ("ca.test:14000".into(), "/acme/order".into())
+        );
+        assert_eq!(l("https://127.0.0.1:14000/authZ/q1w2e3r4t5").1, "/authZ");
+        assert_eq!(l("https://ca.test/directory").1, "/directory");
+        assert_eq!(l("https://ca.test/").1, "/");
+    }
     use super::*;
 
     #[test]

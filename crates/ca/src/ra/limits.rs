@@ -352,6 +352,8 @@ impl Ra {
             &utc(now_s + retry_after_secs),
         );
         tracing::info!(limit = t.name.as_str(), key = %t.key, retry_after_secs, "rate limited");
+        metrics::counter!("certkeeper_ca_rate_limit_denials_total", "limit" => t.name.as_str())
+            .increment(1);
         Err(CaError::RateLimited {
             detail,
             retry_after_secs: retry_after_secs.max(1) as u64,

@@ -40,6 +40,8 @@ pub struct Ra {
     /// it: two refreshes interleaved could publish the older list last,
     /// with the higher CRL number.
     crl_lock: tokio::sync::Mutex<()>,
+    /// Every signature and revocation, in a file that outlives the database.
+    audit: certkeeper_store::audit::AuditLog,
 }
 
 /// An account loaded for a request: row plus parsed document.
@@ -60,6 +62,7 @@ impl Ra {
         policy: Arc<Policy>,
         clock: Arc<dyn Clock>,
         eab_required: bool,
+        audit: certkeeper_store::audit::AuditLog,
     ) -> Ra {
         Ra {
             store,
@@ -69,7 +72,30 @@ impl Ra {
             clock,
             eab_required,
             crl_lock: tokio::sync::Mutex::new(()),
+            audit,
         }
+    }
+
+    /// Appends one record to the audit log (fsynced when it returns).
+    pub(crate) async fn audit(
+        &self,
+        event: &str,
+        fields: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), CaError> {
+        self.audit
+            .append(vec![certkeeper_store::audit::AuditRecord {
+                at: self.clock.now(),
+                by: "ca",
+                event: event.to_string(),
+                fields,
+            }])
+            .await
+            .map_err(|e| CaError::Internal(format!("cannot write the audit log: {e}")))
+    }
+
+    /// The CA's store (read by the admin dashboard).
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The policy in force (the WFE renders profiles from it).

@@ -140,14 +140,18 @@ impl Ra {
             .limit_exemptions(account, req.replaces.as_deref(), &idents)
             .await?;
         let limit_txns = new_order_txns(account, &idents, exempt);
-        self.create_order(
-            account,
-            req.replaces,
-            idents,
-            profile.name.clone(),
-            &limit_txns,
-        )
-        .await
+        let order = self
+            .create_order(
+                account,
+                req.replaces,
+                idents,
+                profile.name.clone(),
+                &limit_txns,
+            )
+            .await?;
+        metrics::counter!("certkeeper_ca_orders_total", "profile" => profile.name.clone())
+            .increment(1);
+        Ok(order)
     }
 
     /// Let's Encrypt's pausing: an identifier this account failed to validate
@@ -711,6 +715,7 @@ impl Ra {
         // Boulder's order: reserve the serial and record the intent, then
         // sign. Every signature the key makes has a row, whatever follows.
         let spki_sha256 = crate::issuer::sha256_hex(&request.spki_der);
+        let spki_sha256_for_audit = spki_sha256.clone();
         let signed = match self.pki.prepare(request, now) {
             Ok(prepared) => {
                 let serial = prepared.serial_hex();
@@ -729,6 +734,29 @@ impl Ra {
                         updated_at: now,
                     })
                     .await?;
+                // No signature without its audit record.
+                let audited = self
+                    .audit(
+                        "signing",
+                        serde_json::json!({
+                            "serial": serial,
+                            "names": names,
+                            "account": order.row.account_id,
+                            "order": order.row.id,
+                            "spki_sha256": spki_sha256_for_audit,
+                            "profile": profile.name,
+                        })
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                    )
+                    .await;
+                if let Err(e) = audited {
+                    self.store
+                        .close_issuance(&serial, "failed", &e.to_string(), None, now)
+                        .await?;
+                    return Err(e);
+                }
                 let signed = self.pki.sign(prepared);
                 if let Err(e) = &signed {
                     self.store
@@ -800,6 +828,8 @@ impl Ra {
                 "order was finalized by a concurrent request",
             ));
         }
+        metrics::counter!("certkeeper_ca_issued_total", "profile" => profile.name.clone())
+            .increment(1);
         tracing::info!(serial = %cert.serial, names = %cert.names, "issued");
         Ok(order)
     }

@@ -153,6 +153,7 @@ impl Ra {
             revoked_at: now,
             recorded_at: now,
         };
+        let mut cascaded_serials: Vec<String> = Vec::new();
         let outcome = if method == Method::CertificateKey {
             let cap = self.policy.revocation.max_cascade;
             let out = self.store.revoke_key_compromise(&record, cap, now).await?;
@@ -163,6 +164,7 @@ impl Ra {
             if out.primary == RevokeOutcome::Unchanged {
                 return Err(already_revoked(&serial));
             }
+            cascaded_serials.clone_from(&out.cascaded);
             Revoked {
                 serial,
                 reason,
@@ -183,6 +185,34 @@ impl Ra {
                 cascaded: 0,
             }
         };
+        // After the commit: the revocation stands whatever happens to the
+        // file, and its row carries the same facts.
+        let audited = self
+            .audit(
+                "revoked",
+                serde_json::json!({
+                    "serial": outcome.serial,
+                    "reason": reason,
+                    "signed_by": method.as_str(),
+                    "requester": record.requester,
+                    "spki_sha256": record.spki_sha256,
+                    "key_blocked": outcome.key_blocked,
+                    "cascaded": cascaded_serials,
+                })
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            )
+            .await;
+        if let Err(e) = audited {
+            tracing::error!(serial = %outcome.serial, error = %e, "revocation not in the audit log");
+        }
+        metrics::counter!(
+            "certkeeper_ca_revoked_total",
+            "reason" => reason.to_string(),
+            "signed_by" => method.as_str(),
+        )
+        .increment(1 + outcome.cascaded as u64);
         tracing::info!(serial = %outcome.serial, reason, method = method.as_str(), cascaded = outcome.cascaded, "revoked");
         Ok(outcome)
     }

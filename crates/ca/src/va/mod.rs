@@ -104,7 +104,7 @@ impl Va {
                 ))),
             }
         };
-        match tokio::time::timeout(VALIDATION_TIMEOUT, work).await {
+        let result = match tokio::time::timeout(VALIDATION_TIMEOUT, work).await {
             Ok(r) => r,
             Err(_) => Err(CaError::acme(
                 ProblemType::Connection,
@@ -114,7 +114,14 @@ impl Va {
                     VALIDATION_TIMEOUT.as_secs()
                 ),
             )),
-        }
+        };
+        metrics::counter!(
+            "certkeeper_ca_validations_total",
+            "type" => v.challenge.clone(),
+            "outcome" => if result.is_ok() { "valid" } else { "invalid" },
+        )
+        .increment(1);
+        result
     }
 
     /// The addresses to contact for an identifier: the IP itself, or the

@@ -98,6 +98,7 @@ impl Wfe {
             .route("/acme/cert/{serial}", post(certificate))
             .route("/crl/{name}", get(crl))
             .route("/terms", get(|| async { TERMS }))
+            .route_layer(axum::middleware::from_fn(request_metrics))
             .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
             .layer(DefaultBodyLimit::max(MAX_BODY))
             // A declared Content-Length above the cap is answered 413 at
@@ -647,4 +648,23 @@ async fn crl(State(w): W, Path(name): Path<String>) -> Response {
         HeaderValue::from_static("application/pkix-crl"),
     );
     resp
+}
+
+/// Request latency by route (the route's pattern, so ids do not make new
+/// series) and status.
+async fn request_metrics(
+    path: axum::extract::MatchedPath,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let endpoint = path.as_str().to_string();
+    let started = std::time::Instant::now();
+    let rsp = next.run(req).await;
+    metrics::histogram!(
+        "certkeeper_ca_request_duration_seconds",
+        "endpoint" => endpoint,
+        "status" => rsp.status().as_u16().to_string(),
+    )
+    .record(started.elapsed().as_secs_f64());
+    rsp
 }

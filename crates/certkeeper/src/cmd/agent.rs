@@ -14,8 +14,6 @@ use certkeeper_ca::{CaConfig, SystemClock};
 use certkeeper_store::Store;
 use clap::Args;
 
-use crate::cmd::status_page;
-
 /// Where the agent commands find their configuration, one rule for all:
 /// `--config FILE` when given; else `./certkeeper.toml` when it exists; else
 /// the embedded defaults that `certkeeper up` recorded in `--data`
@@ -302,23 +300,23 @@ pub async fn once(path: &ConfigArg, name: &str, force: bool) -> anyhow::Result<(
     Ok(())
 }
 
-/// The daemon (`certkeeper up`): the built-in CA if configured, a first
-/// pass over every certificate, the status page, then passes forever.
+/// The daemon (`certkeeper up`): the built-in CA if configured, the status
+/// page, then the agent's passes until SIGTERM or SIGINT. The first pass
+/// runs every certificate concurrently (bounded by the runner), so a large
+/// inventory does not wait in line before the daemon is up.
 pub async fn daemon(config: Config) -> anyhow::Result<()> {
+    // From here on SIGTERM stops cleanly, even during start-up.
+    let shutdown = crate::cmd::Shutdown::listen()?;
     let store = Store::open_dir(&config.data)
         .await
         .with_context(|| format!("opening the store in {}", config.data.display()))?;
+    // Before anything is counted.
+    let metrics = match &config.admin {
+        Some(_) => Some(crate::admin::metrics::Metrics::install()?),
+        None => None,
+    };
     let ca = start_builtin_ca(&config).await?;
     let agent = Agent::new(config.clone(), store.clone());
-    for cert in &config.certificates {
-        match agent.run_once(&cert.name, false).await {
-            Ok(Outcome::Obtained(serial)) => println!("{}: obtained serial {serial}", cert.name),
-            Ok(Outcome::Waiting(_)) => {
-                println!("{}: current certificate reused from the store", cert.name)
-            }
-            Err(e) => println!("{}: {e:#} (will retry after the backoff)", cert.name),
-        }
-    }
     println!("certkeeper is up");
     println!("  data:        {} (SQLite)", config.data.display());
     if let Some(ca) = &ca {
@@ -328,36 +326,44 @@ pub async fn daemon(config: Config) -> anyhow::Result<()> {
             config.data.join("builtin-ca/ca/root.pem").display()
         );
     }
-    for row in agent.status().await?.certificates {
+    println!(
+        "  managing:    {} certificate(s); `certkeeper status` shows each",
+        config.certificates.len()
+    );
+    if let (Some(admin), Some(metrics)) = (&config.admin, metrics) {
+        let server = crate::admin::serve(
+            admin,
+            Arc::clone(&agent),
+            ca.as_ref().map(|ca| Arc::clone(&ca.ra)),
+            metrics,
+        )
+        .await?;
         println!(
-            "  certificate: {} [{}] {}, serial {}, valid until {}, renews at {}",
-            row.name,
-            row.names.join(","),
-            row.state,
-            row.serial.as_deref().unwrap_or("-"),
-            row.not_after.as_deref().unwrap_or("-"),
-            row.next_renewal.as_deref().unwrap_or("-")
+            "  dashboard:   {} (JSON: /api/v1/…, Prometheus: /metrics)",
+            server.url()
         );
-    }
-    if let Some(status) = &config.status {
-        let resolver = agent.resolver(&status.certificate).await?;
-        let page = status_page::serve(status.listen, resolver, store, &status.certificate)
-            .await
-            .with_context(|| format!("cannot serve the status page on {}", status.listen))?;
-        println!("  status page: https://localhost:{}/", page.port());
-        if config.builtin_ca.is_some() {
+        if let Some(token) = &admin.token_file {
             println!(
-                "  try:         curl --cacert {} https://localhost:{}/",
+                "  admin token: {} (actions: Authorization: Bearer …)",
+                token.display()
+            );
+        }
+        if config.builtin_ca.is_some() && admin.certificate.is_some() {
+            println!(
+                "  try:         curl --cacert {} {}",
                 config.data.join("builtin-ca/ca/root.pem").display(),
-                page.port()
+                server.url()
             );
         }
     }
-    println!("Ctrl-C stops.");
-    tokio::select! {
-        r = Arc::clone(&agent).run_forever() => r.map_err(Into::into),
-        _ = tokio::signal::ctrl_c() => { println!("stopping"); Ok(()) }
+    println!("Ctrl-C or SIGTERM stops.");
+    Arc::clone(&agent).run_until(shutdown.requested()).await?;
+    if let Some(ca) = ca {
+        ca.run_until(std::future::ready(()), crate::cmd::ca::CA_SHUTDOWN_GRACE)
+            .await?;
     }
+    println!("stopped");
+    Ok(())
 }
 
 /// Starts the built-in CA when the configuration asks for it.

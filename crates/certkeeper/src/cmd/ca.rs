@@ -11,6 +11,9 @@ use certkeeper_proto::b64;
 use certkeeper_store::Store;
 use clap::Subcommand;
 
+/// How long requests in flight get to finish when the CA is stopped.
+pub const CA_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
     /// Serve the ACME directory at https://ADDR/directory.
@@ -39,6 +42,9 @@ pub enum CaCommand {
         /// against those CAs' published limits).
         #[arg(long)]
         limits: Option<String>,
+        /// Serve Prometheus metrics (plain HTTP) at http://ADDR/metrics.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
         /// Refuse new accounts without external account binding (see `ca eab-add`).
         #[arg(long)]
         require_eab: bool,
@@ -131,9 +137,15 @@ pub async fn run(cmd: CaCommand) -> anyhow::Result<()> {
             tlsalpn01_port,
             policy,
             limits,
+            metrics_listen,
             require_eab,
         } => {
             let policy = load_policy(policy.as_deref(), limits.as_deref())?;
+            // Before the CA starts, so no count is lost.
+            let metrics = match metrics_listen {
+                Some(_) => Some(crate::admin::metrics::Metrics::install()?),
+                None => None,
+            };
             let config = CaConfig {
                 data_dir: data.clone(),
                 listen,
@@ -143,15 +155,21 @@ pub async fn run(cmd: CaCommand) -> anyhow::Result<()> {
                 policy,
                 eab_required: require_eab,
             };
+            let shutdown = crate::cmd::Shutdown::listen()?;
             let ca = certkeeper_ca::start(config, Arc::new(SystemClock)).await?;
             println!("certkeeper CA serving");
             println!("  directory: {}", ca.directory_url);
             println!("  root:      {}", data.join("ca/root.pem").display());
             println!("  CRL:       {}", ca.ra.pki().crl_url());
-            tokio::select! {
-                r = ca.wait() => r?,
-                _ = tokio::signal::ctrl_c() => println!("stopping"),
+            if let (Some(listen), Some(metrics)) = (metrics_listen, metrics) {
+                let addr =
+                    crate::admin::metrics::serve_ca_metrics(listen, Arc::clone(&ca.ra), metrics)
+                        .await?;
+                println!("  metrics:   http://{addr}/metrics");
             }
+            ca.run_until(shutdown.requested(), CA_SHUTDOWN_GRACE)
+                .await?;
+            println!("stopped");
             Ok(())
         }
         CaCommand::ExportRoot { data } => {

@@ -1,11 +1,11 @@
 //! The command tree.
 
 mod agent;
+mod audit;
 mod bench;
 mod ca;
 mod dns;
 mod dns_bench;
-mod status_page;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -113,6 +113,15 @@ enum Command {
     /// Load generators, to measure against a peer in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Print the shell completion script, e.g.
+    /// `certkeeper completions bash > /etc/bash_completion.d/certkeeper`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Certificates through DNS: publish a CSR, fetch the certificate (TLSA records).
     #[command(subcommand)]
     Dns(dns::DnsCommand),
@@ -146,6 +155,51 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events { config, json } => agent::events(&config, json).await,
         Command::Swap { name, to, config } => agent::swap(&config, &name, to).await,
         Command::Dns(c) => dns::run(c).await,
+        Command::Audit(c) => audit::run(c),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "certkeeper",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+    }
+}
+
+/// A request to stop (SIGTERM, what systemd and `docker stop` send, or
+/// SIGINT, Ctrl-C) that any number of tasks can wait for: long-running
+/// commands stop cleanly and exit 0.
+#[derive(Clone, Debug)]
+pub struct Shutdown(tokio::sync::watch::Receiver<bool>);
+
+impl Shutdown {
+    /// Installs the signal handlers now (until then SIGTERM kills the
+    /// process) and starts waiting for one.
+    pub fn listen() -> anyhow::Result<Shutdown> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())
+            .map_err(|e| anyhow::anyhow!("cannot listen for SIGTERM: {e}"))?;
+        let mut int = signal(SignalKind::interrupt())
+            .map_err(|e| anyhow::anyhow!("cannot listen for SIGINT: {e}"))?;
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+                _ = int.recv() => tracing::info!("SIGINT: stopping"),
+            }
+            let _ = tx.send(true);
+        });
+        Ok(Shutdown(rx))
+    }
+
+    /// Completes once a stop was requested.
+    pub async fn requested(mut self) {
+        // An error means the listener is gone, which only happens after it
+        // sent: either way, stop.
+        let _ = self.0.wait_for(|stop| *stop).await;
     }
 }
 

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use certkeeper_agent::config::{
-    AgentSettings, BuiltinCa, CertificateConfig, ChallengeType, Config, IssuerConfig, KeyType,
-    StatusConfig,
+    AdminConfig, AgentSettings, BuiltinCa, CertificateConfig, ChallengeType, Config, IssuerConfig,
+    KeyType,
 };
 use certkeeper_agent::limits::LimitsConfig;
 use clap::Args;
@@ -28,9 +28,11 @@ pub struct UpArgs {
     /// Where the built-in http-01 responder listens; the CA validates there.
     #[arg(long, default_value = "127.0.0.1:5002")]
     http01_listen: SocketAddr,
-    /// Where the HTTPS status page listens.
-    #[arg(long, default_value = "127.0.0.1:8443")]
-    status_listen: SocketAddr,
+    /// Where the admin listener (dashboard, JSON API, /metrics) serves
+    /// HTTPS with the localhost certificate.
+    #[arg(long, alias = "status-listen", default_value = "127.0.0.1:8443")]
+    #[serde(alias = "status_listen")]
+    admin_listen: SocketAddr,
 }
 
 /// The embedded defaults as a configuration.
@@ -77,13 +79,17 @@ fn defaults(args: &UpArgs) -> Config {
             renew_before_days: None,
             deploy: Vec::new(),
         }],
-        status: Some(StatusConfig {
-            listen: args.status_listen,
-            certificate: "localhost".into(),
+        admin: Some(AdminConfig {
+            listen: args.admin_listen,
+            certificate: Some("localhost".into()),
+            token_file: Some(args.data.join(ADMIN_TOKEN)),
         }),
         dns_servers: Vec::new(),
     }
 }
+
+/// The admin API's bearer token, created by `up` on first start (0600).
+const ADMIN_TOKEN: &str = "admin.token";
 
 /// Where `up` records the arguments its embedded defaults came from.
 const RECORDED: &str = "up-defaults.json";
@@ -117,6 +123,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 serde_json::to_string_pretty(&args)?.as_bytes(),
                 certkeeper_store::files::PUBLIC,
             )?;
+            let token = args.data.join(ADMIN_TOKEN);
+            if !token.exists() {
+                let secret: [u8; 32] = rand::random();
+                certkeeper_store::files::write_atomic(
+                    &token,
+                    format!("{}\n", hex::encode(secret)).as_bytes(),
+                    certkeeper_store::files::PRIVATE,
+                )?;
+            }
             defaults(&args)
         }
     };
