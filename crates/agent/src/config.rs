@@ -35,6 +35,9 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// The key rotator (HPKE key configs, signing keys); see docs/config.md.
     pub keys: Option<certkeeper_keys::KeysConfig>,
+    /// Shared RFC 2136 primaries for dns-01 (`[[dns_server]]`).
+    #[serde(default, rename = "dns_server")]
+    pub dns_servers: Vec<crate::dns_config::DnsServerConfig>,
 }
 
 /// The admin listener. Served over TLS with one of the managed
@@ -202,7 +205,7 @@ pub enum ChallengeType {
     /// RFC 8737.
     #[serde(rename = "tls-alpn-01")]
     TlsAlpn01,
-    /// RFC 8555 §8.4, through `dns_hook`.
+    /// RFC 8555 §8.4, through `[certificate.dns]`, `dns_server` or `dns_hook`.
     #[serde(rename = "dns-01")]
     Dns01,
 }
@@ -237,8 +240,14 @@ pub struct CertificateConfig {
     /// http-01 by writing token files under this directory's
     /// `.well-known/acme-challenge/` instead of the built-in responder.
     pub webroot: Option<PathBuf>,
-    /// dns-01 through commands (until the RFC 2136 solver lands).
+    /// dns-01 through commands.
     pub dns_hook: Option<DnsHook>,
+    /// dns-01 by RFC 2136 UPDATE to this server (`[certificate.dns]`).
+    pub dns: Option<crate::dns_config::DnsServerConfig>,
+    /// dns-01 by RFC 2136 UPDATE through the `[[dns_server]]` of this name.
+    pub dns_server: Option<String>,
+    /// Also publish the served certificate as TLSA records (`[certificate.tlsa]`).
+    pub tlsa: Option<crate::dns_config::TlsaDeployConfig>,
     /// Renew this long before expiry instead of at a third of the lifetime
     /// left (ignored when the CA offers an ARI window).
     pub renew_before_days: Option<f64>,
@@ -421,11 +430,6 @@ impl Config {
                     "{at}: wildcard names need challenge = \"dns-01\""
                 )));
             }
-            if c.challenge == ChallengeType::Dns01 && c.dns_hook.is_none() {
-                return Err(err(format!(
-                    "{at}: challenge dns-01 needs a [certificate.dns_hook] with present and cleanup"
-                )));
-            }
             if c.webroot.is_some() && c.challenge != ChallengeType::Http01 {
                 return Err(err(format!("{at}: webroot only applies to http-01")));
             }
@@ -437,6 +441,7 @@ impl Config {
                 )));
             }
         }
+        crate::dns_config::validate(&config).map_err(err)?;
         if let Some(admin) = &config.admin {
             match &admin.certificate {
                 Some(name) if !names.contains(name.as_str()) => {
@@ -504,11 +509,12 @@ impl CertificateConfig {
                 None => format!("listen {}", agent.http01_listen),
             },
             ChallengeType::TlsAlpn01 => format!("listen {}", agent.tlsalpn01_listen),
-            ChallengeType::Dns01 => self
-                .dns_hook
-                .as_ref()
-                .map(|h| format!("{} | {}", h.present, h.cleanup))
-                .unwrap_or_default(),
+            ChallengeType::Dns01 => match (&self.dns_hook, &self.dns, &self.dns_server) {
+                (Some(h), _, _) => format!("{} | {}", h.present, h.cleanup),
+                (_, Some(d), _) => d.fingerprint(),
+                (_, _, Some(name)) => format!("dns_server {name}"),
+                _ => String::new(),
+            },
         };
         format!(
             "{}|{}|{:?}|{:?}|{}|{:?}|{:?}|{solver}",

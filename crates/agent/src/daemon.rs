@@ -114,8 +114,13 @@ impl Agent {
             })
             .collect();
         Arc::new(Agent {
-            solvers: SolverSet::new(config.agent.http01_listen, config.agent.tlsalpn01_listen),
-            targets: Targets::from_config(&config),
+            solvers: SolverSet::new(config.agent.http01_listen, config.agent.tlsalpn01_listen)
+                .with_dns(config.dns_servers.clone(), store.clone(), Arc::clone(&clock)),
+            targets: {
+                let mut t = Targets::from_config(&config);
+                crate::tlsa_target::add_tlsa_targets(&mut t, &config, &clock);
+                t
+            },
             events: Events::new(
                 store.clone(),
                 certkeeper_store::audit::AuditLog::in_dir(&config.data),
@@ -574,6 +579,7 @@ impl Agent {
         let mut shutdown = std::pin::pin!(shutdown);
         self.guard.key_ledger().await?;
         self.resend_pending_revocations().await?;
+        self.remove_abandoned_dns_records().await?;
         let global = self.config.agent.max_concurrent_jobs as usize;
         let per_issuer = self.config.agent.max_concurrent_per_issuer as usize;
         let mut runner: Runner<JobResult> = Runner::new(global, per_issuer);
@@ -821,6 +827,7 @@ impl Agent {
         let cert = self.certificate(name)?.clone();
         self.guard.key_ledger().await?;
         self.resend_pending_revocations().await?;
+        self.remove_abandoned_dns_records().await?;
         let mut runner: Runner<JobResult> = Runner::new(
             self.config.agent.max_concurrent_jobs as usize,
             self.config.agent.max_concurrent_per_issuer as usize,

@@ -228,6 +228,15 @@ pub enum DeployError {
         /// The failed reload.
         outcome: Box<ReloadOutcome>,
     },
+    /// A DNS target (TLSA records) could not be updated; the UPDATE is
+    /// atomic, so the previous records are still served.
+    #[error("cannot publish to {target}: {reason}; the previous records are unchanged")]
+    Dns {
+        /// The target, e.g. `tlsa:_letsencrypt._tcp.HOST`.
+        target: String,
+        /// The DNS error (names the server, zone, key and the fix).
+        reason: String,
+    },
 }
 
 impl DeployError {
@@ -236,7 +245,7 @@ impl DeployError {
     /// anything.
     pub fn files_changed(&self) -> bool {
         match self {
-            Self::Input { .. } | Self::Write { .. } => false,
+            Self::Input { .. } | Self::Write { .. } | Self::Dns { .. } => false,
             Self::Commit { replaced, .. } => !replaced.is_empty(),
             Self::Reload { .. } => true,
         }

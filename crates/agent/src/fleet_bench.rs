@@ -205,12 +205,16 @@ fn config(opts: &FleetOptions) -> Config {
                 challenge: ChallengeType::Http01,
                 webroot: None,
                 dns_hook: None,
+                dns: None,
+                dns_server: None,
+                tlsa: None,
                 renew_before_days: None,
                 deploy: Vec::new(),
             })
             .collect(),
         admin: None,
         keys: None,
+        dns_servers: Vec::new(),
     }
 }
 

@@ -13,6 +13,8 @@ mod bounded_http;
 pub mod config;
 pub mod daemon;
 pub mod deploy;
+pub mod dns01;
+pub mod dns_config;
 pub mod error;
 pub mod events;
 pub mod faults;
@@ -31,6 +33,8 @@ pub mod solver_set;
 pub mod solvers;
 pub mod status;
 pub mod targets;
+pub mod tlsa_fetch;
+pub mod tlsa_target;
 pub mod x509;
 
 pub use error::AgentError;

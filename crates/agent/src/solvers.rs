@@ -1,6 +1,7 @@
 //! Solvers that hand the challenge to something outside the process: a
 //! webroot another web server serves (http-01), and operator commands that
-//! publish a TXT record (dns-01) until the RFC 2136 solver lands.
+//! publish a TXT record (dns-01; the built-in alternative is the RFC 2136
+//! solver in `dns01.rs`).
 
 use std::path::PathBuf;
 use std::time::Duration;

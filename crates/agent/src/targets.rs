@@ -76,6 +76,14 @@ impl Targets {
         }
     }
 
+    /// Adds a target built elsewhere (TLSA records need the clock).
+    pub fn push(&mut self, name: &str, role: Role, target: Box<dyn Deployer>) {
+        self.targets
+            .entry((name.to_string(), role))
+            .or_default()
+            .push(target);
+    }
+
     /// Whether `name` has any target in `role`.
     pub fn has(&self, name: &str, role: Role) -> bool {
         self.targets.contains_key(&(name.to_string(), role))

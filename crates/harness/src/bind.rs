@@ -15,6 +15,12 @@ use crate::{free_port_tcp_udp, require_peer, running_as_root, tempdir};
 
 /// Zone served by [`Bind`]; every name in it resolves to 127.0.0.1.
 const ZONE: &str = "example.test";
+/// A zone no key may update.
+const LOCKED_ZONE: &str = "locked.test";
+/// A second updatable zone, the target of CNAME delegations.
+const DELEGATED_ZONE: &str = "delegated.test";
+/// Every zone a [`Bind`] serves.
+const ZONES: [&str; 3] = [ZONE, LOCKED_ZONE, DELEGATED_ZONE];
 /// TSIG key name allowed to update [`ZONE`].
 const TSIG_KEY_NAME: &str = "certkeeper-test.";
 /// TSIG algorithm of the key, as BIND and nsupdate spell it.
@@ -28,9 +34,17 @@ const TSIG_ALGORITHM: &str = "hmac-sha256";
 /// `ns` and a wildcard, so any name under it resolves to loopback (for
 /// http-01/tls-alpn-01 validation) and `_acme-challenge` TXT records can be
 /// added by RFC 2136 UPDATE (dns-01).
+///
+/// It also serves `locked.test` (no `allow-update`: every UPDATE is
+/// REFUSED) and `delegated.test` (updatable, the target of CNAME
+/// delegations). [`Bind::start_with_secondary`] and
+/// [`Bind::start_secondary`] make a primary/secondary pair (NOTIFY, then
+/// IXFR/AXFR) whose zones list both as NS.
 pub struct Bind {
     daemon: Daemon,
+    ip: Ipv4Addr,
     port: u16,
+    secondary_port: Option<u16>,
     secret_b64: String,
     dir: TempDir,
 }
@@ -39,51 +53,106 @@ impl Bind {
     /// Writes the config and zone into a temp dir, starts `named -g` and
     /// waits until it answers the zone's SOA.
     pub fn start() -> anyhow::Result<Bind> {
+        Bind::launch(Role::Primary { secondary: None })
+    }
+
+    /// A primary whose zones also name a secondary as `ns2.example.test`
+    /// (A 127.0.0.1, on its own port: [`Bind::secondary_port`]), and which
+    /// NOTIFYs it of every change. Start the secondary with
+    /// [`Bind::start_secondary`]. (BIND listens only on interface
+    /// addresses, so both share 127.0.0.1; clients map `ns2` to its port.)
+    pub fn start_with_secondary() -> anyhow::Result<Bind> {
+        Bind::launch(Role::Primary {
+            secondary: Some(free_port_tcp_udp()),
+        })
+    }
+
+    /// A secondary of every zone of `primary` (started with
+    /// [`Bind::start_with_secondary`]), transferring on NOTIFY.
+    pub fn start_secondary(primary: &Bind) -> anyhow::Result<Bind> {
+        let port = primary
+            .secondary_port
+            .context("BIND: the primary was not started with start_with_secondary")?;
+        Bind::launch(Role::Secondary {
+            port,
+            primary: primary.addr(),
+            secret_b64: primary.secret_b64.clone(),
+        })
+    }
+
+    /// The port the secondary of this primary listens on, if it has one.
+    pub fn secondary_port(&self) -> Option<u16> {
+        self.secondary_port
+    }
+
+    fn launch(role: Role) -> anyhow::Result<Bind> {
         let named = require_peer("named");
         require_peer("dig");
         let dir = tempdir("bind")?;
-        let port = free_port_tcp_udp();
-        let secret_b64 = random_secret_b64()?;
+        let ip = Ipv4Addr::LOCALHOST;
+        let (port, secret_b64, secondary_port) = match &role {
+            Role::Primary { secondary } => (free_port_tcp_udp(), random_secret_b64()?, *secondary),
+            Role::Secondary {
+                port, secret_b64, ..
+            } => (*port, secret_b64.clone(), None),
+        };
         let d = dir.path().display().to_string();
 
-        let conf = format!(
+        let notify = match &role {
+            Role::Primary {
+                secondary: Some(port2),
+            } => format!("notify explicit;\n    also-notify {{ 127.0.0.1 port {port2}; }};"),
+            _ => "notify no;".to_owned(),
+        };
+        let mut conf = format!(
             r#"options {{
     directory "{d}";
     pid-file "{d}/named.pid";
     session-keyfile "{d}/session.key";
     managed-keys-directory "{d}";
-    listen-on port {port} {{ 127.0.0.1; }};
+    listen-on port {port} {{ {ip}; }};
     listen-on-v6 {{ none; }};
     recursion no;
     allow-query {{ any; }};
     allow-transfer {{ any; }};
     dnssec-validation no;
-    notify no;
+    {notify}
 }};
 controls {{ }};
 key "{TSIG_KEY_NAME}" {{
     algorithm {TSIG_ALGORITHM};
     secret "{secret_b64}";
 }};
-zone "{ZONE}" {{
-    type primary;
-    file "{d}/{ZONE}.zone";
-    allow-update {{ key "{TSIG_KEY_NAME}"; }};
-}};
 "#
         );
-        let zone = format!(
-            "$ORIGIN {ZONE}.\n$TTL 60\n\
-             @ IN SOA ns.{ZONE}. hostmaster.{ZONE}. ( 1 60 60 600 60 )\n\
-             @ IN NS ns.{ZONE}.\n\
-             @ IN A 127.0.0.1\n\
-             ns IN A 127.0.0.1\n\
-             * IN A 127.0.0.1\n"
-        );
+        for zone in ZONES {
+            match &role {
+                Role::Primary { secondary } => {
+                    let update = if zone == LOCKED_ZONE {
+                        String::new()
+                    } else {
+                        format!("\n    allow-update {{ key \"{TSIG_KEY_NAME}\"; }};")
+                    };
+                    conf.push_str(&format!(
+                        "zone \"{zone}\" {{\n    type primary;\n    file \"{d}/{zone}.zone\";{update}\n}};\n"
+                    ));
+                    std::fs::write(
+                        dir.path().join(format!("{zone}.zone")),
+                        zone_file(zone, secondary.is_some()),
+                    )
+                    .context("BIND: writing a zone file")?;
+                }
+                Role::Secondary { primary, .. } => {
+                    conf.push_str(&format!(
+                        "zone \"{zone}\" {{\n    type secondary;\n    file \"{d}/{zone}.zone\";\n    primaries {{ {} port {}; }};\n}};\n",
+                        primary.ip(),
+                        primary.port()
+                    ));
+                }
+            }
+        }
         let conf_path = dir.path().join("named.conf");
         std::fs::write(&conf_path, conf).context("BIND: writing named.conf")?;
-        std::fs::write(dir.path().join(format!("{ZONE}.zone")), zone)
-            .context("BIND: writing the zone file")?;
 
         let mut cmd = Command::new(named);
         // -g: foreground, log to stderr; -4: no IPv6 sockets at all.
@@ -95,18 +164,40 @@ zone "{ZONE}" {{
         let daemon = Daemon::spawn("BIND (named)", &mut cmd, dir.path().join("named.log"))?;
         let mut bind = Bind {
             daemon,
+            ip,
             port,
+            secondary_port,
             secret_b64,
             dir,
         };
 
         let probe_dir = bind.dir.path().to_path_buf();
         let soa_ready = || -> anyhow::Result<bool> {
-            let answers = dig(&probe_dir, port, ZONE, "SOA", Duration::from_secs(1))?;
-            Ok(!answers.is_empty())
+            for zone in ZONES {
+                let answers = dig(&probe_dir, ip, port, zone, "SOA", Duration::from_secs(1))?;
+                if answers.is_empty() {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
         };
         bind.daemon.wait_ready(Duration::from_secs(15), soa_ready)?;
         Ok(bind)
+    }
+
+    /// The address named listens on (127.0.0.1 for a primary).
+    pub fn ip(&self) -> Ipv4Addr {
+        self.ip
+    }
+
+    /// A zone the TSIG key may NOT update (no `allow-update`): `locked.test`.
+    pub fn locked_zone(&self) -> &str {
+        LOCKED_ZONE
+    }
+
+    /// A second updatable zone, for CNAME delegation: `delegated.test`.
+    pub fn delegated_zone(&self) -> &str {
+        DELEGATED_ZONE
     }
 
     /// The UDP and TCP port named listens on (127.0.0.1 only).
@@ -116,7 +207,7 @@ zone "{ZONE}" {{
 
     /// `127.0.0.1:port`, for resolvers and `pebble -dnsserver`.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+        SocketAddr::from((self.ip, self.port))
     }
 
     /// The dynamic zone this server is authoritative for (`example.test`).
@@ -155,7 +246,7 @@ zone "{ZONE}" {{
     /// line is added unless present.
     pub fn nsupdate(&self, commands: &str) -> anyhow::Result<()> {
         let nsupdate = require_peer("nsupdate");
-        let mut script = format!("server 127.0.0.1 {}\n", self.port);
+        let mut script = format!("server {} {}\n", self.ip, self.port);
         if !commands
             .lines()
             .any(|l| l.trim_start().starts_with("zone "))
@@ -190,6 +281,7 @@ zone "{ZONE}" {{
     pub fn dig(&self, name: &str, rtype: &str) -> anyhow::Result<Vec<String>> {
         dig(
             self.dir.path(),
+            self.ip,
             self.port,
             name,
             rtype,
@@ -198,16 +290,17 @@ zone "{ZONE}" {{
     }
 }
 
-/// `dig @127.0.0.1 -p PORT NAME TYPE +short`, failing on timeouts.
+/// `dig @IP -p PORT NAME TYPE +short`, failing on timeouts.
 fn dig(
     dir: &Path,
+    ip: Ipv4Addr,
     port: u16,
     name: &str,
     rtype: &str,
     per_try: Duration,
 ) -> anyhow::Result<Vec<String>> {
     let mut cmd = Command::new(require_peer("dig"));
-    cmd.arg("@127.0.0.1")
+    cmd.arg(format!("@{ip}"))
         .arg("-p")
         .arg(port.to_string())
         .arg(name)
@@ -219,7 +312,7 @@ fn dig(
     let out = process::run(&mut cmd, "dig", dir, per_try * 3 + Duration::from_secs(2))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if let Some(err) = stdout.lines().find(|l| l.starts_with(";;")) {
-        bail!("dig {name} {rtype} @127.0.0.1:{port}: {err}");
+        bail!("dig {name} {rtype} @{ip}:{port}: {err}");
     }
     Ok(stdout
         .lines()
@@ -227,6 +320,40 @@ fn dig(
         .filter(|l| !l.is_empty())
         .map(String::from)
         .collect())
+}
+
+/// What a [`Bind`] is.
+enum Role {
+    /// The zones' primary; optionally with a secondary to NOTIFY and list as `ns2`.
+    Primary { secondary: Option<u16> },
+    /// A secondary of `primary`'s zones, on `port`.
+    Secondary {
+        port: u16,
+        primary: SocketAddr,
+        secret_b64: String,
+    },
+}
+
+/// A zone file: every name resolves to 127.0.0.1; `ns` (and `ns2`, the
+/// secondary) in `example.test` are the name servers of every zone.
+fn zone_file(zone: &str, secondary: bool) -> String {
+    let mut z = format!(
+        "$ORIGIN {zone}.\n$TTL 60\n\
+         @ IN SOA ns.{ZONE}. hostmaster.{ZONE}. ( 1 60 60 600 60 )\n\
+         @ IN NS ns.{ZONE}.\n\
+         @ IN A 127.0.0.1\n\
+         * IN A 127.0.0.1\n"
+    );
+    if secondary {
+        z.push_str(&format!("@ IN NS ns2.{ZONE}.\n"));
+    }
+    if zone == ZONE {
+        z.push_str("ns IN A 127.0.0.1\n");
+        if secondary {
+            z.push_str("ns2 IN A 127.0.0.1\n");
+        }
+    }
+    z
 }
 
 /// 32 random bytes from the kernel, base64-encoded, as a TSIG secret.

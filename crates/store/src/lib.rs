@@ -5,6 +5,7 @@
 //! placeholders, times as unix seconds in `BIGINT`, blobs as base64 text.
 
 mod agent;
+mod agent_dns;
 mod agent_slots;
 pub mod audit;
 mod ca;
@@ -18,6 +19,7 @@ mod keys;
 mod migrate;
 
 pub use agent::{ManagedCertRow, UnkeyedLedgerRow};
+pub use agent_dns::DnsRecordRow;
 pub use agent_slots::{BlockedKeyRow, CertMeta, EventRow, SlotRow};
 pub use ca::{AccountRow, AuthzRow, CertificateRow, OrderRow};
 pub use ca_issuance::IssuanceRow;

@@ -65,6 +65,31 @@ pub enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// RFC 2136 UPDATEs per second to a server: ours (serial and
+    /// concurrent) against nsupdate, in one run.
+    Dns {
+        /// The zone's primary, ADDRESS:PORT.
+        #[arg(long)]
+        server: SocketAddr,
+        /// The zone to add and delete bench-*.ZONE TXT records in.
+        #[arg(long)]
+        zone: String,
+        /// TSIG key name.
+        #[arg(long)]
+        tsig_key: String,
+        /// TSIG algorithm.
+        #[arg(long, default_value = "hmac-sha256")]
+        tsig_algorithm: String,
+        /// File with the base64 TSIG secret (0600).
+        #[arg(long)]
+        tsig_secret_file: PathBuf,
+        /// Updates per measurement.
+        #[arg(long, default_value_t = 2000)]
+        updates: usize,
+        /// Concurrent updates in the concurrent measurement.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -75,6 +100,26 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             entry_size,
             dir,
         } => super::tlog::bench(entries, concurrency, entry_size, dir).await,
+        BenchCommand::Dns {
+            server,
+            zone,
+            tsig_key,
+            tsig_algorithm,
+            tsig_secret_file,
+            updates,
+            concurrency,
+        } => {
+            super::dns_bench::run(super::dns_bench::DnsBenchOptions {
+                server,
+                zone: &zone,
+                tsig_key: &tsig_key,
+                tsig_algorithm: &tsig_algorithm,
+                tsig_secret_file: &tsig_secret_file,
+                updates,
+                concurrency,
+            })
+            .await
+        }
         BenchCommand::Fleet {
             certs,
             data,

@@ -4,6 +4,8 @@ mod agent;
 mod audit;
 mod bench;
 mod ca;
+mod dns;
+mod dns_bench;
 mod keys;
 mod tlog;
 mod up;
@@ -128,6 +130,9 @@ enum Command {
     /// The built-in CA's transparency log: proofs, and audits by third parties.
     #[command(subcommand)]
     Tlog(tlog::TlogCommand),
+    /// Certificates through DNS: publish a CSR, fetch the certificate (TLSA records).
+    #[command(subcommand)]
+    Dns(dns::DnsCommand),
 }
 
 /// Runs one command.
@@ -159,6 +164,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events { config, json } => agent::events(&config, json).await,
         Command::Swap { name, to, config } => agent::swap(&config, &name, to).await,
         Command::Keys(c) => keys::run(c).await,
+        Command::Dns(c) => dns::run(c).await,
         Command::Audit(c) => audit::run(c),
         Command::Completions { shell } => {
             use clap::CommandFactory;

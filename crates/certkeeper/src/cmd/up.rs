@@ -73,6 +73,9 @@ fn defaults(args: &UpArgs) -> Config {
             challenge: ChallengeType::Http01,
             webroot: None,
             dns_hook: None,
+            dns: None,
+            dns_server: None,
+            tlsa: None,
             renew_before_days: None,
             deploy: Vec::new(),
         }],
@@ -82,6 +85,7 @@ fn defaults(args: &UpArgs) -> Config {
             token_file: Some(args.data.join(ADMIN_TOKEN)),
         }),
         keys: None,
+        dns_servers: Vec::new(),
     }
 }
 
