@@ -6,11 +6,13 @@
 //!
 //! A measurement tool, not a test: figures depend on the machine.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::Context;
 use certkeeper_harness::{Bind, CaOptions, CertkeeperCa};
+
+mod common;
 
 fn rate(bin: &Path, ca: &CertkeeperCa, load: &[String; 2]) -> anyhow::Result<(f64, String)> {
     let out = Command::new(bin)
@@ -35,32 +37,10 @@ fn rate(bin: &Path, ca: &CertkeeperCa, load: &[String; 2]) -> anyhow::Result<(f6
 }
 
 fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let load = [
-        args.next().unwrap_or_else(|| "32".into()),
-        args.next().unwrap_or_else(|| "300".into()),
-    ];
-    let bin = std::env::var_os("CERTKEEPER_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target/release/certkeeper"));
-    anyhow::ensure!(
-        bin.exists(),
-        "{} missing: run scripts/bench-tlog",
-        bin.display()
-    );
+    let load = common::load_args();
+    let bin = common::release_bin("scripts/bench-tlog")?;
     let bind = Bind::start()?;
-    // Limits no bench reaches (as in bench_vs_pebble): the issuance path is measured.
-    let mut text = certkeeper_ca::policy::DEFAULT_POLICY.to_string();
-    for limit in [
-        "NewRegistrationsPerIPAddress",
-        "NewOrdersPerAccount",
-        "CertificatesPerDomain",
-    ] {
-        text = text.replace(
-            &format!("[limits.{limit}]\ncount = "),
-            &format!("[limits.{limit}]\ncount = 1000000000 # "),
-        );
-    }
+    let text = common::unreachable_limits_policy();
     let start = |extra: &[&str]| {
         CertkeeperCa::start(
             &bin,

@@ -6,11 +6,13 @@
 //!
 //! A measurement tool, not a test: figures depend on the machine.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::Context;
 use certkeeper_harness::{Bind, CaOptions, CertkeeperCa, Pebble, process_cpu_time};
+
+mod common;
 
 /// One bench run against one CA.
 struct Run {
@@ -77,34 +79,10 @@ fn bench(
 }
 
 fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let load = [
-        args.next().unwrap_or_else(|| "32".into()),
-        args.next().unwrap_or_else(|| "300".into()),
-    ];
-    let bin = std::env::var_os("CERTKEEPER_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target/release/certkeeper"));
-    anyhow::ensure!(
-        bin.exists(),
-        "{} missing: run scripts/bench-ca (it builds the release binary)",
-        bin.display()
-    );
-
+    let load = common::load_args();
+    let bin = common::release_bin("scripts/bench-ca")?;
     let bind = Bind::start()?;
-    // pebble enforces no rate limits; to compare issuance paths, ours get
-    // limits no bench can reach (the GCRA bookkeeping itself still runs).
-    let mut text = certkeeper_ca::policy::DEFAULT_POLICY.to_string();
-    for limit in [
-        "NewRegistrationsPerIPAddress",
-        "NewOrdersPerAccount",
-        "CertificatesPerDomain",
-    ] {
-        text = text.replace(
-            &format!("[limits.{limit}]\ncount = "),
-            &format!("[limits.{limit}]\ncount = 1000000000 # "),
-        );
-    }
+    let text = common::unreachable_limits_policy();
     let ours = CertkeeperCa::start(
         &bin,
         CaOptions {
