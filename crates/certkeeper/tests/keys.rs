@@ -230,8 +230,9 @@ fn http_get(url: &str) -> Vec<u8> {
 fn the_daemon_rotates_on_its_interval() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    let admin = certkeeper_harness::free_port();
     let text = format!(
-        "data = \"{}\"\n[keys]\nkek_file = \"{}\"\nlisten = \"127.0.0.1:0\"\nsweep_interval_seconds = 1\ncache_refresh_seconds = 1\n\
+        "data = \"{}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[keys]\nkek_file = \"{}\"\nlisten = \"127.0.0.1:0\"\nsweep_interval_seconds = 1\ncache_refresh_seconds = 1\n\
          [keys.hpke]\npending_duration_seconds = 3\nactive_duration_seconds = 3\nexpired_duration_seconds = 30\nmax_age_seconds = 1\n",
         d.join("data").display(),
         d.join("kek").display()
@@ -271,9 +272,20 @@ fn the_daemon_rotates_on_its_interval() {
             break;
         }
     }
+    // The admin listener's /metrics shows the rotator's keys and sweeps.
+    let metrics = String::from_utf8(http_get(&format!("http://127.0.0.1:{admin}/metrics")))
+        .expect("metrics text");
     let _ = daemon.kill();
     let _ = daemon.wait();
     let rotated = rotated.expect("the daemon never rotated the key");
+    for series in [
+        "certkeeper_keys{kind=\"hpke\",state=\"active\"} 1",
+        "certkeeper_keys{kind=\"hpke\",state=\"expired\"} 1",
+        "certkeeper_keys_newest_active_age_seconds{kind=\"hpke\"}",
+        "certkeeper_keys_last_sweep_timestamp_seconds ",
+    ] {
+        assert!(metrics.contains(series), "{series} missing:\n{metrics}");
+    }
     assert_eq!(rotated.len(), 2 + 41);
     assert_ne!(rotated[2], first[2], "a new key id");
     let keys = listed(d);

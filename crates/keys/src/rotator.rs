@@ -134,6 +134,9 @@ impl Rotator {
         for problem in &report.problems {
             tracing::error!("key sweep: {problem}");
         }
+        // A committed sweep, problems or not: the admin listener's
+        // `/metrics` shows how long ago (a stuck rotator is an alert).
+        metrics::gauge!("certkeeper_keys_last_sweep_timestamp_seconds").set(now as f64);
         Ok(report)
     }
 

@@ -132,6 +132,44 @@ async fn refresh_gauges(s: &AdminState) -> anyhow::Result<()> {
     if let Some(ra) = &s.ca {
         refresh_ca_gauges(ra, s.agent.now());
     }
+    if s.agent.config().keys.is_some() {
+        refresh_key_gauges(s).await?;
+    }
+    Ok(())
+}
+
+/// The key rotator's keys by kind and state, and the age of each kind's
+/// newest active key (one that outlives `active_duration` means the
+/// rotator stopped promoting).
+async fn refresh_key_gauges(s: &AdminState) -> anyhow::Result<()> {
+    let rows = s.agent.store().keys_all().await?;
+    let now = s.agent.now();
+    let mut counts: std::collections::BTreeMap<(String, String), u64> = Default::default();
+    let mut newest_active: std::collections::BTreeMap<String, i64> = Default::default();
+    for row in &rows {
+        *counts
+            .entry((row.kind.clone(), row.state.clone()))
+            .or_default() += 1;
+        if row.state == "active" {
+            let t = newest_active
+                .entry(row.kind.clone())
+                .or_insert(row.changed_at);
+            *t = (*t).max(row.changed_at);
+        }
+    }
+    for kind in ["hpke", "signing"] {
+        for state in ["pending", "active", "expired"] {
+            let n = counts
+                .get(&(kind.to_string(), state.to_string()))
+                .copied()
+                .unwrap_or(0);
+            gauge!("certkeeper_keys", "kind" => kind, "state" => state).set(n as f64);
+        }
+    }
+    for (kind, at) in newest_active {
+        gauge!("certkeeper_keys_newest_active_age_seconds", "kind" => kind)
+            .set((now - at).max(0) as f64);
+    }
     Ok(())
 }
 
