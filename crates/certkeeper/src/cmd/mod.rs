@@ -25,7 +25,7 @@ enum Command {
     /// The built-in private ACME certificate authority.
     #[command(subcommand)]
     Ca(ca::CaCommand),
-    /// The main job: built-in CA, a certificate for localhost, an HTTPS status page.
+    /// The main job: built-in CA, a certificate for localhost, the HTTPS dashboard, API and metrics.
     Up(up::UpArgs),
     /// Show every managed certificate: names, issuer, expiry, next renewal, state, last error.
     Status {

@@ -1,8 +1,9 @@
 //! `certkeeper up`: the main job. Without `--config` it runs on embedded
 //! defaults: the built-in CA on loopback, one managed certificate for
 //! `localhost` (kept in the store, reused across restarts, renewed by the
-//! agent), served on an HTTPS status page. The defaults are an ordinary
-//! agent configuration, so both paths run the same daemon.
+//! agent), served on the HTTPS admin listener (dashboard, API, metrics).
+//! The defaults are an ordinary agent configuration, so both paths run the
+//! same daemon.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
