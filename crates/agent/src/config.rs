@@ -497,6 +497,31 @@ impl Config {
 }
 
 impl CertificateConfig {
+    /// A certificate `name` for `names` from `issuer`, every other setting
+    /// at its configuration-file default (http-01, a fresh P-256 key per
+    /// issuance, no backup, no deploy target). For configurations built in
+    /// code (`up`'s defaults, `bench fleet`), so a new setting is defaulted
+    /// once.
+    pub fn new(name: impl Into<String>, names: Vec<String>, issuer: impl Into<String>) -> Self {
+        CertificateConfig {
+            name: name.into(),
+            names,
+            issuer: issuer.into(),
+            backup: None,
+            return_to_primary: default_true(),
+            key: KeyType::default(),
+            reuse_key: false,
+            challenge: ChallengeType::default(),
+            webroot: None,
+            dns_hook: None,
+            dns: None,
+            dns_server: None,
+            tlsa: None,
+            renew_before_days: None,
+            deploy: Vec::new(),
+        }
+    }
+
     /// A fingerprint of everything that decides what is issued and how it
     /// is validated: a change skips the failure backoff (the operator fixed
     /// something, so retrying at once is the point).
@@ -549,6 +574,33 @@ issuer = "le"
 dir = "/etc/ssl/web"
 reload = "systemctl reload nginx"
 "#;
+
+    #[test]
+    fn a_certificate_built_in_code_has_the_file_defaults() {
+        let c = Config::parse(GOOD, "t").expect("valid");
+        let parsed = c.certificate("web").expect("web");
+        let built = CertificateConfig {
+            deploy: parsed.deploy.clone(),
+            ..CertificateConfig::new("web", parsed.names.clone(), "le")
+        };
+        let issuer = &c.issuers[0];
+        assert_eq!(
+            built.fingerprint(issuer, &c.agent),
+            parsed.fingerprint(issuer, &c.agent)
+        );
+        assert_eq!(
+            (
+                built.return_to_primary,
+                built.reuse_key,
+                built.backup.is_none()
+            ),
+            (
+                parsed.return_to_primary,
+                parsed.reuse_key,
+                parsed.backup.is_none()
+            )
+        );
+    }
 
     #[test]
     fn a_good_config_parses_with_defaults() {

@@ -20,9 +20,7 @@ use std::time::{Duration, Instant};
 use certkeeper_proto::clock::{Clock, SystemClock};
 use certkeeper_store::{ManagedCertRow, SlotRow, Store};
 
-use crate::config::{
-    AgentSettings, CertificateConfig, ChallengeType, Config, IssuerConfig, KeyType,
-};
+use crate::config::{AgentSettings, CertificateConfig, Config, IssuerConfig};
 use crate::daemon::Agent;
 use crate::error::AgentError;
 use crate::model::Slot;
@@ -195,21 +193,12 @@ fn config(opts: &FleetOptions) -> Config {
         issuers: vec![issuer("a"), issuer("b")],
         certificates: (0..opts.certs)
             .map(|i| CertificateConfig {
-                name: format!("c{i:06}"),
-                names: vec![format!("c{i:06}.bench.test")],
-                issuer: "a".into(),
                 backup: Some("b".into()),
-                return_to_primary: true,
-                key: KeyType::EcdsaP256,
-                reuse_key: false,
-                challenge: ChallengeType::Http01,
-                webroot: None,
-                dns_hook: None,
-                dns: None,
-                dns_server: None,
-                tlsa: None,
-                renew_before_days: None,
-                deploy: Vec::new(),
+                ..CertificateConfig::new(
+                    format!("c{i:06}"),
+                    vec![format!("c{i:06}.bench.test")],
+                    "a",
+                )
             })
             .collect(),
         admin: None,

@@ -9,8 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use certkeeper_agent::config::{
-    AdminConfig, AgentSettings, BuiltinCa, CertificateConfig, ChallengeType, Config, IssuerConfig,
-    KeyType,
+    AdminConfig, AgentSettings, BuiltinCa, CertificateConfig, Config, IssuerConfig,
 };
 use certkeeper_agent::limits::LimitsConfig;
 use clap::Args;
@@ -63,23 +62,11 @@ fn defaults(args: &UpArgs) -> Config {
             // Our own CA: hold the agent to the limits it enforces.
             limits: Some(LimitsConfig::Preset("builtin".into())),
         }],
-        certificates: vec![CertificateConfig {
-            name: "localhost".into(),
-            names: vec!["localhost".into()],
-            issuer: "builtin".into(),
-            backup: None,
-            return_to_primary: true,
-            key: KeyType::EcdsaP256,
-            reuse_key: false,
-            challenge: ChallengeType::Http01,
-            webroot: None,
-            dns_hook: None,
-            dns: None,
-            dns_server: None,
-            tlsa: None,
-            renew_before_days: None,
-            deploy: Vec::new(),
-        }],
+        certificates: vec![CertificateConfig::new(
+            "localhost",
+            vec!["localhost".into()],
+            "builtin",
+        )],
         admin: Some(AdminConfig {
             listen: args.admin_listen,
             certificate: Some("localhost".into()),
