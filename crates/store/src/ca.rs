@@ -367,6 +367,18 @@ impl Store {
             .collect::<Result<_, _>>()?)
     }
 
+    /// Certificates issued in total, and how many of them are revoked.
+    pub async fn certificate_counts(&self) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS total, \
+             COALESCE(SUM(CASE WHEN status = 'revoked' THEN 1 ELSE 0 END), 0) AS revoked \
+             FROM ca_certificates",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        Ok((row.try_get("total")?, row.try_get("revoked")?))
+    }
+
     /// Certificates issued per hour since `since` (unix seconds): (start of
     /// the hour, count), oldest first; hours with none are absent.
     pub async fn issued_per_hour(&self, since: i64) -> Result<Vec<(i64, i64)>, StoreError> {
