@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::response::Html;
 use certkeeper_agent::status::{CertStatus, StatusReport};
 
-use super::AdminState;
+use super::{AdminState, unix};
 
 /// The table lists this many certificates, soonest expiry first.
 const TABLE_ROWS: usize = 1000;
@@ -96,12 +96,6 @@ fn esc(s: &str) -> String {
         }
     }
     out
-}
-
-fn unix(rfc3339: Option<&str>) -> Option<i64> {
-    time::OffsetDateTime::parse(rfc3339?, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(|t| t.unix_timestamp())
 }
 
 /// Whole days until the served certificate expires (negative: expired).

@@ -16,7 +16,7 @@ use certkeeper_ca::ra::Ra;
 use metrics::gauge;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use super::AdminState;
+use super::{AdminState, unix};
 
 /// The process-wide recorder's render handle.
 #[derive(Clone)]
@@ -63,12 +63,6 @@ pub(crate) async fn render(State(s): State<AdminState>) -> Response {
         .into_response()
 }
 
-fn unix(rfc3339: Option<&str>) -> Option<f64> {
-    let t = time::OffsetDateTime::parse(rfc3339?, &time::format_description::well_known::Rfc3339)
-        .ok()?;
-    Some(t.unix_timestamp() as f64)
-}
-
 async fn refresh_gauges(s: &AdminState) -> anyhow::Result<()> {
     let report = s.agent.status().await?;
     for cert in &report.certificates {
@@ -83,10 +77,10 @@ async fn refresh_gauges(s: &AdminState) -> anyhow::Result<()> {
                     "certkeeper_certificate_expiration_timestamp_seconds",
                     &labels
                 )
-                .set(t);
+                .set(t as f64);
             }
             if let Some(t) = unix(slot.next_renewal.as_deref()) {
-                gauge!("certkeeper_certificate_renewal_timestamp_seconds", &labels).set(t);
+                gauge!("certkeeper_certificate_renewal_timestamp_seconds", &labels).set(t as f64);
             }
             let ready = slot.state == "valid";
             for (condition, value) in [("True", ready), ("False", !ready)] {

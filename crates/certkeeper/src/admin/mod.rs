@@ -107,6 +107,14 @@ fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
+/// Unix seconds of an RFC 3339 time from a status report (the report
+/// carries times as text, as `status --json` prints them).
+pub(crate) fn unix(rfc3339: Option<&str>) -> Option<i64> {
+    time::OffsetDateTime::parse(rfc3339?, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
+}
+
 /// The token file must be private: anyone who can read it can act.
 fn read_token(path: &Path) -> anyhow::Result<Arc<str>> {
     use std::os::unix::fs::PermissionsExt;
