@@ -207,21 +207,11 @@ fn keys_serve_publishes_configs_pyhpke_can_use() {
     assert_eq!(served.len(), 2);
 }
 
-/// `GET` over a plain TCP connection; returns the body.
+/// The body of a `GET` that must answer 200.
 fn http_get(url: &str) -> Vec<u8> {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (addr, path) = rest.split_at(rest.find('/').unwrap());
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let at = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    out.split_off(at + 4)
+    let (status, body) = certkeeper_harness::http_get(url).expect("GET");
+    assert_eq!(status, 200, "{url}");
+    body
 }
 
 /// Inside `certkeeper up`, the rotator sweeps on its interval: with second

@@ -135,8 +135,11 @@ fn the_ca_exits_0_on_sigterm_and_logs_json_lines() {
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", read("ca.log")));
     // Its metrics listener answers with the CA's series.
-    let metrics = http_get(metrics_port, "/metrics");
-    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    let (status, metrics) =
+        certkeeper_harness::http_get(&format!("http://127.0.0.1:{metrics_port}/metrics"))
+            .expect("GET /metrics");
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert_eq!(status, 200, "{metrics}");
     assert!(
         metrics.contains("certkeeper_ca_crl_age_seconds"),
         "{metrics}"
@@ -164,22 +167,6 @@ fn the_ca_exits_0_on_sigterm_and_logs_json_lines() {
             .any(|l| l["fields"]["message"] == "SIGTERM: stopping" && l["level"] == "INFO"),
         "{log}"
     );
-}
-
-/// A plain HTTP/1.1 GET on loopback; the whole response.
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        sock,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .expect("request");
-    let mut out = String::new();
-    sock.read_to_string(&mut out).expect("response");
-    out
 }
 
 /// The bash completion script loads and completes subcommands and flags.

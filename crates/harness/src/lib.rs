@@ -218,6 +218,37 @@ pub fn openssl_verify(root_pem: &Path, chain_pem: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A plain HTTP/1.1 GET of `http://ADDR/PATH` (no TLS, no redirects, read
+/// to the end): the status code and the body.
+pub fn http_get(url: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("{url} is not an http:// URL"))?;
+    let (addr, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let mut sock =
+        std::net::TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(
+        sock,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = Vec::new();
+    sock.read_to_end(&mut out)
+        .with_context(|| format!("reading {url}"))?;
+    let at = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .with_context(|| format!("{url}: no end of headers"))?;
+    let status = std::str::from_utf8(&out[..at])
+        .ok()
+        .and_then(|head| head.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("{url}: no status line"))?;
+    Ok((status, out.split_off(at + 4)))
+}
+
 /// The serial number of the first certificate in `cert_pem`, in lowercase
 /// hex as `openssl x509 -serial` reports it (no `0x`).
 pub fn openssl_serial_hex(cert_pem: &Path) -> anyhow::Result<String> {
