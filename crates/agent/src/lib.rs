@@ -26,6 +26,7 @@ pub mod limits;
 pub mod model;
 pub mod monitor;
 pub mod planner;
+pub mod reissue_bench;
 pub mod resolver;
 pub mod revocation;
 pub mod runner;

@@ -47,6 +47,35 @@ pub enum BenchCommand {
         #[arg(long, hide = true)]
         measure_built_in: Option<f64>,
     },
+    /// Mass re-issuance after an incident, through the real daemon against
+    /// a CA: N certificates obtained from an empty store, then every one
+    /// recorded revoked at once and re-issued on a new key; time for each
+    /// phase. `scripts/bench-reissue` runs it with the CA's ceiling and lego
+    /// in the same run.
+    Reissue {
+        /// The CA's directory URL.
+        #[arg(long)]
+        directory: String,
+        /// Root certificate (PEM) of the CA's HTTPS listener.
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Managed certificates.
+        #[arg(long, default_value_t = 10_000)]
+        certs: usize,
+        /// Jobs talking to the CA at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: u32,
+        /// Port the agent answers http-01 on: the port the CA validates.
+        #[arg(long, default_value_t = 5002)]
+        http01_port: u16,
+        /// Names are `r<n>.<suffix>`; they must resolve to 127.0.0.1 through
+        /// the CA's resolver.
+        #[arg(long, default_value = "example.test")]
+        domain_suffix: String,
+        /// Give up on a phase after this many seconds.
+        #[arg(long, default_value_t = 900)]
+        phase_timeout_seconds: u64,
+    },
     /// The transparency log alone: concurrent appends of certificate-sized
     /// entries through the sequencer (every batch fsynced, then a signed
     /// checkpoint); appends/s, batches, latency. For issuance with the log
@@ -119,6 +148,40 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 concurrency,
             })
             .await
+        }
+        BenchCommand::Reissue {
+            directory,
+            root,
+            certs,
+            concurrency,
+            http01_port,
+            domain_suffix,
+            phase_timeout_seconds,
+        } => {
+            use certkeeper_agent::reissue_bench::{self, ReissueOptions};
+            anyhow::ensure!(
+                certs > 0 && concurrency > 0,
+                "--certs and --concurrency must be at least 1"
+            );
+            let temp = tempfile::tempdir()?;
+            let report = reissue_bench::run(ReissueOptions {
+                directory,
+                root_pem: root,
+                certs,
+                http01_listen: SocketAddr::from(([127, 0, 0, 1], http01_port)),
+                domain_suffix,
+                concurrency,
+                dir: temp.path().join("agent"),
+                phase_timeout: std::time::Duration::from_secs(phase_timeout_seconds),
+            })
+            .await?;
+            print!("{report}");
+            anyhow::ensure!(
+                report.replaced == certs,
+                "only {} of {certs} certificates were re-issued",
+                report.replaced
+            );
+            Ok(())
         }
         BenchCommand::Fleet {
             certs,

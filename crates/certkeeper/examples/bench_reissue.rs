@@ -1,0 +1,108 @@
+//! Mass re-issuance after an incident, in one run against our CA
+//! (`certkeeper ca serve`, validating http-01 through BIND: wildcard
+//! `*.example.test` → 127.0.0.1):
+//! 1. the CA's ceiling: `certkeeper bench ca` (bare ACME flows, one account
+//!    per worker) at the same concurrency;
+//! 2. `certkeeper bench reissue`: the real daemon obtains CERTS
+//!    certificates, then re-issues all of them after a mass revocation;
+//! 3. the peer: lego obtaining LEGO certificates one after another, as an
+//!    operator's script would (one lego at a time: its http-01 server needs
+//!    the port the CA validates).
+//!
+//! Usage: `bench_reissue [CERTS [CONCURRENCY [LEGO]]]` (defaults 10000 32
+//! 20), through `scripts/bench-reissue`. A measurement tool, not a test.
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::Context;
+use certkeeper_harness::{Bind, CaOptions, CertkeeperCa, Lego, LegoChallenge};
+
+#[allow(dead_code)] // not every example uses every shared helper
+mod common;
+
+/// The number after `label` in a report line such as `reissue_rate 182.0`.
+fn number_after(report: &str, label: &str) -> Option<f64> {
+    report.lines().find_map(|l| {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        let i = words.iter().position(|w| *w == label)?;
+        words.get(i + 1)?.parse().ok()
+    })
+}
+
+fn run(cmd: &mut Command, what: &str) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("running {what}"))?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    anyhow::ensure!(out.status.success(), "{what} failed:\n{text}");
+    Ok(text)
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let certs = args.next().unwrap_or_else(|| "10000".into());
+    let concurrency = args.next().unwrap_or_else(|| "32".into());
+    let lego_certs: usize = args.next().unwrap_or_else(|| "20".into()).parse()?;
+    let bin = common::release_bin("scripts/bench-reissue")?;
+    let bind = Bind::start()?;
+    let ca = CertkeeperCa::start(
+        &bin,
+        CaOptions {
+            dns_resolver: Some(bind.addr()),
+            policy: Some(common::unreachable_limits_policy()),
+            ..Default::default()
+        },
+    )?;
+    let directory = ca.directory_url();
+    let root = ca.root_pem_path();
+    let port = ca.http01_port().to_string();
+
+    let ceiling = run(
+        Command::new(&bin)
+            .args(["bench", "ca", "--directory", &directory, "--root"])
+            .arg(&root)
+            .args(["--concurrency", &concurrency, "--orders", "1000"])
+            .args(["--http01-port", &port, "--domain-suffix", "example.test"]),
+        "certkeeper bench ca",
+    )?;
+    println!("== the CA's ceiling: bare ACME flows\n{ceiling}");
+    let ceiling_rate = number_after(&ceiling, "rate").context("no rate in bench ca's report")?;
+
+    let reissue = run(
+        Command::new(&bin)
+            .args(["bench", "reissue", "--directory", &directory, "--root"])
+            .arg(&root)
+            .args(["--certs", &certs, "--concurrency", &concurrency])
+            .args(["--http01-port", &port, "--domain-suffix", "example.test"])
+            // One line per event would be the bench's largest cost.
+            .env("CERTKEEPER_LOG", "warn"),
+        "certkeeper bench reissue",
+    )?;
+    println!("== certkeeper's daemon\n{reissue}");
+    let agent_rate =
+        number_after(&reissue, "reissue_rate").context("no reissue_rate in the report")?;
+
+    let lego = Lego::new(&directory, &root)?;
+    let challenge = LegoChallenge::Http01 {
+        port: ca.http01_port(),
+    };
+    let t = Instant::now();
+    for i in 0..lego_certs {
+        lego.run(&[&format!("lego{i}.example.test")], &challenge)?;
+    }
+    let lego_rate = lego_certs as f64 / t.elapsed().as_secs_f64();
+    println!(
+        "== lego, one after another\n  {lego_certs} certificates in {:.2?} ({lego_rate:.1} certificates/s)\n",
+        t.elapsed()
+    );
+
+    println!(
+        "re-issue rate, certkeeper daemon / lego: {:.1}x",
+        agent_rate / lego_rate
+    );
+    println!(
+        "re-issue rate, certkeeper daemon / the CA's ceiling (bench ca): {:.2}x",
+        agent_rate / ceiling_rate
+    );
+    Ok(())
+}
