@@ -13,10 +13,10 @@
 //! 20), through `scripts/bench-reissue`. A measurement tool, not a test.
 
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use certkeeper_harness::{Bind, CaOptions, CertkeeperCa, Lego, LegoChallenge};
+use certkeeper_harness::{Bind, CaOptions, CertkeeperCa, Lego, LegoChallenge, process_cpu_time};
 
 #[allow(dead_code)] // not every example uses every shared helper
 mod common;
@@ -30,12 +30,56 @@ fn number_after(report: &str, label: &str) -> Option<f64> {
     })
 }
 
-fn run(cmd: &mut Command, what: &str) -> anyhow::Result<String> {
+/// CPU time of this process's children that have exited (`cutime` +
+/// `cstime` in /proc/self/stat, USER_HZ = 100).
+fn children_cpu() -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let rest = stat
+        .rsplit_once(')')
+        .context("unexpected /proc stat format")?
+        .1;
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .skip(13)
+        .take(2)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    anyhow::ensure!(fields.len() == 2, "no cutime/cstime in /proc/self/stat");
+    Ok(Duration::from_millis((fields[0] + fields[1]) * 10))
+}
+
+/// A finished client run: its report, and the CPU the client and the CA
+/// spent on it.
+struct Run {
+    report: String,
+    client_cpu: Duration,
+    ca_cpu: Duration,
+}
+
+fn run(cmd: &mut Command, what: &str, ca_pid: u32) -> anyhow::Result<Run> {
+    let (client0, ca0) = (children_cpu()?, process_cpu_time(ca_pid)?);
     let out = cmd.output().with_context(|| format!("running {what}"))?;
-    let text =
+    let (client_cpu, ca_cpu) = (children_cpu()? - client0, process_cpu_time(ca_pid)? - ca0);
+    let report =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    anyhow::ensure!(out.status.success(), "{what} failed:\n{text}");
-    Ok(text)
+    anyhow::ensure!(out.status.success(), "{what} failed:\n{report}");
+    Ok(Run {
+        report,
+        client_cpu,
+        ca_cpu,
+    })
+}
+
+impl Run {
+    /// `client ms / certificate, CA ms / certificate` for `issued` certificates.
+    fn cpu_line(&self, issued: usize) -> String {
+        let per = |d: Duration| d.as_secs_f64() * 1000.0 / issued.max(1) as f64;
+        format!(
+            "  CPU per certificate: client {:.2} ms, CA {:.2} ms ({issued} issued)",
+            per(self.client_cpu),
+            per(self.ca_cpu)
+        )
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,6 +100,8 @@ fn main() -> anyhow::Result<()> {
     let directory = ca.directory_url();
     let root = ca.root_pem_path();
     let port = ca.http01_port().to_string();
+    let ca_pid = ca.pid().context("our CA is not running")?;
+    let certs_n: usize = certs.parse().context("CERTS must be a number")?;
 
     let ceiling = run(
         Command::new(&bin)
@@ -64,9 +110,15 @@ fn main() -> anyhow::Result<()> {
             .args(["--concurrency", &concurrency, "--orders", "1000"])
             .args(["--http01-port", &port, "--domain-suffix", "example.test"]),
         "certkeeper bench ca",
+        ca_pid,
     )?;
-    println!("== the CA's ceiling: bare ACME flows\n{ceiling}");
-    let ceiling_rate = number_after(&ceiling, "rate").context("no rate in bench ca's report")?;
+    println!(
+        "== the CA's ceiling: bare ACME flows\n{}{}\n",
+        ceiling.report,
+        ceiling.cpu_line(1000)
+    );
+    let ceiling_rate =
+        number_after(&ceiling.report, "rate").context("no rate in bench ca's report")?;
 
     let reissue = run(
         Command::new(&bin)
@@ -77,10 +129,16 @@ fn main() -> anyhow::Result<()> {
             // One line per event would be the bench's largest cost.
             .env("CERTKEEPER_LOG", "warn"),
         "certkeeper bench reissue",
+        ca_pid,
     )?;
-    println!("== certkeeper's daemon\n{reissue}");
+    // Both phases: each certificate obtained once and re-issued once.
+    println!(
+        "== certkeeper's daemon\n{}{}\n",
+        reissue.report,
+        reissue.cpu_line(2 * certs_n)
+    );
     let agent_rate =
-        number_after(&reissue, "reissue_rate").context("no reissue_rate in the report")?;
+        number_after(&reissue.report, "reissue_rate").context("no reissue_rate in the report")?;
 
     let lego = Lego::new(&directory, &root)?;
     let challenge = LegoChallenge::Http01 {
