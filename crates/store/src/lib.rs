@@ -101,7 +101,14 @@ impl Store {
 /// another process's write lock (a CLI command beside the daemon) instead
 /// of failing at once.
 fn pool_options(is_sqlite: bool) -> AnyPoolOptions {
-    AnyPoolOptions::new().after_connect(move |conn, _meta| {
+    AnyPoolOptions::new()
+        // sqlx pings every idle connection before handing it out. A SQLite
+        // connection is a file handle in this process and cannot go stale,
+        // and each ping is a round trip to the connection's worker thread
+        // (two context switches): on the CA's hot path that doubled the
+        // hand-offs of every single-statement read or write.
+        .test_before_acquire(!is_sqlite)
+        .after_connect(move |conn, _meta| {
         Box::pin(async move {
             if is_sqlite {
                 sqlx::query("PRAGMA busy_timeout = 10000")
