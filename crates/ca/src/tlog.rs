@@ -111,11 +111,7 @@ impl CaLog {
         let seq = Sequencer::start(log);
         let inflight: Inflight = Arc::default();
         let (recorder, queue) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(record_indices(
-            store.clone(),
-            Arc::clone(&inflight),
-            queue,
-        ));
+        tokio::spawn(record_indices(store.clone(), Arc::clone(&inflight), queue));
         let ca_log = Arc::new(CaLog {
             seq,
             store,
@@ -251,7 +247,11 @@ impl CaLog {
         let Ok(index) = i64::try_from(index) else {
             return tracing::error!(%serial, index, "log index beyond the store's range");
         };
-        if self.recorder.send((serial.to_string(), index, now)).is_err() {
+        if self
+            .recorder
+            .send((serial.to_string(), index, now))
+            .is_err()
+        {
             // The recorder only stops with the runtime; the index is
             // rebuilt from the entry bundles at the next start.
             tracing::error!(%serial, index, "log index recorder has stopped");

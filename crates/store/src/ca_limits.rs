@@ -160,7 +160,13 @@ impl Store {
             return Ok(Vec::new());
         }
         let wanted: Vec<String> = (0..pairs.len())
-            .map(|i| format!("(limit_name = ${} AND bucket_key = ${})", 2 * i + 1, 2 * i + 2))
+            .map(|i| {
+                format!(
+                    "(limit_name = ${} AND bucket_key = ${})",
+                    2 * i + 1,
+                    2 * i + 2
+                )
+            })
             .collect();
         let sql = format!(
             "SELECT limit_name, bucket_key, count, period_seconds, burst FROM ca_limit_overrides \
@@ -172,7 +178,8 @@ impl Store {
             q = q.bind(*name).bind(*key);
         }
         let rows = q.fetch_all(self.pool()).await?;
-        let found: Vec<LimitOverrideRow> = rows.iter().map(override_from).collect::<Result<_, _>>()?;
+        let found: Vec<LimitOverrideRow> =
+            rows.iter().map(override_from).collect::<Result<_, _>>()?;
         Ok(pairs
             .iter()
             .map(|(name, key)| {
@@ -400,7 +407,30 @@ mod tests {
                 .limit_override("CertificatesPerFQDNSet", "a.test")
                 .await
                 .expect("get"),
-            Some(o)
+            Some(o.clone())
+        );
+
+        // The batched reads answer per bucket, in order, absent ones as None.
+        let tats = store
+            .limit_tats(&["nope".to_string(), "L:k".to_string(), "nope".to_string()])
+            .await
+            .expect("tats");
+        assert_eq!(tats, vec![None, Some(43), None]);
+        let found = store
+            .limit_overrides_for(&[
+                ("CertificatesPerDomain", "a.test"),
+                ("CertificatesPerFQDNSet", "a.test"),
+                ("CertificatesPerFQDNSet", "b.test"),
+            ])
+            .await
+            .expect("overrides");
+        assert_eq!(found, vec![None, Some(o), None]);
+        assert!(
+            store
+                .limit_overrides_for(&[])
+                .await
+                .expect("none")
+                .is_empty()
         );
     }
 }

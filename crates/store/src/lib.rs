@@ -109,23 +109,23 @@ fn pool_options(is_sqlite: bool) -> AnyPoolOptions {
         // hand-offs of every single-statement read or write.
         .test_before_acquire(!is_sqlite)
         .after_connect(move |conn, _meta| {
-        Box::pin(async move {
-            if is_sqlite {
-                sqlx::query("PRAGMA busy_timeout = 10000")
-                    .execute(&mut *conn)
-                    .await?;
-                // Before anything else touches the file: WAL lets readers
-                // (CLI commands) run beside the daemon's writer, and avoids
-                // the rollback journal's lock-upgrade deadlocks between two
-                // processes opening a new database. A no-op once set (the
-                // mode is persistent); in-memory databases answer "memory".
-                sqlx::query("PRAGMA journal_mode = WAL")
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            Ok(())
+            Box::pin(async move {
+                if is_sqlite {
+                    sqlx::query("PRAGMA busy_timeout = 10000")
+                        .execute(&mut *conn)
+                        .await?;
+                    // Before anything else touches the file: WAL lets readers
+                    // (CLI commands) run beside the daemon's writer, and avoids
+                    // the rollback journal's lock-upgrade deadlocks between two
+                    // processes opening a new database. A no-op once set (the
+                    // mode is persistent); in-memory databases answer "memory".
+                    sqlx::query("PRAGMA journal_mode = WAL")
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(())
+            })
         })
-    })
 }
 
 fn restrict(path: &Path, mode: u32) -> Result<(), StoreError> {

@@ -112,7 +112,10 @@ mod tests {
             panic!("empty cache answered")
         };
         cache.fill(ticket, &account("a", "deactivated"));
-        assert_eq!(cache.get("a").map(|a| a.row.status).ok(), Some("deactivated".into()));
+        assert_eq!(
+            cache.get("a").map(|a| a.row.status).ok(),
+            Some("deactivated".into())
+        );
         cache.changed("a");
         assert!(cache.get("a").is_err(), "a changed account is forgotten");
     }
