@@ -33,8 +33,14 @@ pub struct CaLog {
     seq: Sequencer,
     store: Store,
     verifier: String,
-    inflight: Mutex<HashMap<String, Arc<OnceCell<u64>>>>,
+    inflight: Inflight,
+    /// Appended `(serial, index)` pairs on their way to the store's index,
+    /// recorded in batches by one task (see [`record_indices`]).
+    recorder: tokio::sync::mpsc::UnboundedSender<(String, i64, i64)>,
 }
+
+/// Serial → its append, until the index row is recorded.
+type Inflight = Arc<Mutex<HashMap<String, Arc<OnceCell<u64>>>>>;
 
 /// An inclusion proof for one certificate, against a signed checkpoint.
 #[derive(Clone, Debug)]
@@ -103,11 +109,15 @@ impl CaLog {
             );
         }
         let seq = Sequencer::start(log);
+        let inflight: Inflight = Arc::default();
+        let (recorder, queue) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(record_indices(store.clone(), Arc::clone(&inflight), queue));
         let ca_log = Arc::new(CaLog {
             seq,
             store,
             verifier,
-            inflight: Mutex::new(HashMap::new()),
+            inflight,
+            recorder,
         });
         ca_log.repair(now).await?;
         Ok(ca_log)
@@ -191,18 +201,61 @@ impl CaLog {
                     return Err(tlog_err(e));
                 }
             };
-            let (me, serial) = (Arc::clone(self), serial.to_string());
-            tokio::spawn(async move {
-                if let Err(e) = me.store.insert_tlog_entry(&serial, index as i64, now).await {
-                    // Rebuilt from the entry bundles at the next start.
-                    tracing::error!(%serial, index, error = %e, "cannot record the log index");
-                }
-                me.forget(&serial);
-            });
+            self.record(serial, index, now);
             Ok::<u64, CaError>(index)
         })
         .await
         .copied()
+    }
+
+    /// Starts appending a certificate that was just signed and recorded
+    /// (finalize), without waiting: the download waits, through the same
+    /// per-serial cell, which is in place when this returns, so a download
+    /// racing ahead of the spawned append joins it instead of appending
+    /// again. A fresh serial cannot be in the log yet, so the index is not
+    /// read first (two statements saved per certificate).
+    pub fn log_new(self: &Arc<Self>, serial: &str, der: Vec<u8>, now: i64) {
+        let cell = {
+            let mut m = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(m.entry(serial.to_string()).or_default())
+        };
+        let (me, serial) = (Arc::clone(self), serial.to_string());
+        tokio::spawn(async move {
+            let appended = cell
+                .get_or_try_init(|| async {
+                    match me.seq.append(der).await {
+                        Ok(index) => {
+                            me.record(&serial, index, now);
+                            Ok(index)
+                        }
+                        Err(e) => {
+                            me.forget(&serial);
+                            Err(tlog_err(e))
+                        }
+                    }
+                })
+                .await;
+            if let Err(e) = appended {
+                tracing::error!(%serial, error = %e, "transparency log append failed; the download will retry it");
+            }
+        });
+    }
+
+    /// Queues an appended entry's index for the store; its cell stays in
+    /// `inflight` until the row is committed, so no caller misses both.
+    fn record(&self, serial: &str, index: u64, now: i64) {
+        let Ok(index) = i64::try_from(index) else {
+            return tracing::error!(%serial, index, "log index beyond the store's range");
+        };
+        if self
+            .recorder
+            .send((serial.to_string(), index, now))
+            .is_err()
+        {
+            // The recorder only stops with the runtime; the index is
+            // rebuilt from the entry bundles at the next start.
+            tracing::error!(%serial, index, "log index recorder has stopped");
+        }
     }
 
     fn forget(&self, serial: &str) {
@@ -211,7 +264,41 @@ impl CaLog {
             .unwrap_or_else(|p| p.into_inner())
             .remove(serial);
     }
+}
 
+/// Records appended indices in the store, everything queued at once in one
+/// statement and commit: under load a sequencer batch's entries arrive
+/// together, so the index costs one commit per batch instead of one per
+/// certificate on the CA's single writer. A serial leaves `inflight` only
+/// once its row is committed; on a store error it stays there (the cell
+/// keeps answering) and the index is rebuilt from the entry bundles at the
+/// next start.
+async fn record_indices(
+    store: Store,
+    inflight: Inflight,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<(String, i64, i64)>,
+) {
+    /// Rows per commit at most (bounds one statement's size).
+    const MAX_ROWS: usize = 1024;
+    let mut batch = Vec::new();
+    while queue.recv_many(&mut batch, MAX_ROWS).await > 0 {
+        let now = batch.iter().map(|(_, _, t)| *t).max().unwrap_or_default();
+        let rows: Vec<(String, i64)> = batch.drain(..).map(|(s, i, _)| (s, i)).collect();
+        match store.insert_tlog_entries(&rows, now).await {
+            Ok(()) => {
+                let mut m = inflight.lock().unwrap_or_else(|p| p.into_inner());
+                for (serial, _) in &rows {
+                    m.remove(serial);
+                }
+            }
+            Err(e) => {
+                tracing::error!(count = rows.len(), error = %e, "cannot record log indices; they are rebuilt at the next start")
+            }
+        }
+    }
+}
+
+impl CaLog {
     /// The leaf index of a logged certificate.
     pub async fn index_of(&self, serial: &str) -> Result<Option<u64>, CaError> {
         Ok(self.store.tlog_index(serial).await?.map(|i| i as u64))

@@ -15,6 +15,11 @@ use certkeeper_harness::{Bind, CaOptions, CertkeeperCa};
 mod common;
 
 fn rate(bin: &Path, ca: &CertkeeperCa, load: &[String; 2]) -> anyhow::Result<(f64, String)> {
+    let pid = ca.pid().context("the CA is not running")?;
+    let (cpu_before, switches_before) = (
+        certkeeper_harness::process_cpu_time(pid)?,
+        common::context_switches(pid)?,
+    );
     let out = Command::new(bin)
         .args(["bench", "ca", "--directory", &ca.directory_url()])
         .args(["--concurrency", &load[0], "--orders", &load[1], "--root"])
@@ -23,8 +28,16 @@ fn rate(bin: &Path, ca: &CertkeeperCa, load: &[String; 2]) -> anyhow::Result<(f6
         .args(["--domain-suffix", "example.test"])
         .output()
         .context("running certkeeper bench ca")?;
-    let report =
+    let cpu = certkeeper_harness::process_cpu_time(pid)? - cpu_before;
+    let switches = common::context_switches(pid)?.saturating_sub(switches_before);
+    let mut report =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let issued: f64 = load[1].parse().unwrap_or(1.0);
+    report.push_str(&format!(
+        "  CA CPU {:.2} ms, {:.0} context switches per certificate\n",
+        cpu.as_secs_f64() * 1000.0 / issued,
+        switches as f64 / issued
+    ));
     let rate = report
         .lines()
         .find_map(|l| {

@@ -22,6 +22,8 @@ struct Run {
     failed: u64,
     /// CPU time of the CA process per issued certificate, milliseconds.
     cpu_ms_per_cert: f64,
+    /// Context switches of the CA's threads per issued certificate.
+    switches_per_cert: f64,
 }
 
 fn bench(
@@ -33,6 +35,7 @@ fn bench(
     load: &[String; 2],
 ) -> anyhow::Result<Run> {
     let cpu_before = process_cpu_time(ca_pid)?;
+    let switches_before = common::context_switches(ca_pid)?;
     let out = Command::new(bin)
         .args([
             "bench",
@@ -55,6 +58,7 @@ fn bench(
         .output()
         .context("running certkeeper bench ca")?;
     let cpu = process_cpu_time(ca_pid)? - cpu_before;
+    let switches = common::context_switches(ca_pid)?.saturating_sub(switches_before);
     let report =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     // The report's lines look like `  rate   239.2 orders/s` and `  ok   300   failed 0`.
@@ -69,12 +73,14 @@ fn bench(
     let ok = number_after("ok").unwrap_or(0.0) as u64;
     let failed = number_after("failed").unwrap_or(0.0) as u64;
     let cpu_ms_per_cert = cpu.as_secs_f64() * 1000.0 / ok.max(1) as f64;
+    let switches_per_cert = switches as f64 / ok.max(1) as f64;
     Ok(Run {
         report,
         rate,
         ok,
         failed,
         cpu_ms_per_cert,
+        switches_per_cert,
     })
 }
 
@@ -111,8 +117,8 @@ fn main() -> anyhow::Result<()> {
             &load,
         )?;
         println!(
-            "== pebble, run {attempt}\n{}  CA CPU {:.2} ms per certificate ({} issued)\n",
-            run.report, run.cpu_ms_per_cert, run.ok
+            "== pebble, run {attempt}\n{}  CA CPU {:.2} ms, {:.0} context switches per certificate ({} issued)\n",
+            run.report, run.cpu_ms_per_cert, run.switches_per_cert, run.ok
         );
         if run.ok > 0 {
             pebble_cpu = pebble_cpu.min(run.cpu_ms_per_cert);
@@ -137,8 +143,8 @@ fn main() -> anyhow::Result<()> {
         &load,
     )?;
     println!(
-        "== certkeeper ca serve\n{}  CA CPU {:.2} ms per certificate ({} issued)\n",
-        run.report, run.cpu_ms_per_cert, run.ok
+        "== certkeeper ca serve\n{}  CA CPU {:.2} ms, {:.0} context switches per certificate ({} issued)\n",
+        run.report, run.cpu_ms_per_cert, run.switches_per_cert, run.ok
     );
     anyhow::ensure!(run.failed == 0, "certkeeper: {} orders failed", run.failed);
     if pebble_cpu < f64::MAX {

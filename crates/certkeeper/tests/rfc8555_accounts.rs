@@ -152,6 +152,15 @@ async fn section_7_3_5_key_change_then_deactivation() {
         .issue(&OrderRequest::new(["keychange.example.test"]), &responder)
         .await
         .expect("issue after keyChange");
+    // The old key no longer authenticates the account (the CA keeps
+    // accounts in memory: the key change must reach that copy too).
+    assert!(
+        account
+            .issue(&OrderRequest::new(["oldkey.example.test"]), &responder)
+            .await
+            .is_err(),
+        "a request signed by the replaced key was accepted"
+    );
 
     // §7.3.6: a deactivated account can do nothing more.
     reloaded

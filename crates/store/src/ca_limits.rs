@@ -65,6 +65,13 @@ impl Store {
         )
     }
 
+    /// The stored TATs of several buckets in one statement (same order as
+    /// `buckets`; `None` for a bucket never spent from).
+    pub async fn limit_tats(&self, buckets: &[String]) -> Result<Vec<Option<i64>>, StoreError> {
+        let mut conn = self.pool().acquire().await?;
+        tats_of(&mut conn, buckets).await
+    }
+
     /// Atomic read-modify-write of several buckets: reads their TATs, hands
     /// them to `decide` (same order as `buckets`), and, when it says to
     /// proceed, writes the TATs it returns (`(index, new_tat)`) together with
@@ -83,15 +90,7 @@ impl Store {
         F: FnOnce(&[Option<i64>]) -> (Vec<(usize, i64)>, R, bool),
     {
         let mut tx = self.writer().begin().await?;
-        let mut tats = Vec::with_capacity(buckets.len());
-        for bucket in buckets {
-            let tat: Option<i64> =
-                sqlx::query_scalar("SELECT tat FROM ca_limit_buckets WHERE bucket = $1")
-                    .bind(bucket)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            tats.push(tat);
-        }
+        let tats = tats_of(&mut tx, buckets).await?;
         let (writes, result, proceed) = decide(&tats);
         if !proceed {
             return Ok((result, false));
@@ -147,6 +146,49 @@ impl Store {
         .fetch_optional(self.pool())
         .await?;
         Ok(row.as_ref().map(override_from).transpose()?)
+    }
+
+    /// The overrides of several `(limit_name, bucket_key)` pairs in one
+    /// statement: one entry per pair, in order, `None` where an operator
+    /// set none. Read on every limit check, so it is one indexed lookup per
+    /// pair in a single round trip, not one statement per bucket.
+    pub async fn limit_overrides_for(
+        &self,
+        pairs: &[(&str, &str)],
+    ) -> Result<Vec<Option<LimitOverrideRow>>, StoreError> {
+        if pairs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted: Vec<String> = (0..pairs.len())
+            .map(|i| {
+                format!(
+                    "(limit_name = ${} AND bucket_key = ${})",
+                    2 * i + 1,
+                    2 * i + 2
+                )
+            })
+            .collect();
+        let sql = format!(
+            "SELECT limit_name, bucket_key, count, period_seconds, burst FROM ca_limit_overrides \
+             WHERE {}",
+            wanted.join(" OR ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (name, key) in pairs {
+            q = q.bind(*name).bind(*key);
+        }
+        let rows = q.fetch_all(self.pool()).await?;
+        let found: Vec<LimitOverrideRow> =
+            rows.iter().map(override_from).collect::<Result<_, _>>()?;
+        Ok(pairs
+            .iter()
+            .map(|(name, key)| {
+                found
+                    .iter()
+                    .find(|o| o.limit_name == *name && o.bucket_key == *key)
+                    .cloned()
+            })
+            .collect())
     }
 
     /// Every override, by limit then key (for `certkeeper ca limits`).
@@ -280,6 +322,33 @@ impl Store {
     }
 }
 
+/// The TATs of `buckets` (in their order) in one statement on `conn`.
+async fn tats_of(
+    conn: &mut sqlx::AnyConnection,
+    buckets: &[String],
+) -> Result<Vec<Option<i64>>, StoreError> {
+    if buckets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks: Vec<String> = (1..=buckets.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT bucket, tat FROM ca_limit_buckets WHERE bucket IN ({})",
+        marks.join(", ")
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for b in buckets {
+        q = q.bind(b);
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    let mut found = std::collections::HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let bucket: String = row.try_get("bucket")?;
+        let tat: i64 = row.try_get("tat")?;
+        found.insert(bucket, tat);
+    }
+    Ok(buckets.iter().map(|b| found.get(b).copied()).collect())
+}
+
 fn override_from(row: &sqlx::any::AnyRow) -> Result<LimitOverrideRow, sqlx::Error> {
     Ok(LimitOverrideRow {
         limit_name: row.try_get("limit_name")?,
@@ -338,7 +407,30 @@ mod tests {
                 .limit_override("CertificatesPerFQDNSet", "a.test")
                 .await
                 .expect("get"),
-            Some(o)
+            Some(o.clone())
+        );
+
+        // The batched reads answer per bucket, in order, absent ones as None.
+        let tats = store
+            .limit_tats(&["nope".to_string(), "L:k".to_string(), "nope".to_string()])
+            .await
+            .expect("tats");
+        assert_eq!(tats, vec![None, Some(43), None]);
+        let found = store
+            .limit_overrides_for(&[
+                ("CertificatesPerDomain", "a.test"),
+                ("CertificatesPerFQDNSet", "a.test"),
+                ("CertificatesPerFQDNSet", "b.test"),
+            ])
+            .await
+            .expect("overrides");
+        assert_eq!(found, vec![None, Some(o), None]);
+        assert!(
+            store
+                .limit_overrides_for(&[])
+                .await
+                .expect("none")
+                .is_empty()
         );
     }
 }

@@ -101,24 +101,31 @@ impl Store {
 /// another process's write lock (a CLI command beside the daemon) instead
 /// of failing at once.
 fn pool_options(is_sqlite: bool) -> AnyPoolOptions {
-    AnyPoolOptions::new().after_connect(move |conn, _meta| {
-        Box::pin(async move {
-            if is_sqlite {
-                sqlx::query("PRAGMA busy_timeout = 10000")
-                    .execute(&mut *conn)
-                    .await?;
-                // Before anything else touches the file: WAL lets readers
-                // (CLI commands) run beside the daemon's writer, and avoids
-                // the rollback journal's lock-upgrade deadlocks between two
-                // processes opening a new database. A no-op once set (the
-                // mode is persistent); in-memory databases answer "memory".
-                sqlx::query("PRAGMA journal_mode = WAL")
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            Ok(())
+    AnyPoolOptions::new()
+        // sqlx pings every idle connection before handing it out. A SQLite
+        // connection is a file handle in this process and cannot go stale,
+        // and each ping is a round trip to the connection's worker thread
+        // (two context switches): on the CA's hot path that doubled the
+        // hand-offs of every single-statement read or write.
+        .test_before_acquire(!is_sqlite)
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                if is_sqlite {
+                    sqlx::query("PRAGMA busy_timeout = 10000")
+                        .execute(&mut *conn)
+                        .await?;
+                    // Before anything else touches the file: WAL lets readers
+                    // (CLI commands) run beside the daemon's writer, and avoids
+                    // the rollback journal's lock-upgrade deadlocks between two
+                    // processes opening a new database. A no-op once set (the
+                    // mode is persistent); in-memory databases answer "memory".
+                    sqlx::query("PRAGMA journal_mode = WAL")
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(())
+            })
         })
-    })
 }
 
 fn restrict(path: &Path, mode: u32) -> Result<(), StoreError> {

@@ -48,20 +48,28 @@ struct KeyChange {
 impl Ra {
     /// Finds an account by id (from a `kid`), refusing deactivated ones.
     pub async fn account(&self, id: &str) -> Result<Account, CaError> {
-        let row = self.store.account_by_id(id).await?.ok_or_else(|| {
-            CaError::acme(
-                ProblemType::AccountDoesNotExist,
-                format!("account {id} does not exist"),
-            )
-        })?;
-        if row.status != "valid" {
+        let account = match self.accounts.get(id) {
+            Ok(cached) => cached,
+            Err(ticket) => {
+                let row = self.store.account_by_id(id).await?.ok_or_else(|| {
+                    CaError::acme(
+                        ProblemType::AccountDoesNotExist,
+                        format!("account {id} does not exist"),
+                    )
+                })?;
+                let doc = from_json("account", &row.data)?;
+                let account = Account { row, doc };
+                self.accounts.fill(ticket, &account);
+                account
+            }
+        };
+        if account.row.status != "valid" {
             return Err(CaError::unauthorized(format!(
                 "account {id} is {}",
-                row.status
+                account.row.status
             )));
         }
-        let doc = from_json("account", &row.data)?;
-        Ok(Account { row, doc })
+        Ok(account)
     }
 
     /// newAccount: returns the account and whether it was created now.
@@ -257,7 +265,9 @@ impl Ra {
             }
         }
         account.row.data = to_json(&account.doc)?;
-        self.store.update_account(&account.row).await?;
+        let written = self.store.update_account(&account.row).await;
+        self.accounts.changed(&account.row.id);
+        written?;
         Ok(account)
     }
 
@@ -314,10 +324,9 @@ impl Ra {
         account.doc.key = new_key.to_json();
         account.row.thumbprint = new_thumbprint;
         account.row.data = to_json(&account.doc)?;
-        self.store
-            .update_account(&account.row)
-            .await
-            .map_err(conflict_is_race)?;
+        let written = self.store.update_account(&account.row).await;
+        self.accounts.changed(&account.row.id);
+        written.map_err(conflict_is_race)?;
         Ok(account)
     }
 }

@@ -265,16 +265,28 @@ fn utc(secs: i64) -> String {
 }
 
 impl Ra {
-    /// The limit in force for one bucket: an override from the store, else the policy.
-    async fn limit_for(&self, name: LimitName, key: &str) -> Result<Limit, StoreError> {
-        Ok(match self.store.limit_override(name.as_str(), key).await? {
-            Some(o) => Limit {
-                count: o.count.max(1) as u64,
-                period_ms: o.period_seconds.saturating_mul(MS),
-                burst: o.burst.max(1) as u64,
-            },
-            None => Limit::from_config(&name.default_in(&self.policy.limits)),
-        })
+    /// The limits in force for the transactions' buckets, in their order: an
+    /// override from the store, else the policy. One statement for all of
+    /// them; overrides are not cached, because `certkeeper ca limits --set`
+    /// writes them from another process and they apply at once.
+    async fn limits_for(&self, txns: &[Txn]) -> Result<Vec<Limit>, StoreError> {
+        let pairs: Vec<(&str, &str)> = txns
+            .iter()
+            .map(|t| (t.name.as_str(), t.key.as_str()))
+            .collect();
+        let overrides = self.store.limit_overrides_for(&pairs).await?;
+        Ok(txns
+            .iter()
+            .zip(overrides)
+            .map(|(t, o)| match o {
+                Some(o) => Limit {
+                    count: o.count.max(1) as u64,
+                    period_ms: o.period_seconds.saturating_mul(MS),
+                    burst: o.burst.max(1) as u64,
+                },
+                None => Limit::from_config(&t.name.default_in(&self.policy.limits)),
+            })
+            .collect())
     }
 
     /// Applies a batch of transactions atomically at `now` (seconds): if any
@@ -290,20 +302,14 @@ impl Ra {
     ) -> Result<bool, CaError> {
         let now_s = self.now();
         let now = now_s.saturating_mul(MS);
-        let mut limits = Vec::with_capacity(txns.len());
-        for t in txns {
-            limits.push(self.limit_for(t.name, &t.key).await?);
-        }
+        let limits = self.limits_for(txns).await?;
         let buckets: Vec<String> = txns.iter().map(Txn::bucket).collect();
         // A pure check (no spend, nothing guarded) writes nothing, so it
         // needs no transaction on the single writer: read from the pool and
         // leave the writer to requests that commit.
         let check_only = guarded.is_none() && txns.iter().all(|t| t.mode == Mode::Check);
         let denied = if check_only {
-            let mut tats = Vec::with_capacity(buckets.len());
-            for b in &buckets {
-                tats.push(self.store.limit_tat(b).await?);
-            }
+            let tats = self.store.limit_tats(&buckets).await?;
             let worst = txns
                 .iter()
                 .enumerate()
@@ -365,13 +371,10 @@ impl Ra {
     /// on the strict side.
     pub(crate) async fn limits_refund(&self, txns: &[Txn]) {
         let now = self.now().saturating_mul(MS);
-        let mut limits = Vec::with_capacity(txns.len());
-        for t in txns {
-            match self.limit_for(t.name, &t.key).await {
-                Ok(l) => limits.push(l),
-                Err(e) => return tracing::error!(error = %e, "cannot refund rate limits"),
-            }
-        }
+        let limits = match self.limits_for(txns).await {
+            Ok(l) => l,
+            Err(e) => return tracing::error!(error = %e, "cannot refund rate limits"),
+        };
         let buckets: Vec<String> = txns.iter().map(Txn::bucket).collect();
         let r = self
             .store

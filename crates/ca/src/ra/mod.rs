@@ -5,6 +5,7 @@
 //! with compare-and-set writes, asks the VA to validate and the issuer to
 //! sign, and records everything in the store before answering.
 
+mod account_cache;
 mod accounts;
 mod csr;
 mod identifiers;
@@ -44,6 +45,8 @@ pub struct Ra {
     audit: certkeeper_store::audit::AuditLog,
     /// The transparency log, when the CA runs with one (attached once at start).
     tlog: std::sync::OnceLock<Arc<crate::tlog::CaLog>>,
+    /// Accounts by id, kept in step by every account write of the RA.
+    accounts: account_cache::AccountCache,
 }
 
 /// An account loaded for a request: row plus parsed document.
@@ -76,6 +79,7 @@ impl Ra {
             crl_lock: tokio::sync::Mutex::new(()),
             audit,
             tlog: std::sync::OnceLock::new(),
+            accounts: account_cache::AccountCache::default(),
         }
     }
 

@@ -354,6 +354,17 @@ impl Ra {
 
     /// Loads an order the account owns, with its current status.
     pub async fn order(&self, account: &Account, id: &str) -> Result<Order, CaError> {
+        Ok(self.order_and_stored_status(account, id).await?.0)
+    }
+
+    /// [`Ra::order`], with the status as stored before it was derived
+    /// (`ready` is never stored, so a ready order reads `pending`): what
+    /// finalize compares-and-sets against, without reading the row twice.
+    async fn order_and_stored_status(
+        &self,
+        account: &Account,
+        id: &str,
+    ) -> Result<(Order, String), CaError> {
         let row = self
             .store
             .order_by_id(id)
@@ -363,7 +374,8 @@ impl Ra {
             return Err(CaError::NotFound(format!("order {id}")));
         }
         let doc = from_json("order", &row.data)?;
-        self.refresh_order(Order { row, doc }).await
+        let stored = row.status.clone();
+        Ok((self.refresh_order(Order { row, doc }).await?, stored))
     }
 
     /// Derives a pending order's status from its authorizations and expiry
@@ -513,15 +525,22 @@ impl Ra {
         let key = Jwk::from_json(&account.doc.key)
             .map_err(|e| CaError::Internal(format!("stored account key: {e}")))?;
         let task = tokio::spawn(async move {
-            ra.run_validation(authz, idx, key).await;
+            let recorded = ra.run_validation(authz, idx, key).await;
             drop(slot);
+            recorded
         });
-        let _ = tokio::time::timeout(INLINE_VALIDATION_WAIT, task).await;
+        // The outcome the validation just wrote is the answer: no need to
+        // read it back. Still running (or lost to a concurrent write): read.
+        if let Ok(Ok(Some(mut done))) = tokio::time::timeout(INLINE_VALIDATION_WAIT, task).await {
+            done.row.status = effective_authz_status(&done.row, self.now()).to_string();
+            return Ok((done, chall_id.to_string()));
+        }
         Ok((self.authz(account, authz_id).await?, chall_id.to_string()))
     }
 
-    /// Validates one challenge and records the outcome on the authorization.
-    async fn run_validation(&self, mut authz: Authz, idx: usize, key: Jwk) {
+    /// Validates one challenge and records the outcome on the authorization;
+    /// returns the authorization as recorded (`None` when it could not be).
+    async fn run_validation(&self, mut authz: Authz, idx: usize, key: Jwk) -> Option<Authz> {
         let chall = &authz.doc.challenges[idx];
         let job = Validation {
             identifier_type: authz.doc.identifier.id_type.as_str().to_string(),
@@ -577,10 +596,18 @@ impl Ra {
         }
         authz.row.data = match to_json(&authz.doc) {
             Ok(d) => d,
-            Err(e) => return tracing::error!(error = %e, "cannot encode authorization"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode authorization");
+                return None;
+            }
         };
-        if let Err(e) = self.store.update_authz_if(&authz.row, "processing").await {
-            tracing::error!(authz = %authz.row.id, error = %e, "cannot record validation outcome");
+        match self.store.update_authz_if(&authz.row, "processing").await {
+            Ok(true) => Some(authz),
+            Ok(false) => None,
+            Err(e) => {
+                tracing::error!(authz = %authz.row.id, error = %e, "cannot record validation outcome");
+                None
+            }
         }
     }
 
@@ -591,7 +618,7 @@ impl Ra {
         order_id: &str,
         csr_der: &[u8],
     ) -> Result<Order, CaError> {
-        let order = self.order(account, order_id).await?;
+        let (order, stored_status) = self.order_and_stored_status(account, order_id).await?;
         if order.row.status != "ready" {
             return Err(CaError::acme(
                 ProblemType::OrderNotReady,
@@ -617,18 +644,8 @@ impl Ra {
                 "this public key is blocked after a proven key compromise; generate a new key",
             ));
         }
-        let stored_status = self.stored_order_status(&order.row.id).await?;
-        self.issue(order, &stored_status, checked.spki_der).await
-    }
-
-    /// The order status as stored (`ready` is derived, so it may read `pending`).
-    async fn stored_order_status(&self, id: &str) -> Result<String, CaError> {
-        let row = self
-            .store
-            .order_by_id(id)
-            .await?
-            .ok_or_else(|| CaError::NotFound(format!("order {id}")))?;
-        Ok(row.status)
+        self.issue(account, order, &stored_status, checked.spki_der)
+            .await
     }
 
     /// Signs the certificate of a ready order, then records it and moves the
@@ -637,6 +654,7 @@ impl Ra {
     /// ever recorded or served (the loser's signature is discarded unseen).
     async fn issue(
         &self,
+        account: &Account,
         order: Order,
         stored_status: &str,
         spki_der: Vec<u8>,
@@ -661,19 +679,11 @@ impl Ra {
         // signing. Boulder spends them after issuance without checking
         // (tolerating overshoot under a race); we check-and-spend atomically
         // so racing finalizations can never exceed the limit, and refund
-        // when the issuance then fails.
-        let account = self
-            .store
-            .account_by_id(&order.row.account_id)
-            .await?
-            .ok_or_else(|| CaError::Internal("order without account".into()))?;
-        let account = Account {
-            doc: from_json("account", &account.data)?,
-            row: account,
-        };
+        // when the issuance then fails. `account` owns the order (checked
+        // when it was loaded), so it is not read again.
         let exempt = self
             .limit_exemptions(
-                &account,
+                account,
                 order.doc.replaces.as_deref(),
                 &order.doc.identifiers,
             )
@@ -836,12 +846,7 @@ impl Ra {
         // client holds a certificate the log lacks, and the log's fsyncs
         // overlap the client's round trips instead of adding to finalize.
         if let Some(log) = self.tlog() {
-            let (log, serial, der) = (Arc::clone(log), cert.serial.clone(), issued.der.clone());
-            tokio::spawn(async move {
-                if let Err(e) = log.log_once(&serial, der, now).await {
-                    tracing::error!(%serial, error = %e, "transparency log append failed; the download will retry it");
-                }
-            });
+            log.log_new(&cert.serial, issued.der.clone(), now);
         }
         Ok(order)
     }
@@ -968,7 +973,7 @@ pub(super) async fn resume(ra: &Arc<Ra>) -> Result<(), CaError> {
         let ra = Arc::clone(ra);
         tokio::spawn(async move {
             let slot = ra.va.reserve().await;
-            ra.run_validation(Authz { row, doc }, idx, key).await;
+            let _ = ra.run_validation(Authz { row, doc }, idx, key).await;
             drop(slot);
         });
     }

@@ -42,3 +42,25 @@ pub fn unreachable_limits_policy() -> String {
     }
     text
 }
+
+/// Context switches (voluntary and involuntary) of every live thread of a
+/// process so far, from `/proc/PID/task/*/status`: what the CA profile
+/// found its CPU going to (thread hand-offs), counted directly. Threads
+/// that exited are missed, so compare runs of long-lived servers only.
+pub fn context_switches(pid: u32) -> anyhow::Result<u64> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else {
+            continue; // the thread exited meanwhile
+        };
+        for line in status.lines() {
+            if let Some(n) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total = total.saturating_add(n.trim().parse().unwrap_or(0));
+            }
+        }
+    }
+    Ok(total)
+}
