@@ -2,15 +2,19 @@
 //! account from the store every time (every ACME POST but newAccount names
 //! its account by `kid`: five to seven reads per issued certificate).
 //!
-//! Why this is safe: the CA is the only writer of its accounts (it runs on
-//! its own SQLite data directory; no CLI command changes an account), and
-//! every change goes through the RA, which calls [`AccountCache::changed`]
-//! after its store write commits. A read that raced with a change must not
-//! put the old row back: each change bumps a generation, and a row read
-//! from the store is only kept when no change happened since the read began.
+//! Why this is safe: in one process every account change goes through the
+//! RA, which calls [`AccountCache::changed`] after its store write commits.
+//! A read that raced with a change must not put the old row back: each
+//! change bumps a generation, and a row read from the store is only kept
+//! when no change happened since the read began. No CLI command changes an
+//! account, but two CA processes may share one store (a PostgreSQL
+//! database, or one SQLite file): a deactivation or key change made by the
+//! other is seen here within [`TTL`], the bound on staleness. Under load an
+//! account makes many requests per second, so the TTL keeps the savings.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use super::Account;
 
@@ -18,6 +22,12 @@ use super::Account;
 /// small, and a CA with more active accounts than this pays one read per
 /// request, as without a cache).
 const MAX_ENTRIES: usize = 100_000;
+
+/// How long an entry is trusted: the longest another CA process sharing
+/// the store can have changed an account without this one knowing. A
+/// monotonic timer, not the CA's clock: this bounds staleness in real
+/// time, whatever time the CA is told it is.
+const TTL: Duration = Duration::from_secs(5);
 
 /// The cache; see the module docs for its contract.
 #[derive(Debug, Default)]
@@ -28,7 +38,7 @@ pub(super) struct AccountCache {
 #[derive(Debug, Default)]
 struct Inner {
     generation: u64,
-    accounts: HashMap<String, Account>,
+    accounts: HashMap<String, (Account, Instant)>,
 }
 
 /// Taken before a store read; [`AccountCache::fill`] keeps the row only if
@@ -44,11 +54,10 @@ impl AccountCache {
     /// The cached account, or a ticket to fill it with after reading the store.
     pub(super) fn get(&self, id: &str) -> Result<Account, Ticket> {
         let inner = self.lock();
-        inner
-            .accounts
-            .get(id)
-            .cloned()
-            .ok_or(Ticket(inner.generation))
+        match inner.accounts.get(id) {
+            Some((account, filled)) if filled.elapsed() < TTL => Ok(account.clone()),
+            _ => Err(Ticket(inner.generation)),
+        }
     }
 
     /// Keeps an account read from the store under `ticket`, unless an
@@ -63,7 +72,7 @@ impl AccountCache {
         }
         inner
             .accounts
-            .insert(account.row.id.clone(), account.clone());
+            .insert(account.row.id.clone(), (account.clone(), Instant::now()));
     }
 
     /// Forgets an account whose row was just written (called after the
