@@ -102,12 +102,14 @@ fn main() -> anyhow::Result<()> {
     let port = ca.http01_port().to_string();
     let ca_pid = ca.pid().context("our CA is not running")?;
     let certs_n: usize = certs.parse().context("CERTS must be a number")?;
+    let ceiling_orders = certs_n.clamp(100, 1000);
 
     let ceiling = run(
         Command::new(&bin)
             .args(["bench", "ca", "--directory", &directory, "--root"])
             .arg(&root)
-            .args(["--concurrency", &concurrency, "--orders", "1000"])
+            .args(["--concurrency", &concurrency, "--orders"])
+            .arg(ceiling_orders.to_string())
             .args(["--http01-port", &port, "--domain-suffix", "example.test"]),
         "certkeeper bench ca",
         ca_pid,
@@ -115,7 +117,7 @@ fn main() -> anyhow::Result<()> {
     println!(
         "== the CA's ceiling: bare ACME flows\n{}{}\n",
         ceiling.report,
-        ceiling.cpu_line(1000)
+        ceiling.cpu_line(ceiling_orders)
     );
     let ceiling_rate =
         number_after(&ceiling.report, "rate").context("no rate in bench ca's report")?;
@@ -127,7 +129,11 @@ fn main() -> anyhow::Result<()> {
             .args(["--certs", &certs, "--concurrency", &concurrency])
             .args(["--http01-port", &port, "--domain-suffix", "example.test"])
             // One line per event would be the bench's largest cost.
-            .env("CERTKEEPER_LOG", "warn"),
+            // `BENCH_REISSUE_LOG=warn,sqlx::query=debug` counts statements.
+            .env(
+                "CERTKEEPER_LOG",
+                std::env::var("BENCH_REISSUE_LOG").unwrap_or_else(|_| "warn".into()),
+            ),
         "certkeeper bench reissue",
         ca_pid,
     )?;
