@@ -35,6 +35,7 @@ pub mod status;
 pub mod targets;
 pub mod tlsa_fetch;
 pub mod tlsa_target;
+pub mod tlog_config;
 pub mod x509;
 
 pub use error::AgentError;

@@ -4,3 +4,5 @@
 
 pub mod ari;
 pub mod crl;
+pub mod log_watch;
+pub mod tlog;
