@@ -57,7 +57,7 @@ fn log_url(ca: &CertkeeperCa) -> String {
 /// the CA's log as `[issuer.tlog]`, polled every second, and the admin API.
 fn agent_for(ca: &CertkeeperCa, checkpoint_key: &str, admin_port: u16) -> AgentDir {
     let agent = AgentDir::new(bin()).expect("agent dir");
-    std::fs::write(agent.path("token"), "sekrit\n").expect("token");
+    std::fs::write(agent.path("token"), "sekrit-token-0123456789\n").expect("token");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -141,7 +141,7 @@ fn post_renew(admin_port: u16) -> String {
         .expect("timeout");
     write!(
         sock,
-        "POST /api/v1/certificates/web/renew HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer sekrit\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "POST /api/v1/certificates/web/renew HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer sekrit-token-0123456789\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .expect("write");
     let mut out = String::new();
@@ -282,8 +282,13 @@ fn a_checkpoint_key_that_is_not_the_logs_refuses_to_deploy_names_the_log_and_kee
 
     // With the log's key, the same order completes: no second certificate.
     write_config(&agent, &ca, &log_key(&ca), free_port());
-    let out = agent.ok(&["issue", "web"]).expect("issue with the right key");
-    assert!(serial(&agent).is_some(), "{out}");
+    // (After the failure's backoff, 1 s here.)
+    // (`issue` says "nothing due" until the failure's backoff, 1 s, ends.)
+    wait_for("issue with the right key", Duration::from_secs(30), || {
+        agent.ok(&["issue", "web"]).expect("issue");
+        serial(&agent)
+    })
+    .expect("issue with the right key");
     assert_eq!(events(&agent, "inclusion-verified").len(), 1);
     assert_eq!(ca.issued_count().expect("ca list"), 1, "the order was resumed");
 }
