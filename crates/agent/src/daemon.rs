@@ -609,7 +609,12 @@ impl Agent {
         let mut generation = self.store.generation().await?;
         let mut next_full = self.now();
         // Beside the renewal loop, never in it: aborted when this returns.
-        let _monitors = AbortOnDrop(crate::monitor::log_watch::spawn_all(&self));
+        let _monitors = AbortOnDrop(
+            crate::monitor::log_watch::spawn_all(&self)
+                .into_iter()
+                .chain(crate::monitor::ct_search::spawn_all(&self))
+                .collect(),
+        );
         loop {
             if self.now() >= next_full {
                 next_full = match self.full_pass(&mut runner).await {

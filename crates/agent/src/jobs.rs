@@ -346,7 +346,9 @@ impl Agent {
         let (log_url, require) = issuer_config
             .tlog
             .as_ref()
-            .map_or((String::new(), true), |t| (t.log.clone(), t.require_inclusion));
+            .map_or((String::new(), true), |t| {
+                (t.log.clone(), t.require_inclusion)
+            });
         let result = match log {
             Ok(log) => log
                 .verify_inclusion(entry_url, leaf)

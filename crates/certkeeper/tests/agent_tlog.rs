@@ -290,7 +290,11 @@ fn a_checkpoint_key_that_is_not_the_logs_refuses_to_deploy_names_the_log_and_kee
     })
     .expect("issue with the right key");
     assert_eq!(events(&agent, "inclusion-verified").len(), 1);
-    assert_eq!(ca.issued_count().expect("ca list"), 1, "the order was resumed");
+    assert_eq!(
+        ca.issued_count().expect("ca list"),
+        1,
+        "the order was resumed"
+    );
 }
 
 /// A log this test serves over real HTTP from a directory it can swap:
@@ -423,4 +427,168 @@ poll_seconds = 1
     assert_eq!(t["alerts"].as_array().map(Vec::len), Some(1), "{t}");
     assert_eq!(t["alerts"][0]["kind"], "fork");
     assert_eq!(events(&agent, "log-inconsistent").len(), 1);
+}
+
+/// A crt.sh-shaped search endpoint over real HTTP. crt.sh itself is not
+/// reachable from the test machine, so this serves its `output=json` shape
+/// (id, serial_number, name_value, not_before, issuer_name…) built from
+/// the real certificates our CA issued, as listed by `ca list --json`.
+struct MockSearch {
+    rows: Arc<Mutex<Vec<Value>>>,
+    /// Searches answered so far.
+    served: Arc<std::sync::atomic::AtomicUsize>,
+    port: u16,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl MockSearch {
+    fn serve() -> MockSearch {
+        use axum::extract::{Query, State};
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let rows: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let served: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let app = axum::Router::new()
+            .route(
+                "/",
+                axum::routing::get(
+                    |State((rows, served)): State<(
+                        Arc<Mutex<Vec<Value>>>,
+                        Arc<std::sync::atomic::AtomicUsize>,
+                    )>,
+                     Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                        // Counted after the answer is built: a count seen
+                        // by the test means a search that saw the rows.
+                        let name = q.get("q").cloned().unwrap_or_default();
+                        let hits: Vec<Value> = rows
+                            .lock()
+                            .expect("lock")
+                            .iter()
+                            .filter(|r| {
+                                r["name_value"]
+                                    .as_str()
+                                    .is_some_and(|v| v.lines().any(|l| l == name))
+                            })
+                            .cloned()
+                            .collect();
+                        served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        axum::Json(Value::Array(hits))
+                    },
+                ),
+            )
+            .with_state((Arc::clone(&rows), Arc::clone(&served)));
+        rt.spawn(async move { axum::serve(listener, app).await });
+        MockSearch {
+            rows,
+            served,
+            port,
+            _rt: rt,
+        }
+    }
+
+    /// Publishes every certificate the CA issued, crt.sh style.
+    fn publish(&self, ca: &CertkeeperCa) {
+        let list = ca.list().expect("ca list");
+        let rows = list
+            .as_array()
+            .expect("array")
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let names: Vec<&str> = c["names"]
+                    .as_array()
+                    .expect("names")
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect();
+                serde_json::json!({
+                    "issuer_ca_id": 1,
+                    "issuer_name": "CN=certkeeper test CA",
+                    "common_name": names[0],
+                    "name_value": names.join("\n"),
+                    "id": 1000 + i,
+                    "entry_timestamp": c["not_before"],
+                    "not_before": c["not_before"],
+                    "not_after": c["not_after"],
+                    // crt.sh pads to whole octets and may keep a sign octet.
+                    "serial_number": format!("00{}", c["serial"].as_str().expect("serial")),
+                    "result_count": 1,
+                })
+            })
+            .collect();
+        *self.rows.lock().expect("lock") = rows;
+    }
+}
+
+#[test]
+fn a_crt_sh_style_search_alerts_on_certbots_certificate_and_not_on_ours() {
+    let (_bind, ca) = start_ca();
+    let search = MockSearch::serve();
+    let agent = AgentDir::new(bin()).expect("agent dir");
+    agent
+        .write_config(&format!(
+            r#"data = "{data}"
+[agent]
+tlsalpn01_listen = "127.0.0.1:{alpn}"
+shutdown_grace_seconds = 1
+
+[[issuer]]
+name = "public"
+directory = "{directory}"
+root = "{root}"
+
+[issuer.ct_search]
+url = "http://127.0.0.1:{port}/?q={{name}}&output=json"
+poll_seconds = 1
+
+[[certificate]]
+name = "web"
+names = ["{NAME}"]
+issuer = "public"
+challenge = "tls-alpn-01"
+"#,
+            data = agent.path("data").display(),
+            alpn = ca.tlsalpn01_port(),
+            directory = ca.directory_url(),
+            root = ca.root_pem_path().display(),
+            port = search.port,
+        ))
+        .expect("config");
+    let daemon = agent.spawn_daemon(&[]).expect("daemon");
+    let ours = wait(&daemon, "our certificate", || serial(&agent));
+    search.publish(&ca);
+    // Our own certificate in the search results: two searches later (one
+    // whole round after the rows were up), still no alert.
+    let at = search.served.load(std::sync::atomic::Ordering::SeqCst);
+    wait(&daemon, "searches after ours was published", || {
+        (search.served.load(std::sync::atomic::Ordering::SeqCst) >= at + 2).then_some(())
+    });
+    let t = transparency(&agent);
+    assert_eq!(t["alerts"], serde_json::json!([]), "{t}");
+
+    let certbot = Certbot::new(&ca.directory_url(), &ca.root_pem_path()).expect("certbot");
+    let theirs = certbot
+        .certonly_standalone(&[NAME], ca.http01_port(), &[])
+        .expect("certbot certonly");
+    let their_serial = openssl_serial_hex(&theirs.cert).expect("serial");
+    assert_ne!(their_serial, ours);
+    search.publish(&ca);
+    let alert = wait(&daemon, "unknown-certificate alert from the search", || {
+        transparency(&agent)["alerts"]
+            .as_array()
+            .and_then(|a| a.first().cloned())
+    });
+    assert_eq!(alert["kind"], "unknown-certificate");
+    assert_eq!(alert["serial"].as_str(), Some(their_serial.as_str()));
+    assert!(alert["log_index"].is_null());
+    let t = transparency(&agent);
+    assert_eq!(t["alerts"].as_array().map(Vec::len), Some(1), "{t}");
+    assert_eq!(events(&agent, "unknown-certificate").len(), 1);
 }

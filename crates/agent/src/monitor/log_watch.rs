@@ -57,7 +57,9 @@ fn norm(name: &str) -> String {
 
 /// The parent of a name (`example.com` for `www.example.com`).
 fn parent(name: &str) -> Option<&str> {
-    name.split_once('.').map(|(_, p)| p).filter(|p| !p.is_empty())
+    name.split_once('.')
+        .map(|(_, p)| p)
+        .filter(|p| !p.is_empty())
 }
 
 impl ManagedNames {

@@ -184,12 +184,7 @@ impl IssuerLog {
         let hashes = proof
             .inclusion_proof
             .iter()
-            .map(|h| {
-                STANDARD
-                    .decode(h)
-                    .ok()
-                    .and_then(|v| Hash::try_from(v).ok())
-            })
+            .map(|h| STANDARD.decode(h).ok().and_then(|v| Hash::try_from(v).ok()))
             .collect::<Option<Vec<Hash>>>()
             .ok_or_else(|| broken(format!("{url}: a proof hash is not 32 bytes of base64")))?;
         verify_inclusion(
@@ -222,7 +217,8 @@ impl certkeeper_tlog::client::Fetch for IssuerLog {
     }
 }
 
-fn http_text(url: &str, e: HttpError) -> String {
+/// An HTTP failure as one line naming the URL.
+pub(crate) fn http_text(url: &str, e: HttpError) -> String {
     match e {
         HttpError::Roots { path, reason } => {
             format!("{url}: the issuer's root file {}: {reason}", path.display())
