@@ -433,6 +433,8 @@ poll_seconds = 1
 /// reachable from the test machine, so this serves its `output=json` shape
 /// (id, serial_number, name_value, not_before, issuer_name…) built from
 /// the real certificates our CA issued, as listed by `ca list --json`.
+type SearchState = (Arc<Mutex<Vec<Value>>>, Arc<std::sync::atomic::AtomicUsize>);
+
 struct MockSearch {
     rows: Arc<Mutex<Vec<Value>>>,
     /// Searches answered so far.
@@ -459,10 +461,7 @@ impl MockSearch {
             .route(
                 "/",
                 axum::routing::get(
-                    |State((rows, served)): State<(
-                        Arc<Mutex<Vec<Value>>>,
-                        Arc<std::sync::atomic::AtomicUsize>,
-                    )>,
+                    |State((rows, served)): State<SearchState>,
                      Query(q): Query<std::collections::HashMap<String, String>>| async move {
                         // Counted after the answer is built: a count seen
                         // by the test means a search that saw the rows.
