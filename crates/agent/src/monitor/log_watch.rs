@@ -280,6 +280,10 @@ impl Agent {
                         .emit(EventKind::LogInconsistent, &name, slot, detail)
                         .await;
                 }
+                // The verified state stays; written with the row so a
+                // changed log URL does not leave the old log's state in it.
+                row.state = state.to_text();
+                row.size = i64::try_from(state.checkpoint.size).unwrap_or(i64::MAX);
                 self.store.put_tlog_state(&row).await?;
                 return Ok(());
             }
