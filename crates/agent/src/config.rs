@@ -148,6 +148,11 @@ pub struct IssuerConfig {
     /// The CA's rate limits, enforced before contacting it: a preset name
     /// or a table (default: by directory URL, see docs/config.md).
     pub limits: Option<LimitsConfig>,
+    /// The issuer's transparency log: inclusion checked before deploy,
+    /// watched for certificates the agent did not order.
+    pub tlog: Option<crate::tlog_config::TlogConfig>,
+    /// A crt.sh-style search endpoint watched for such certificates.
+    pub ct_search: Option<crate::tlog_config::CtSearchConfig>,
 }
 
 impl IssuerConfig {
@@ -442,6 +447,7 @@ impl Config {
             }
         }
         crate::dns_config::validate(&config).map_err(err)?;
+        crate::tlog_config::validate(&config).map_err(err)?;
         if let Some(admin) = &config.admin {
             match &admin.certificate {
                 Some(name) if !names.contains(name.as_str()) => {

@@ -75,12 +75,26 @@ pub struct Agent {
     resolvers: Mutex<HashMap<String, Arc<CertResolver>>>,
     /// CRL checkers per issuer (each trusts that issuer's private root).
     pub(crate) crl: HashMap<String, CrlChecker>,
+    /// Transparency logs per issuer with `[issuer.tlog]` (an error when the
+    /// configured one is unusable: certificates needing it are refused).
+    pub(crate) logs: HashMap<String, Result<crate::monitor::tlog::IssuerLog, String>>,
     /// Position of each certificate in the configuration: lookups by name
     /// stay O(1) at 100k certificates.
     by_name: HashMap<String, usize>,
     /// Each certificate's configuration fingerprint per slot (primary,
     /// backup), computed once: planning compares them on every pass.
     fingerprints: Vec<[String; 2]>,
+}
+
+/// Tasks aborted when dropped (the log monitors of a running daemon).
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for Agent {
@@ -149,6 +163,15 @@ impl Agent {
                             None
                         }
                     }
+                })
+                .collect(),
+            logs: config
+                .issuers
+                .iter()
+                .filter_map(|i| {
+                    crate::monitor::tlog::IssuerLog::of(i)
+                        .transpose()
+                        .map(|l| (i.name.clone(), l))
                 })
                 .collect(),
             issuers,
@@ -585,6 +608,13 @@ impl Agent {
         let mut runner: Runner<JobResult> = Runner::new(global, per_issuer);
         let mut generation = self.store.generation().await?;
         let mut next_full = self.now();
+        // Beside the renewal loop, never in it: aborted when this returns.
+        let _monitors = AbortOnDrop(
+            crate::monitor::log_watch::spawn_all(&self)
+                .into_iter()
+                .chain(crate::monitor::ct_search::spawn_all(&self))
+                .collect(),
+        );
         loop {
             if self.now() >= next_full {
                 next_full = match self.full_pass(&mut runner).await {

@@ -46,6 +46,22 @@ pub enum AgentError {
         /// Why.
         reason: String,
     },
+    /// The certificate's inclusion in the issuer's transparency log is not
+    /// verified (`tlog.require_inclusion`): it is neither stored as
+    /// deployable nor deployed, and the order stays for a retry.
+    #[error(
+        "certificate for {name} from {issuer} not deployed: its inclusion in the transparency log {log} is not verified: {reason}"
+    )]
+    NotLogged {
+        /// Managed certificate name.
+        name: String,
+        /// Issuer name.
+        issuer: String,
+        /// The log prefix URL.
+        log: String,
+        /// Why, and what to do.
+        reason: String,
+    },
     /// Nothing was sent to the CA: a known limit is used up or the CA asked
     /// not to be contacted yet. No retry before `until` (unix seconds), and
     /// `--force` does not change that.
@@ -111,6 +127,9 @@ impl AgentError {
             AgentError::Deploy(e) => e.is_retryable(),
             AgentError::Revoke { error, .. } => error.is_retryable(),
             AgentError::BadCertificate { .. } => true,
+            // A lagging or unreachable log catches up; a bad proof is retried
+            // at the backoff too (the CA may repair its log).
+            AgentError::NotLogged { .. } => true,
             AgentError::Config(_) | AgentError::Key { .. } | AgentError::Refused(_) => false,
         }
     }

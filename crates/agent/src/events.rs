@@ -37,6 +37,15 @@ pub enum EventKind {
     Revoked,
     /// The served slot changed.
     Swapped,
+    /// A new certificate's inclusion in its issuer's transparency log was
+    /// verified against a checkpoint signed with the configured key.
+    InclusionVerified,
+    /// A transparency log is not an extension of what the monitor verified
+    /// before (forked, rewritten, shrunk, or two views of one size).
+    LogInconsistent,
+    /// A certificate for a managed name that the agent did not order
+    /// appeared in a log (someone else obtained it).
+    UnknownCertificate,
 }
 
 impl EventKind {
@@ -51,6 +60,9 @@ impl EventKind {
             EventKind::Renewed => "renewed",
             EventKind::Revoked => "revoked",
             EventKind::Swapped => "swapped",
+            EventKind::InclusionVerified => "inclusion-verified",
+            EventKind::LogInconsistent => "log-inconsistent",
+            EventKind::UnknownCertificate => "unknown-certificate",
         }
     }
 }

@@ -185,6 +185,8 @@ fn config(opts: &FleetOptions) -> Config {
         root: None,
         profile: None,
         limits: None,
+        tlog: None,
+        ct_search: None,
     };
     Config {
         data: opts.dir.clone(),

@@ -348,6 +348,8 @@ mod tests {
                     }),
                     ..CaLimits::default()
                 })),
+                tlog: None,
+                ct_search: None,
             }
         }
 

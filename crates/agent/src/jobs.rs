@@ -269,6 +269,15 @@ impl Agent {
         if self.store.agent_key_blocked(&facts.spki_sha256).await? {
             return Err(bad("its key is in the blocked-key registry".into()));
         }
+        self.check_inclusion(
+            cert,
+            slot,
+            issuer_config,
+            issued.tlog_entry.as_deref(),
+            leaf,
+            &facts.serial,
+        )
+        .await?;
         let previous = row.current_serial.clone();
         let cert_row = ManagedCertRow {
             serial: facts.serial.clone(),
@@ -315,6 +324,72 @@ impl Agent {
             )
             .await;
         Ok(cert_row)
+    }
+
+    /// The inclusion check before a certificate is stored as deployable:
+    /// with `[issuer.tlog]`, the leaf must be proven in the log against a
+    /// checkpoint signed with the configured key. Refused (when
+    /// `require_inclusion`) with an error naming the log; the order handle
+    /// stays, so the next attempt downloads and checks again.
+    async fn check_inclusion(
+        &self,
+        cert: &CertificateConfig,
+        slot: Slot,
+        issuer_config: &crate::config::IssuerConfig,
+        entry_url: Option<&str>,
+        leaf: &[u8],
+        serial: &str,
+    ) -> Result<(), AgentError> {
+        let Some(log) = self.logs.get(&issuer_config.name) else {
+            return Ok(());
+        };
+        let (log_url, require) = issuer_config
+            .tlog
+            .as_ref()
+            .map_or((String::new(), true), |t| {
+                (t.log.clone(), t.require_inclusion)
+            });
+        let result = match log {
+            Ok(log) => log
+                .verify_inclusion(entry_url, leaf)
+                .await
+                .map_err(|e| e.reason),
+            Err(e) => Err(e.clone()),
+        };
+        match result {
+            Ok(included) => {
+                self.events
+                    .emit(
+                        EventKind::InclusionVerified,
+                        &cert.name,
+                        slot,
+                        format!(
+                            "serial {serial} is entry {} of {log_url} (proven against its signed checkpoint of size {})",
+                            included.index, included.size
+                        ),
+                    )
+                    .await;
+                Ok(())
+            }
+            Err(reason) if require => Err(AgentError::NotLogged {
+                name: cert.name.clone(),
+                issuer: issuer_config.name.clone(),
+                log: log_url,
+                reason,
+            }),
+            Err(reason) => {
+                tracing::warn!(certificate = %cert.name, %slot, log = %log_url, %reason, "inclusion not verified (require_inclusion = false: deploying anyway)");
+                self.events
+                    .emit(
+                        EventKind::Failed,
+                        &cert.name,
+                        slot,
+                        format!("inclusion of serial {serial} in {log_url} not verified (deploying anyway: require_inclusion = false): {reason}"),
+                    )
+                    .await;
+                Ok(())
+            }
+        }
     }
 
     /// Asks the CA's ARI endpoint and the CRL about the slot's certificate;

@@ -34,6 +34,7 @@ pub mod solver_set;
 pub mod solvers;
 pub mod status;
 pub mod targets;
+pub mod tlog_config;
 pub mod tlsa_fetch;
 pub mod tlsa_target;
 pub mod x509;

@@ -70,6 +70,88 @@ pub struct StatusReport {
     pub certificates: Vec<CertStatus>,
     /// Keys that no slot will ever use again.
     pub blocked_keys: Vec<BlockedKeyRow>,
+    /// Each issuer's transparency log as the monitor sees it, with what
+    /// it found.
+    pub transparency: Vec<TransparencyStatus>,
+}
+
+/// One issuer's log (or search endpoint) in `certkeeper status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TransparencyStatus {
+    /// The issuer.
+    pub issuer: String,
+    /// The log prefix URL (or the search endpoint).
+    pub log: String,
+    /// Whether new certificates must be proven in it before deploy.
+    pub require_inclusion: bool,
+    /// The tree size the monitor has verified.
+    pub verified_size: i64,
+    /// When it was last asked, RFC 3339.
+    pub polled_at: Option<String>,
+    /// Why the last poll failed.
+    pub last_error: Option<String>,
+    /// Everything it found, oldest first.
+    pub alerts: Vec<TransparencyAlert>,
+}
+
+/// One finding of the monitor.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TransparencyAlert {
+    /// `unknown-certificate`, `fork`, `shrunk` or `split-view`.
+    pub kind: String,
+    /// Leaf index, for a certificate.
+    pub log_index: Option<i64>,
+    /// Serial, for a certificate.
+    pub serial: Option<String>,
+    /// Its names.
+    pub names: Vec<String>,
+    /// What it means and what to do.
+    pub detail: String,
+    /// When it was found, RFC 3339.
+    pub at: String,
+}
+
+impl Agent {
+    /// The transparency part of `certkeeper status`, from the store.
+    pub async fn transparency_status(&self) -> Result<Vec<TransparencyStatus>, AgentError> {
+        let states = self.store.tlog_states().await?;
+        let alerts = self.store.tlog_alerts().await?;
+        let mut out = Vec::new();
+        for i in &self.config.issuers {
+            let (log, require_inclusion) = match (&i.tlog, &i.ct_search) {
+                (Some(t), _) => (t.log.clone(), t.require_inclusion),
+                (None, Some(s)) => (s.url.clone(), false),
+                (None, None) => continue,
+            };
+            let state = states.iter().find(|r| r.issuer == i.name);
+            out.push(TransparencyStatus {
+                issuer: i.name.clone(),
+                log,
+                require_inclusion,
+                verified_size: state.map_or(0, |s| s.size),
+                polled_at: state.and_then(|s| s.polled_at).map(rfc3339),
+                last_error: state.and_then(|s| s.last_error.clone()),
+                alerts: alerts
+                    .iter()
+                    .filter(|a| a.issuer == i.name)
+                    .map(|a| TransparencyAlert {
+                        kind: a.kind.clone(),
+                        log_index: a.log_index,
+                        serial: a.serial.clone(),
+                        names: a
+                            .names
+                            .split(',')
+                            .filter(|n| !n.is_empty())
+                            .map(str::to_string)
+                            .collect(),
+                        detail: a.detail.clone(),
+                        at: rfc3339(a.at),
+                    })
+                    .collect(),
+            });
+        }
+        Ok(out)
+    }
 }
 
 impl Agent {
@@ -152,6 +234,7 @@ impl Agent {
         Ok(StatusReport {
             certificates,
             blocked_keys: self.store.agent_blocked_keys().await?,
+            transparency: self.transparency_status().await?,
         })
     }
 }

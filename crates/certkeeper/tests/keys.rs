@@ -167,9 +167,10 @@ fn keys_serve_publishes_configs_pyhpke_can_use() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    // Kept open to the end: dropped, the server's next line to stdout
+    // fails with EPIPE and kills it before the client connects.
+    let mut stdout = BufReader::new(server.stdout.take().unwrap());
+    stdout.read_line(&mut line).unwrap();
     let url = line
         .trim()
         .strip_prefix("serving ")
@@ -185,6 +186,7 @@ fn keys_serve_publishes_configs_pyhpke_can_use() {
         .unwrap();
     let _ = server.kill();
     let _ = server.wait();
+    drop(stdout);
     let out = ok(out);
     assert!(
         out.contains("content-type: application/ohttp-keys"),

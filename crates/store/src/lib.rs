@@ -7,6 +7,7 @@
 mod agent;
 mod agent_dns;
 mod agent_slots;
+mod agent_tlog;
 pub mod audit;
 mod ca;
 mod ca_issuance;
@@ -21,6 +22,7 @@ mod migrate;
 pub use agent::{ManagedCertRow, UnkeyedLedgerRow};
 pub use agent_dns::DnsRecordRow;
 pub use agent_slots::{BlockedKeyRow, CertMeta, EventRow, SlotRow};
+pub use agent_tlog::{TlogAlertRow, TlogStateRow};
 pub use ca::{AccountRow, AuthzRow, CertificateRow, OrderRow};
 pub use ca_issuance::IssuanceRow;
 pub use ca_limits::{Guarded, LimitOverrideRow};

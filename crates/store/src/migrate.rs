@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (21, include_str!("migrations/0021_ca_issuances.sql")),
     (40, include_str!("migrations/0040_rotated_keys.sql")),
     (50, include_str!("migrations/0050_ca_tlog.sql")),
+    (51, include_str!("migrations/0051_agent_tlog_monitor.sql")),
 ];
 
 /// Applies the migrations the database has not seen yet, each in its own transaction.

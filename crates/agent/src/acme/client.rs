@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 use x509_parser::extensions::GeneralName;
 
 use super::error::{AcmeError, FailedAuthorization, Step};
-use super::http::{RetryAfterCell, TimedHttpClient};
+use super::http::{RetryAfterCell, TimedHttpClient, TlogLinks};
 use super::key::{CertificateKey, KeyAlgorithm};
 use super::solver::{PendingChallenge, Solver, challenge_name};
 
@@ -56,16 +56,24 @@ impl AcmeDirectory {
         self
     }
 
-    fn builder(&self) -> Result<(instant_acme::AccountBuilder, RetryAfterCell), AcmeError> {
+    fn builder(
+        &self,
+    ) -> Result<(instant_acme::AccountBuilder, RetryAfterCell, TlogLinks), AcmeError> {
         let allow_http = self.url.starts_with("http://");
         let retry_after = RetryAfterCell::default();
+        let tlog_links = TlogLinks::default();
         let http = TimedHttpClient::new(
             self.root_pem.as_deref(),
             allow_http,
             self.request_timeout,
             retry_after.clone(),
+            tlog_links.clone(),
         )?;
-        Ok((Account::builder_with_http(Box::new(http)), retry_after))
+        Ok((
+            Account::builder_with_http(Box::new(http)),
+            retry_after,
+            tlog_links,
+        ))
     }
 }
 
@@ -205,6 +213,9 @@ pub struct IssuedCertificate {
     pub not_after: OffsetDateTime,
     /// Time spent in each step.
     pub timings: StepTimings,
+    /// Where the CA says the certificate is logged (its download's
+    /// `Link: <…>;rel="tlog-entry"`), when it said so.
+    pub tlog_entry: Option<String>,
 }
 
 /// A registered ACME account bound to one CA.
@@ -215,6 +226,7 @@ pub struct AcmeAccount {
     account: Account,
     directory_url: String,
     retry_after: RetryAfterCell,
+    tlog_links: TlogLinks,
 }
 
 impl std::fmt::Debug for AcmeAccount {
@@ -238,7 +250,7 @@ impl AcmeAccount {
             .eab
             .as_ref()
             .map(|eab| ExternalAccountKey::new(eab.key_id.clone(), &eab.hmac_key));
-        let (builder, retry_after) = directory.builder()?;
+        let (builder, retry_after, tlog_links) = directory.builder()?;
         let (account, credentials) = builder
             .create(
                 &NewAccount {
@@ -257,6 +269,7 @@ impl AcmeAccount {
                 account,
                 directory_url: directory.url.clone(),
                 retry_after,
+                tlog_links,
             },
             credentials,
         ))
@@ -268,7 +281,7 @@ impl AcmeAccount {
         directory: &AcmeDirectory,
         credentials: AccountCredentials,
     ) -> Result<Self, AcmeError> {
-        let (builder, retry_after) = directory.builder()?;
+        let (builder, retry_after, tlog_links) = directory.builder()?;
         let account = builder
             .from_credentials(credentials)
             .await
@@ -277,6 +290,7 @@ impl AcmeAccount {
             account,
             directory_url: directory.url.clone(),
             retry_after,
+            tlog_links,
         })
     }
 
@@ -613,6 +627,11 @@ impl AcmeAccount {
             Err(e) => return Err(proto(Step::PollCertificate)(e)),
         };
         timings.download = started.elapsed();
+        let tlog_entry = order
+            .state()
+            .certificate
+            .as_deref()
+            .and_then(|url| self.tlog_links.take(url));
 
         let bad = |reason: String| AcmeError::BadCertificate {
             names: names.clone(),
@@ -649,6 +668,7 @@ impl AcmeAccount {
             not_before,
             not_after,
             timings,
+            tlog_entry,
         })
     }
 

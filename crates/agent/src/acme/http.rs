@@ -74,6 +74,66 @@ impl RetryAfterCell {
     }
 }
 
+/// Where a CA said each certificate it served is logged: the
+/// `Link: <…>;rel="tlog-entry"` of certificate downloads, by request URL.
+///
+/// instant-acme returns a certificate as a string and drops the response
+/// headers, so the transport keeps the link for the account to pick up
+/// right after the download. Keyed by URL (not "the last one") because
+/// jobs share an account and download concurrently; bounded because an
+/// entry nobody picks up (a failed step) must not accumulate.
+#[derive(Clone, Default, Debug)]
+pub(crate) struct TlogLinks(Arc<std::sync::Mutex<std::collections::VecDeque<(String, String)>>>);
+
+/// Links kept at most (far more than downloads in flight at once).
+const MAX_TLOG_LINKS: usize = 1024;
+
+impl TlogLinks {
+    /// The link the download of `url` carried, consumed.
+    pub(crate) fn take(&self, url: &str) -> Option<String> {
+        let mut v = self.0.lock().ok()?;
+        let i = v.iter().rposition(|(u, _)| u == url)?;
+        v.remove(i).map(|(_, l)| l)
+    }
+
+    fn put(&self, url: String, link: String) {
+        if let Ok(mut v) = self.0.lock() {
+            if v.len() >= MAX_TLOG_LINKS {
+                v.pop_front();
+            }
+            v.push_back((url, link));
+        }
+    }
+}
+
+/// The target of the first `rel="tlog-entry"` link among `Link` header
+/// values (RFC 8288 §3: `<URI>; param; rel="…"`), if any.
+pub(crate) fn tlog_entry_link<'a>(values: impl Iterator<Item = &'a str>) -> Option<String> {
+    for value in values {
+        for link in value.split(',') {
+            let link = link.trim();
+            let Some(rest) = link.strip_prefix('<') else {
+                continue;
+            };
+            let Some((target, params)) = rest.split_once('>') else {
+                continue;
+            };
+            let is_entry = params.split(';').any(|p| {
+                let p = p.trim();
+                p.strip_prefix("rel=").is_some_and(|r| {
+                    r.trim_matches('"')
+                        .split_ascii_whitespace()
+                        .any(|r| r.eq_ignore_ascii_case("tlog-entry"))
+                })
+            });
+            if is_entry {
+                return Some(target.to_string());
+            }
+        }
+    }
+    None
+}
+
 /// Parses `Retry-After` (RFC 9110 §10.2.3: delay-seconds or an HTTP-date),
 /// capped at [`MAX_RETRY_AFTER`] from `now`. A malformed value is ignored
 /// rather than guessed at; a date in the past means "now".
@@ -179,6 +239,7 @@ pub(crate) struct TimedHttpClient {
     inner: Hyper,
     timeout: Duration,
     retry_after: RetryAfterCell,
+    tlog_links: TlogLinks,
 }
 
 impl TimedHttpClient {
@@ -192,6 +253,7 @@ impl TimedHttpClient {
         allow_http: bool,
         timeout: Duration,
         retry_after: RetryAfterCell,
+        tlog_links: TlogLinks,
     ) -> Result<Self, AcmeError> {
         let connector = crate::bounded_http::https_connector(root_pem, allow_http, timeout)
             .map_err(|(path, reason)| AcmeError::RootPem { path, reason })?;
@@ -199,6 +261,7 @@ impl TimedHttpClient {
             inner: HyperClient::builder(TokioExecutor::new()).build(connector),
             timeout,
             retry_after,
+            tlog_links,
         })
     }
 }
@@ -214,6 +277,7 @@ impl HttpClient for TimedHttpClient {
         let (host, endpoint) = metric_labels(req.uri());
         let fut = self.inner.request(req);
         let retry_after = self.retry_after.clone();
+        let tlog_links = self.tlog_links.clone();
         Box::pin(async move {
             let started = std::time::Instant::now();
             let result = tokio::time::timeout_at(deadline, fut).await;
@@ -247,6 +311,14 @@ impl HttpClient for TimedHttpClient {
                         seen: 0,
                         uri: uri.clone(),
                     });
+                    if let Some(link) = tlog_entry_link(
+                        rsp.headers()
+                            .get_all(hyper::header::LINK)
+                            .iter()
+                            .filter_map(|v| v.to_str().ok()),
+                    ) {
+                        tlog_links.put(uri.clone(), link);
+                    }
                     let mut rsp = BytesResponse::from(rsp);
                     let now = SystemTime::now();
                     let parsed = rsp

@@ -4,3 +4,6 @@
 
 pub mod ari;
 pub mod crl;
+pub mod ct_search;
+pub mod log_watch;
+pub mod tlog;

@@ -50,6 +50,13 @@ pub(crate) async fn certificates(State(s): State<AdminState>) -> Result<Json<Val
     Ok(Json(serde_json::to_value(report).unwrap_or_default()))
 }
 
+/// `GET /api/v1/transparency`: each issuer's log as the monitor sees it
+/// and every alert (unknown certificates, forked or rewritten logs).
+pub(crate) async fn transparency(State(s): State<AdminState>) -> Result<Json<Value>, ApiError> {
+    let t = s.agent.transparency_status().await?;
+    Ok(Json(json!({ "transparency": t })))
+}
+
 #[derive(serde::Deserialize)]
 pub(crate) struct EventsQuery {
     limit: Option<u32>,

@@ -101,6 +101,15 @@ async fn refresh_gauges(s: &AdminState) -> anyhow::Result<()> {
         }
     }
     gauge!("certkeeper_blocked_keys").set(report.blocked_keys.len() as f64);
+    for t in &report.transparency {
+        gauge!("certkeeper_tlog_verified_size", "issuer" => t.issuer.clone())
+            .set(t.verified_size as f64);
+        for kind in ["unknown-certificate", "fork", "shrunk", "split-view"] {
+            let n = t.alerts.iter().filter(|a| a.kind == kind).count();
+            gauge!("certkeeper_tlog_alerts", "issuer" => t.issuer.clone(), "kind" => kind)
+                .set(n as f64);
+        }
+    }
 
     for limit in s.agent.limits().await? {
         let labels = [

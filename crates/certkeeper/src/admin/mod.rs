@@ -102,6 +102,7 @@ fn router(state: AdminState) -> Router {
         .route("/api/v1/events", get(api::events))
         .route("/api/v1/limits", get(api::limits))
         .route("/api/v1/ca", get(api::ca))
+        .route("/api/v1/transparency", get(api::transparency))
         .route("/api/v1/certificates/{name}/renew", post(api::renew))
         .route("/api/v1/certificates/{name}/swap", post(api::swap))
         .with_state(state)

@@ -105,6 +105,23 @@ pub async fn status(path: &ConfigArg, json: bool) -> anyhow::Result<()> {
         println!("  names: {}", r.names.join(","));
     }
     println!("(* = served)");
+    for t in &report.transparency {
+        println!(
+            "transparency log of {}: {} (verified size {}{}{})",
+            t.issuer,
+            t.log,
+            t.verified_size,
+            t.polled_at
+                .as_deref()
+                .map_or(String::new(), |p| format!(", polled {p}")),
+            t.last_error
+                .as_deref()
+                .map_or(String::new(), |e| format!(", last poll failed: {e}")),
+        );
+        for a in &t.alerts {
+            println!("  ALERT {} at {}: {}", a.kind, a.at, a.detail);
+        }
+    }
     if !report.blocked_keys.is_empty() {
         println!("blocked keys (never used again):");
         for k in &report.blocked_keys {

@@ -61,6 +61,8 @@ fn defaults(args: &UpArgs) -> Config {
             profile: None,
             // Our own CA: hold the agent to the limits it enforces.
             limits: Some(LimitsConfig::Preset("builtin".into())),
+            tlog: None,
+            ct_search: None,
         }],
         certificates: vec![CertificateConfig::new(
             "localhost",
