@@ -29,6 +29,7 @@ pub mod planner;
 pub mod resolver;
 pub mod revocation;
 pub mod runner;
+pub mod secondary;
 pub mod solver_set;
 pub mod solvers;
 pub mod status;

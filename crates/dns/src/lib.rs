@@ -8,6 +8,7 @@
 //! any signature check — hickory's client reports them as a misleading
 //! "truncated HMAC".
 
+mod axfr;
 mod error;
 mod propagation;
 mod query;
@@ -17,6 +18,7 @@ mod tsig;
 mod update;
 mod zone;
 
+pub use axfr::{ZoneTransfer, axfr, soa_serial};
 pub use error::DnsError;
 pub use propagation::{Propagation, wait_for_txt};
 pub use query::{Answer, query};

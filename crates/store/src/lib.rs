@@ -6,6 +6,7 @@
 
 mod agent;
 mod agent_dns;
+mod agent_secondary;
 mod agent_slots;
 pub mod audit;
 mod ca;
@@ -20,6 +21,7 @@ mod migrate;
 
 pub use agent::{ManagedCertRow, UnkeyedLedgerRow};
 pub use agent_dns::DnsRecordRow;
+pub use agent_secondary::{SecondaryHostRow, SecondaryZoneRow};
 pub use agent_slots::{BlockedKeyRow, CertMeta, EventRow, SlotRow};
 pub use ca::{AccountRow, AuthzRow, CertificateRow, OrderRow};
 pub use ca_issuance::IssuanceRow;

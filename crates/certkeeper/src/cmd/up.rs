@@ -74,6 +74,7 @@ fn defaults(args: &UpArgs) -> Config {
         }),
         keys: None,
         dns_servers: Vec::new(),
+        dns_secondary: None,
     }
 }
 
