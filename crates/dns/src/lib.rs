@@ -28,6 +28,8 @@ pub use update::{Update, UpdateClient};
 pub use zone::{ZoneInfo, discover_zone, follow_cname, nameservers};
 
 pub use hickory_proto::rr::Name;
+/// Record data, as zone transfers return it.
+pub use hickory_proto::rr::RData as RecordData;
 
 /// Parses a domain name as absolute (a trailing dot is optional).
 pub fn fqdn(name: &str) -> Result<Name, DnsError> {
