@@ -448,3 +448,69 @@ fn a_crash_mid_order_resumes_the_same_order_and_hostile_records_are_refused() {
     let ca_names = w.ca.list().expect("ca list").to_string();
     assert!(!ca_names.contains("victim.other.test"), "{ca_names}");
 }
+
+#[test]
+fn the_daemon_orders_for_a_csr_published_while_it_runs_and_stops_on_sigterm() {
+    let w = World::start();
+    let log_path = w.p("daemon.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let mut child = Command::new(bin())
+        .args(["up", "--config", &w.conf()])
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("certkeeper up");
+    let daemon_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    certkeeper_harness::wait_for(
+        "the daemon is up",
+        std::time::Duration::from_secs(60),
+        || {
+            daemon_log()
+                .contains("Ctrl-C or SIGTERM stops")
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", daemon_log()));
+    assert!(
+        daemon_log().contains("DNS secondary: 1 zone(s)"),
+        "{}",
+        daemon_log()
+    );
+
+    // A service appears after the daemon started: the next look finds its
+    // CSR, the agent restarts on it, orders and publishes.
+    let host = w.host("late");
+    let key = w.new_key("late.key");
+    w.request(&host, &key);
+    certkeeper_harness::wait_for(
+        "the certificate is published",
+        std::time::Duration::from_secs(120),
+        || (kinds(&w.tlsa(&host)) == ["0 0 0", "3 0 0", "3 255 0"]).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", daemon_log()));
+    let (ok, out) = w.fetch(&host, &key, "fetched");
+    assert!(ok, "{out}");
+    assert_eq!(
+        w.public_key_of_cert("fetched/cert.pem"),
+        w.public_key_of_key(&key)
+    );
+    let (ok, out) = run(&["status", "--config", &w.conf()]);
+    assert!(ok, "{out}");
+    assert!(out.contains(&format!("{host} accepted")), "{out}");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = certkeeper_harness::wait_for("exit", std::time::Duration::from_secs(60), || {
+        child.try_wait().expect("wait")
+    })
+    .unwrap_or_else(|e| {
+        let _ = child.kill();
+        panic!("{e}: {}", daemon_log())
+    });
+    assert!(exit.success(), "{exit:?}: {}", daemon_log());
+    assert_eq!(w.ca.issued_count().expect("ca list"), 1);
+}
