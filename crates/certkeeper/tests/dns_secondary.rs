@@ -280,6 +280,23 @@ fn csr_in_dns_is_ordered_published_fetched_renewed_and_rekeyed() {
     assert!(out.contains("nothing due"), "{out}");
     assert_eq!(w.ca.issued_count().expect("ca list"), 1);
 
+    // Someone deletes the leaf record: the next pass publishes the stored
+    // certificate again, without ordering.
+    let leaf = record_of(&w.tlsa(&host), "3 0 0");
+    w.bind
+        .nsupdate(&format!("update delete _letsencrypt._tcp.{host}. TLSA {leaf}"))
+        .expect("nsupdate");
+    assert_eq!(kinds(&w.tlsa(&host)), vec!["0 0 0", "3 255 0"]);
+    let (ok, out) = w.secondary_once(&[]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        kinds(&w.tlsa(&host)),
+        vec!["0 0 0", "3 0 0", "3 255 0"],
+        "{out}"
+    );
+    assert_eq!(record_of(&w.tlsa(&host), "3 0 0"), leaf, "the same certificate");
+    assert_eq!(w.ca.issued_count().expect("ca list"), 1);
+
     // `status` shows the host and its certificate.
     let (ok, out) = run(&["status", "--config", &w.conf()]);
     assert!(ok, "{out}");
