@@ -284,7 +284,9 @@ fn csr_in_dns_is_ordered_published_fetched_renewed_and_rekeyed() {
     // certificate again, without ordering.
     let leaf = record_of(&w.tlsa(&host), "3 0 0");
     w.bind
-        .nsupdate(&format!("update delete _letsencrypt._tcp.{host}. TLSA {leaf}"))
+        .nsupdate(&format!(
+            "update delete _letsencrypt._tcp.{host}. TLSA {leaf}"
+        ))
         .expect("nsupdate");
     assert_eq!(kinds(&w.tlsa(&host)), vec!["0 0 0", "3 255 0"]);
     let (ok, out) = w.secondary_once(&[]);
@@ -294,7 +296,11 @@ fn csr_in_dns_is_ordered_published_fetched_renewed_and_rekeyed() {
         vec!["0 0 0", "3 0 0", "3 255 0"],
         "{out}"
     );
-    assert_eq!(record_of(&w.tlsa(&host), "3 0 0"), leaf, "the same certificate");
+    assert_eq!(
+        record_of(&w.tlsa(&host), "3 0 0"),
+        leaf,
+        "the same certificate"
+    );
     assert_eq!(w.ca.issued_count().expect("ca list"), 1);
 
     // `status` shows the host and its certificate.

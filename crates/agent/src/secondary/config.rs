@@ -150,3 +150,86 @@ pub(crate) fn validate(config: &Config) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use crate::config::Config;
+
+    fn parse(secondary: &str) -> Result<Config, String> {
+        let dir = tempfile::tempdir().expect("tmp");
+        let secret = dir.path().join("tsig.key");
+        std::fs::write(&secret, "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=").expect("secret");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let text = format!(
+            r#"
+[[issuer]]
+name = "ca"
+directory = "https://ca.example/directory"
+
+[[dns_server]]
+name = "primary"
+server = "192.0.2.53:53"
+zone = "example.com"
+tsig_key = "k."
+tsig_secret_file = "{}"
+{secondary}"#,
+            secret.display()
+        );
+        Config::parse(&text, "t").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_good_section_parses_with_its_defaults() {
+        let c = parse(
+            "[dns_secondary]\nissuer = \"ca\"\n[[dns_secondary.zone]]\ndns_server = \"primary\"\n",
+        )
+        .expect("valid");
+        let s = c.dns_secondary.clone().expect("section");
+        assert_eq!(s.poll_interval_seconds, 300);
+        assert_eq!(s.key_types.len(), 5);
+        assert_eq!(
+            super::SecondaryConfig::zone_name(&c, &s.zones[0]).as_deref(),
+            Some("example.com")
+        );
+    }
+
+    #[test]
+    fn mistakes_are_named_with_the_fix() {
+        let cases = [
+            (
+                "[dns_secondary]\nissuer = \"nope\"\n[[dns_secondary.zone]]\ndns_server = \"primary\"\n",
+                "issuer \"nope\" is not defined",
+            ),
+            (
+                "[dns_secondary]\nissuer = \"ca\"\nzone = []\n",
+                "watches no zone",
+            ),
+            (
+                "[dns_secondary]\nissuer = \"ca\"\n[[dns_secondary.zone]]\ndns_server = \"other\"\n",
+                "dns_server \"other\" is not defined",
+            ),
+            (
+                "[dns_secondary]\nissuer = \"ca\"\npoll_interval_seconds = 0\n[[dns_secondary.zone]]\ndns_server = \"primary\"\n",
+                "poll_interval_seconds must be > 0",
+            ),
+            (
+                "[dns_secondary]\nissuer = \"ca\"\n[[dns_secondary.zone]]\ndns_server = \"primary\"\n[[dns_secondary.zone]]\ndns_server = \"primary\"\n",
+                "listed twice",
+            ),
+            (
+                "[dns_secondary]\nissuer = \"ca\"\nkey_types = [\"dsa\"]\n[[dns_secondary.zone]]\ndns_server = \"primary\"\n",
+                "unknown variant",
+            ),
+            (
+                "[dns_secondary]\nissuer = \"ca\"\ntypo = 1\n[[dns_secondary.zone]]\ndns_server = \"primary\"\n",
+                "unknown field",
+            ),
+        ];
+        for (section, want) in cases {
+            let err = parse(section).expect_err(section);
+            assert!(err.contains(want), "{section}: {err}");
+        }
+    }
+}
