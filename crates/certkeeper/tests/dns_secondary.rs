@@ -82,6 +82,11 @@ impl World {
             },
         )
         .expect("CA");
+        World::with(bind, ca, "", 1)
+    }
+
+    /// A world on `bind` and `ca`; `extra` goes into `[dns_secondary]`.
+    fn with(bind: Bind, ca: CertkeeperCa, extra: &str, poll_interval: u64) -> World {
         let dir = tempfile::tempdir().expect("tmp");
         let secret = dir.path().join("tsig.secret");
         std::fs::write(&secret, bind.tsig_secret_b64()).expect("secret");
@@ -101,11 +106,13 @@ zone = "{zone}"
 tsig_key = "{key}"
 tsig_secret_file = "{secret}"
 nameserver_port = {port}
+# A primary started with a secondary lists it as ns2: ask the primary.
+nameservers = {{ "ns2.{zone}." = "{server}" }}
 
 [dns_secondary]
 issuer = "ca"
-poll_interval_seconds = 1
-
+poll_interval_seconds = {poll_interval}
+{extra}
 [[dns_secondary.zone]]
 dns_server = "primary"
 "#,
@@ -536,4 +543,74 @@ fn the_daemon_orders_for_a_csr_published_while_it_runs_and_stops_on_sigterm() {
     });
     assert!(exit.success(), "{exit:?}: {}", daemon_log());
     assert_eq!(w.ca.issued_count().expect("ca list"), 1);
+}
+
+#[test]
+fn a_notify_from_the_primary_makes_the_daemon_look_at_once() {
+    // A primary that NOTIFYs a "secondary" on its own port: our listener.
+    let bind = Bind::start_with_secondary().expect("BIND");
+    let notify_port = bind.secondary_port().expect("port");
+    let ca = CertkeeperCa::start(
+        bin(),
+        CaOptions {
+            dns_resolver: Some(bind.addr()),
+            ..Default::default()
+        },
+    )
+    .expect("CA");
+    let w = World::with(
+        bind,
+        ca,
+        &format!("notify_listen = \"127.0.0.1:{notify_port}\"\n"),
+        3600,
+    );
+    let log_path = w.p("daemon.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let mut child = Command::new(bin())
+        .args(["up", "--config", &w.conf()])
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("certkeeper up");
+    let daemon_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    certkeeper_harness::wait_for(
+        "the daemon is up",
+        std::time::Duration::from_secs(60),
+        || {
+            daemon_log()
+                .contains("Ctrl-C or SIGTERM stops")
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", daemon_log()));
+    assert!(
+        daemon_log().contains("NOTIFY:      listening"),
+        "{}",
+        daemon_log()
+    );
+
+    // Zones are polled only hourly: only the NOTIFY can bring this CSR in.
+    let host = w.host("notified");
+    let key = w.new_key("notified.key");
+    w.request(&host, &key);
+    certkeeper_harness::wait_for(
+        "the certificate is published",
+        std::time::Duration::from_secs(120),
+        || (kinds(&w.tlsa(&host)) == ["0 0 0", "3 0 0", "3 255 0"]).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", daemon_log()));
+    let (ok, out) = w.fetch(&host, &key, "fetched");
+    assert!(ok, "{out}");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let exit = certkeeper_harness::wait_for("exit", std::time::Duration::from_secs(60), || {
+        child.try_wait().expect("wait")
+    })
+    .unwrap_or_else(|e| {
+        let _ = child.kill();
+        panic!("{e}: {}", daemon_log())
+    });
+    assert!(exit.success(), "{exit:?}");
 }

@@ -26,6 +26,9 @@ pub struct SecondaryConfig {
     /// TTL of the certificate records published.
     #[serde(default = "default_tlsa_ttl")]
     pub tlsa_ttl: u32,
+    /// Listen for NOTIFY (RFC 1996) from the primaries on this UDP address
+    /// (add it to the zone's `also-notify`): a changed zone is read at once.
+    pub notify_listen: Option<std::net::SocketAddr>,
     /// The zones to watch (`[[dns_secondary.zone]]`).
     #[serde(rename = "zone")]
     pub zones: Vec<ZoneConfig>,

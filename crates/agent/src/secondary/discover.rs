@@ -109,6 +109,11 @@ impl Secondary {
         }))
     }
 
+    /// The watched zones (for the NOTIFY listener).
+    pub fn zone_names(&self) -> Vec<Name> {
+        self.zones.iter().map(|z| z.name.clone()).collect()
+    }
+
     /// Looks at every zone once. Store errors end the look; DNS errors are
     /// reported per zone (and stored), the other zones are still read.
     pub async fn poll(&self) -> Result<Vec<ZoneReport>, AgentError> {

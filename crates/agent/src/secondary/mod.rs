@@ -17,6 +17,7 @@
 mod config;
 pub mod csr;
 mod discover;
+pub mod notify;
 
 use std::sync::Arc;
 

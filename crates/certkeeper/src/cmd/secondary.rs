@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use certkeeper_agent::config::Config;
 use certkeeper_agent::daemon::{Agent, Outcome};
-use certkeeper_agent::secondary::{self, Secondary, ZoneReport};
+use certkeeper_agent::secondary::{self, Secondary, ZoneReport, notify};
 use certkeeper_proto::SystemClock;
 use certkeeper_store::Store;
 
@@ -127,12 +127,30 @@ pub async fn run(
     };
     let interval = Duration::from_secs(s.poll_interval_seconds);
     let changed = Arc::new(tokio::sync::Notify::new());
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let _notify = match s.notify_listen {
+        Some(addr) => {
+            let zones = Secondary::new(config, store.clone(), Arc::new(SystemClock))?
+                .map(|s| s.zone_names())
+                .unwrap_or_default();
+            let task = notify::listen(addr, zones, Arc::clone(&wake))
+                .await
+                .with_context(|| format!("[dns_secondary] notify_listen {addr}: cannot listen"))?;
+            println!("  NOTIFY:      listening on {addr} (udp)");
+            Some(AbortOnDrop(task))
+        }
+        None => None,
+    };
     let watcher = {
         let (config, store, changed) = (config.clone(), store.clone(), Arc::clone(&changed));
+        let wake = Arc::clone(&wake);
         let mut current = secondary::identity(&agent.config().certificates);
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(interval).await;
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    () = wake.notified() => {}
+                }
                 if let Err(e) = poll(&config, &store).await {
                     tracing::warn!(error = %e, "DNS secondary: zone look failed");
                     continue;
@@ -149,6 +167,8 @@ pub async fn run(
                     current = next;
                     changed.notify_one();
                 }
+                // However many NOTIFYs arrive, one look per gap.
+                tokio::time::sleep(notify::MIN_GAP).await;
             }
         })
     };
@@ -232,4 +252,13 @@ pub async fn status_json(config: &Config, store: &Store) -> anyhow::Result<serde
         })
         .collect();
     Ok(serde_json::json!({ "hosts": hosts }))
+}
+
+/// Stops a task when dropped (the NOTIFY listener ends with the daemon).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
