@@ -167,9 +167,10 @@ fn keys_serve_publishes_configs_pyhpke_can_use() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    // Kept open until the server is killed: dropping the pipe after the
+    // first line made its next println hit EPIPE and kill it (a race).
+    let mut stdout = BufReader::new(server.stdout.take().unwrap());
+    stdout.read_line(&mut line).unwrap();
     let url = line
         .trim()
         .strip_prefix("serving ")
@@ -185,6 +186,7 @@ fn keys_serve_publishes_configs_pyhpke_can_use() {
         .unwrap();
     let _ = server.kill();
     let _ = server.wait();
+    drop(stdout);
     let out = ok(out);
     assert!(
         out.contains("content-type: application/ohttp-keys"),
