@@ -38,6 +38,9 @@ pub struct Config {
     /// Shared RFC 2136 primaries for dns-01 (`[[dns_server]]`).
     #[serde(default, rename = "dns_server")]
     pub dns_servers: Vec<crate::dns_config::DnsServerConfig>,
+    /// The certificate secondary: orders for CSRs published in DNS
+    /// (`[dns_secondary]`, see `secondary`).
+    pub dns_secondary: Option<crate::secondary::SecondaryConfig>,
 }
 
 /// The admin listener. Served over TLS with one of the managed
@@ -259,6 +262,10 @@ pub struct CertificateConfig {
     /// Where to deploy.
     #[serde(default)]
     pub deploy: Vec<DeployConfig>,
+    /// Set only for certificates the DNS secondary found: the CSR the
+    /// service published, used instead of a key the agent would hold.
+    #[serde(skip)]
+    pub csr: Option<std::sync::Arc<crate::secondary::ForeignCsr>>,
 }
 
 /// dns-01 hook commands, run by `sh -c` with `CERTKEEPER_DOMAIN`,
@@ -448,6 +455,7 @@ impl Config {
         }
         crate::dns_config::validate(&config).map_err(err)?;
         crate::tlog_config::validate(&config).map_err(err)?;
+        crate::secondary::validate(&config).map_err(err)?;
         if let Some(admin) = &config.admin {
             match &admin.certificate {
                 Some(name) if !names.contains(name.as_str()) => {
@@ -525,6 +533,7 @@ impl CertificateConfig {
             tlsa: None,
             renew_before_days: None,
             deploy: Vec::new(),
+            csr: None,
         }
     }
 
@@ -547,8 +556,14 @@ impl CertificateConfig {
                 _ => String::new(),
             },
         };
+        // A new CSR (another key) at the same host is a new certificate.
+        let csr = self
+            .csr
+            .as_ref()
+            .map(|c| format!("|csr {}", c.spki_sha256))
+            .unwrap_or_default();
         format!(
-            "{}|{}|{:?}|{:?}|{}|{:?}|{:?}|{solver}",
+            "{}|{}|{:?}|{:?}|{}|{:?}|{:?}|{solver}{csr}",
             names.join(","),
             issuer.directory,
             self.key,

@@ -206,6 +206,7 @@ fn config(opts: &FleetOptions) -> Config {
         admin: None,
         keys: None,
         dns_servers: Vec::new(),
+        dns_secondary: None,
     }
 }
 

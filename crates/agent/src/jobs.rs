@@ -14,7 +14,7 @@ use crate::error::AgentError;
 use crate::events::EventKind;
 use crate::faults::crash_point;
 use crate::guard::{Claim, JobKey};
-use crate::issuer::{IssueRequest, Issuer, OrderHandle};
+use crate::issuer::{CsrSource, IssueRequest, Issuer, OrderHandle};
 use crate::limits;
 use crate::model::{Health, Slot};
 use crate::monitor::crl::CrlStatus;
@@ -120,14 +120,31 @@ impl Agent {
             .budget(issuer_config, &cert.names, ari_scheduled)
             .await?;
         let current = self.store.slot_cert(&cert.name, slot.as_str()).await?;
-        let key = self.choose_key(cert, slot, current.as_ref(), rekey).await?;
-        let key_pem = key.to_pem().map_err(|e| AgentError::Key {
-            name: cert.name.clone(),
-            reason: e.to_string(),
-        })?;
+        // What the slot records for the order: the key's PEM, or (for a CSR
+        // found by the DNS secondary, whose key stays with the service) the
+        // CSR's PEM, which `complete` recognises by its label.
+        let (source, key_pem) = match &cert.csr {
+            Some(csr) => {
+                if self.store.agent_key_blocked(&csr.spki_sha256).await? {
+                    return Err(AgentError::Key {
+                        name: cert.name.clone(),
+                        reason: "the published CSR's key is in the blocked-key registry; the service must publish a CSR for a new key (certkeeper dns request with a new --key)".into(),
+                    });
+                }
+                (CsrSource::Der(csr.der.clone()), csr.pem())
+            }
+            None => {
+                let key = self.choose_key(cert, slot, current.as_ref(), rekey).await?;
+                let key_pem = key.to_pem().map_err(|e| AgentError::Key {
+                    name: cert.name.clone(),
+                    reason: e.to_string(),
+                })?;
+                (CsrSource::Key(key), key_pem)
+            }
+        };
         let request = IssueRequest {
             names: cert.names.clone(),
-            key: key.clone(),
+            key: source,
             profile: issuer_config.profile.clone(),
             replaces: replaces
                 .then(|| current.as_ref().and_then(|c| x509::leaf_der(&c.chain_pem)))
@@ -235,10 +252,16 @@ impl Agent {
                 cert.name
             )));
         };
-        let key = CertificateKey::from_pem(&key_pem).map_err(|e| AgentError::Key {
-            name: cert.name.clone(),
-            reason: format!("the order's stored key is unusable: {e}"),
-        })?;
+        let key =
+            match crate::secondary::csr_der_from_pem(&key_pem) {
+                Some(der) => CsrSource::Der(der),
+                None => CsrSource::Key(CertificateKey::from_pem(&key_pem).map_err(|e| {
+                    AgentError::Key {
+                        name: cert.name.clone(),
+                        reason: format!("the order's stored key is unusable: {e}"),
+                    }
+                })?),
+            };
         let solver = self.solvers.for_certificate(cert).await?;
         let handle = OrderHandle { order_url: url };
         let issued = match issuer

@@ -30,6 +30,7 @@ pub mod reissue_bench;
 pub mod resolver;
 pub mod revocation;
 pub mod runner;
+pub mod secondary;
 pub mod solver_set;
 pub mod solvers;
 pub mod status;

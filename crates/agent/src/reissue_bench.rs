@@ -121,6 +121,8 @@ fn config(opts: &ReissueOptions) -> Config {
         root: opts.root_pem.clone(),
         profile: None,
         limits: Some(LimitsConfig::Preset("none".into())),
+        tlog: None,
+        ct_search: None,
     };
     let agent = AgentSettings {
         http01_listen: opts.http01_listen,
@@ -151,6 +153,7 @@ fn config(opts: &ReissueOptions) -> Config {
         admin: None,
         keys: None,
         dns_servers: Vec::new(),
+        dns_secondary: None,
     }
 }
 

@@ -28,8 +28,11 @@ pub struct Fetched {
 /// A CSR (DER) for `names`, signed with `key_pem` (PKCS#8).
 pub fn csr_der(key_pem: &str, names: &[String]) -> Result<Vec<u8>, String> {
     let key = rcgen::KeyPair::from_pem(key_pem).map_err(|e| format!("unusable key: {e}"))?;
-    let params = rcgen::CertificateParams::new(names.to_vec())
+    let mut params = rcgen::CertificateParams::new(names.to_vec())
         .map_err(|e| format!("bad names {names:?}: {e}"))?;
+    // Names go in the SANs only: rcgen's default subject (CN "rcgen self
+    // signed cert") is not a name any CA would issue for.
+    params.distinguished_name = rcgen::DistinguishedName::new();
     let csr = params
         .serialize_request(&key)
         .map_err(|e| format!("cannot make the CSR: {e}"))?;

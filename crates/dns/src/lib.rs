@@ -8,6 +8,7 @@
 //! any signature check — hickory's client reports them as a misleading
 //! "truncated HMAC".
 
+mod axfr;
 mod error;
 mod propagation;
 mod query;
@@ -17,6 +18,7 @@ mod tsig;
 mod update;
 mod zone;
 
+pub use axfr::{ZoneTransfer, axfr, soa_serial};
 pub use error::DnsError;
 pub use propagation::{Propagation, wait_for_txt};
 pub use query::{Answer, query};
@@ -26,6 +28,8 @@ pub use update::{Update, UpdateClient};
 pub use zone::{ZoneInfo, discover_zone, follow_cname, nameservers};
 
 pub use hickory_proto::rr::Name;
+/// Record data, as zone transfers return it.
+pub use hickory_proto::rr::RData as RecordData;
 
 /// Parses a domain name as absolute (a trailing dot is optional).
 pub fn fqdn(name: &str) -> Result<Name, DnsError> {

@@ -89,7 +89,7 @@ impl Server {
             answer = self.parse(&raw, id, what)?;
         }
         if let (Some(key), Some(mac)) = (key, request_mac) {
-            self.check_tsig(&answer, &raw, key, &mac, now, what)?;
+            self.check_tsig(&answer, &raw, key, &mac, true, now, what)?;
         }
         Ok(answer)
     }
@@ -105,15 +105,22 @@ impl Server {
     /// RFC 8945 §5.3.2: BADKEY and BADSIG answers are unsigned, so their
     /// TSIG error is read before any verification (verifying first is what
     /// makes hickory's client report a "truncated HMAC").
-    fn check_tsig(
+    ///
+    /// `previous_mac` is the request's MAC for the first answer, and the
+    /// previous answer's MAC for the later messages of a zone transfer
+    /// (`first` false, RFC 8945 §5.3.1). Returns this answer's MAC (empty
+    /// for an unsigned error answer).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn check_tsig(
         &self,
         answer: &Message,
         raw: &[u8],
         key: &TsigKey,
-        request_mac: &[u8],
+        previous_mac: &[u8],
+        first: bool,
         now: u64,
         what: &str,
-    ) -> Result<(), DnsError> {
+    ) -> Result<Vec<u8>, DnsError> {
         let key_name = key.name().to_string();
         let Some(tsig) = answer.signature() else {
             // A server that does not do TSIG at all, or refuses before
@@ -123,7 +130,7 @@ impl Server {
                     "the answer is not TSIG-signed although the request was signed with {key_name}"
                 )));
             }
-            return Ok(());
+            return Ok(Vec::new());
         };
         match tsig.data.error {
             Some(TsigError::BadKey) => {
@@ -162,9 +169,9 @@ impl Server {
                 format!("the answer's TSIG time {} is impossible", tsig.data.time),
             ));
         }
-        let (_, _, valid) = key
+        let (mac, _, valid) = key
             .signer()
-            .verify_message_byte(raw, Some(request_mac), true)
+            .verify_message_byte(raw, Some(previous_mac), first)
             .map_err(|e| {
                 self.protocol(
                     what,
@@ -181,7 +188,7 @@ impl Server {
                 skew: Some(tsig.data.time as i64 - now as i64),
             });
         }
-        Ok(())
+        Ok(mac)
     }
 
     async fn udp(&self, bytes: &[u8], id: u16, what: &str) -> Result<Vec<u8>, DnsError> {
@@ -244,7 +251,7 @@ impl Server {
             .map_err(io)
     }
 
-    fn timeout_error(&self, what: &str) -> DnsError {
+    pub(crate) fn timeout_error(&self, what: &str) -> DnsError {
         DnsError::Timeout {
             server: self.addr,
             what: what.to_owned(),
@@ -252,7 +259,7 @@ impl Server {
         }
     }
 
-    fn protocol(&self, what: &str, reason: String) -> DnsError {
+    pub(crate) fn protocol(&self, what: &str, reason: String) -> DnsError {
         DnsError::Protocol {
             server: self.addr,
             what: what.to_owned(),

@@ -6,6 +6,7 @@
 
 mod agent;
 mod agent_dns;
+mod agent_secondary;
 mod agent_slots;
 mod agent_tlog;
 pub mod audit;
@@ -21,6 +22,7 @@ mod migrate;
 
 pub use agent::{ManagedCertRow, UnkeyedLedgerRow};
 pub use agent_dns::DnsRecordRow;
+pub use agent_secondary::{SecondaryHostRow, SecondaryZoneRow};
 pub use agent_slots::{BlockedKeyRow, CertMeta, EventRow, SlotRow};
 pub use agent_tlog::{TlogAlertRow, TlogStateRow};
 pub use ca::{AccountRow, AuthzRow, CertificateRow, OrderRow};

@@ -26,6 +26,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("migrations/0011_agent_serial_value.sql")),
     (20, include_str!("migrations/0020_ca_revocations.sql")),
     (30, include_str!("migrations/0030_agent_dns_records.sql")),
+    (31, include_str!("migrations/0031_agent_secondary.sql")),
     (21, include_str!("migrations/0021_ca_issuances.sql")),
     (40, include_str!("migrations/0040_rotated_keys.sql")),
     (50, include_str!("migrations/0050_ca_tlog.sql")),

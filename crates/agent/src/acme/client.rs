@@ -194,6 +194,46 @@ pub struct StepTimings {
     pub download: Duration,
 }
 
+/// A completed order's chain, whoever holds the key: what
+/// [`AcmeAccount::complete_order_csr`] returns for a CSR made elsewhere
+/// (the DNS certificate secondary holds no private key).
+#[derive(Debug, Clone)]
+pub struct IssuedChain {
+    /// The order URL, for the issuance ledger and the CA's support.
+    pub order_url: String,
+    /// The names requested.
+    pub names: Vec<String>,
+    /// The chain as the CA sent it (PEM, leaf first).
+    pub chain_pem: String,
+    /// The chain in DER, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// Start of the leaf's validity.
+    pub not_before: OffsetDateTime,
+    /// End of the leaf's validity.
+    pub not_after: OffsetDateTime,
+    /// Time spent in each step.
+    pub timings: StepTimings,
+    /// Where the CA says the certificate is logged (its download's
+    /// `Link: <…>;rel="tlog-entry"`), when it said so.
+    pub tlog_entry: Option<String>,
+}
+
+impl IssuedChain {
+    fn with_key(self, key: CertificateKey) -> IssuedCertificate {
+        IssuedCertificate {
+            order_url: self.order_url,
+            names: self.names,
+            chain_pem: self.chain_pem,
+            chain: self.chain,
+            key,
+            not_before: self.not_before,
+            not_after: self.not_after,
+            timings: self.timings,
+            tlog_entry: self.tlog_entry,
+        }
+    }
+}
+
 /// The result of a completed order.
 #[derive(Debug, Clone)]
 pub struct IssuedCertificate {
@@ -349,7 +389,6 @@ impl AcmeAccount {
         self.drive(
             order,
             &request.names,
-            key,
             &csr,
             solver,
             &request.poll,
@@ -357,6 +396,7 @@ impl AcmeAccount {
             unix_now(),
         )
         .await
+        .map(|chain| chain.with_key(key))
     }
 
     /// Creates the order (`newOrder`: identifiers, profile, `replaces`) and
@@ -424,6 +464,40 @@ impl AcmeAccount {
         now: i64,
     ) -> Result<IssuedCertificate, AcmeError> {
         let csr = SignedCsr::new(names, key)?;
+        self.resume(order_url, names, &csr, solver, poll, now)
+            .await
+            .map(|chain| chain.with_key(key.clone()))
+    }
+
+    /// [`complete_order`](Self::complete_order) for a CSR made by whoever
+    /// holds the key (`csr_der`, self-signature already checked by the
+    /// caller): finalizes with it as sent, and checks the leaf against the
+    /// CSR's public key.
+    pub async fn complete_order_csr(
+        &self,
+        order_url: &str,
+        names: &[String],
+        csr_der: &[u8],
+        solver: &dyn Solver,
+        poll: &PollPolicy,
+        now: i64,
+    ) -> Result<IssuedChain, AcmeError> {
+        self.retry_after.clear();
+        let csr = SignedCsr::foreign(names, csr_der)?;
+        self.resume(order_url, names, &csr, solver, poll, now)
+            .await
+            .map_err(|e| with_retry_after(&self.retry_after, e))
+    }
+
+    async fn resume(
+        &self,
+        order_url: &str,
+        names: &[String],
+        csr: &SignedCsr,
+        solver: &dyn Solver,
+        poll: &PollPolicy,
+        now: i64,
+    ) -> Result<IssuedChain, AcmeError> {
         let order = self
             .account
             .order(order_url.to_owned())
@@ -433,17 +507,8 @@ impl AcmeAccount {
                 names: names.join(","),
                 source: Box::new(source),
             })?;
-        self.drive(
-            order,
-            names,
-            key.clone(),
-            &csr,
-            solver,
-            poll,
-            Drive::Resumed,
-            now,
-        )
-        .await
+        self.drive(order, names, csr, solver, poll, Drive::Resumed, now)
+            .await
     }
 
     /// Asks the CA when to renew `leaf` (RFC 9773 ACME Renewal Information).
@@ -540,13 +605,12 @@ impl AcmeAccount {
         &self,
         mut order: Order,
         requested: &[String],
-        key: CertificateKey,
         csr: &SignedCsr,
         solver: &dyn Solver,
         poll: &PollPolicy,
         how: Drive,
         now: i64,
-    ) -> Result<IssuedCertificate, AcmeError> {
+    ) -> Result<IssuedChain, AcmeError> {
         let names = requested.join(",");
         let order_url = order.url().to_owned();
         let proto = |step: Step| {
@@ -659,12 +723,11 @@ impl AcmeAccount {
             });
         }
 
-        Ok(IssuedCertificate {
+        Ok(IssuedChain {
             order_url,
             names: requested.to_vec(),
             chain_pem,
             chain,
-            key,
             not_before,
             not_after,
             timings,
@@ -928,6 +991,21 @@ impl SignedCsr {
         Ok(Self {
             der: csr.der().to_vec(),
             spki: key_pair.subject_public_key_info(),
+        })
+    }
+
+    /// A CSR someone else signed, sent as it is; only its public key is
+    /// read here (to check the leaf against).
+    fn foreign(names: &[String], der: &[u8]) -> Result<Self, AcmeError> {
+        use x509_parser::prelude::FromDer;
+        let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(der)
+            .map_err(|e| AcmeError::Csr {
+                names: names.join(","),
+                reason: format!("the CSR does not parse: {e}"),
+            })?;
+        Ok(Self {
+            der: der.to_vec(),
+            spki: csr.certification_request_info.subject_pki.raw.to_vec(),
         })
     }
 }

@@ -21,7 +21,7 @@ mod tlsalpn01;
 
 pub use client::{
     AcmeAccount, AcmeDirectory, CLOCK_SKEW_ALLOWANCE, ExternalAccountBinding, IssuedCertificate,
-    KeyChoice, NewAccountOptions, OrderRequest, PollPolicy, StepTimings, cert_id,
+    IssuedChain, KeyChoice, NewAccountOptions, OrderRequest, PollPolicy, StepTimings, cert_id,
 };
 pub use error::{AcmeError, FailedAuthorization, Step};
 pub use http::{MAX_BODY_BYTES, MAX_RETRY_AFTER};

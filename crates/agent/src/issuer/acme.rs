@@ -13,12 +13,12 @@ use time::OffsetDateTime;
 use tokio::sync::OnceCell;
 
 use crate::acme::{
-    self, AcmeAccount, AcmeDirectory, AcmeError, CertificateKey, ExternalAccountBinding,
-    IssuedCertificate, KeyChoice, NewAccountOptions, OrderRequest, PollPolicy, Solver,
+    self, AcmeAccount, AcmeDirectory, AcmeError, ExternalAccountBinding, IssuedChain, KeyChoice,
+    NewAccountOptions, OrderRequest, PollPolicy, Solver,
 };
 use crate::config::IssuerConfig;
 use crate::error::AgentError;
-use crate::issuer::{IssueRequest, Issuer, IssuerFuture, OrderHandle};
+use crate::issuer::{CsrSource, IssueRequest, Issuer, IssuerFuture, OrderHandle};
 
 /// An ACME CA and the agent's account with it.
 #[derive(Debug)]
@@ -117,7 +117,10 @@ impl Issuer for AcmeIssuer {
             let account = self.account().await?;
             let mut order = OrderRequest::new(request.names.clone());
             order.profile = request.profile.clone();
-            order.key = KeyChoice::Reuse(request.key.clone());
+            // create_order does not read the key; it only matters at finalize.
+            if let CsrSource::Key(key) = &request.key {
+                order.key = KeyChoice::Reuse(key.clone());
+            }
             if let Some(leaf) = &request.replaces {
                 order.replaces = acme::cert_id(&CertificateDer::from(leaf.as_slice()))
                     .ok()
@@ -134,17 +137,36 @@ impl Issuer for AcmeIssuer {
         &'a self,
         handle: &'a OrderHandle,
         names: &'a [String],
-        key: &'a CertificateKey,
+        csr: &'a CsrSource,
         solver: &'a dyn Solver,
         now: i64,
-    ) -> IssuerFuture<'a, IssuedCertificate> {
+    ) -> IssuerFuture<'a, IssuedChain> {
         Box::pin(async move {
             let account = self.account().await?;
             let poll = PollPolicy::default();
-            retry_bad_nonce(|| {
-                account.complete_order(&handle.order_url, names, key, solver, &poll, now)
-            })
-            .await
+            let url = &handle.order_url;
+            match csr {
+                CsrSource::Key(key) => {
+                    retry_bad_nonce(|| account.complete_order(url, names, key, solver, &poll, now))
+                        .await
+                        .map(|issued| IssuedChain {
+                            order_url: issued.order_url,
+                            names: issued.names,
+                            chain_pem: issued.chain_pem,
+                            chain: issued.chain,
+                            not_before: issued.not_before,
+                            not_after: issued.not_after,
+                            timings: issued.timings,
+                            tlog_entry: issued.tlog_entry,
+                        })
+                }
+                CsrSource::Der(der) => {
+                    retry_bad_nonce(|| {
+                        account.complete_order_csr(url, names, der, solver, &poll, now)
+                    })
+                    .await
+                }
+            }
             .map_err(AgentError::acme)
         })
     }

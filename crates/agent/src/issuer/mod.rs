@@ -7,19 +7,31 @@ pub mod acme;
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::acme::{CertificateKey, IssuedCertificate, Solver};
+use crate::acme::{CertificateKey, IssuedChain, Solver};
 use crate::error::AgentError;
 
 /// Boxed future of the [`Issuer`] methods, so issuers are chosen at run time.
 pub type IssuerFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, AgentError>> + Send + 'a>>;
+
+/// What the finalize CSR comes from: a key the agent holds (it builds and
+/// signs the CSR), or a CSR made by a service that keeps its key to itself
+/// (the DNS certificate secondary orders for CSRs published in DNS).
+#[derive(Debug, Clone)]
+pub enum CsrSource {
+    /// Build the CSR for the request's names from this key.
+    Key(CertificateKey),
+    /// Send this CSR (DER) as it is; its self-signature and names were
+    /// checked by whoever accepted it (`secondary::csr`).
+    Der(Vec<u8>),
+}
 
 /// One certificate to order.
 #[derive(Debug, Clone)]
 pub struct IssueRequest {
     /// DNS names and IP addresses.
     pub names: Vec<String>,
-    /// The key the CSR will be signed with.
-    pub key: CertificateKey,
+    /// The key the CSR will be signed with, or the CSR itself.
+    pub key: CsrSource,
     /// ACME profile, when the issuer prefers one.
     pub profile: Option<String>,
     /// The certificate this one replaces (DER leaf), for ARI `replaces`.
@@ -51,14 +63,15 @@ pub trait Issuer: Send + Sync {
     /// Places the order.
     fn begin<'a>(&'a self, request: &'a IssueRequest) -> IssuerFuture<'a, OrderHandle>;
     /// Drives the order to a chain: challenges through `solver`, finalize
-    /// with a CSR for `names` signed by `key`, download, check. `now` is for
+    /// with a CSR for `names` from `csr` (signed by its key, or sent as
+    /// given), download, check that the leaf is for that key. `now` is for
     /// checking the validity of what the CA returned.
     fn complete<'a>(
         &'a self,
         handle: &'a OrderHandle,
         names: &'a [String],
-        key: &'a CertificateKey,
+        csr: &'a CsrSource,
         solver: &'a dyn Solver,
         now: i64,
-    ) -> IssuerFuture<'a, IssuedCertificate>;
+    ) -> IssuerFuture<'a, IssuedChain>;
 }

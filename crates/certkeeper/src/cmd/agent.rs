@@ -57,6 +57,7 @@ async fn agent(arg: &ConfigArg) -> anyhow::Result<Arc<Agent>> {
     let store = Store::open_dir(&config.data)
         .await
         .with_context(|| format!("opening the store in {}", config.data.display()))?;
+    let config = crate::cmd::secondary::with_discovered(config, &store).await?;
     Ok(Agent::new(config, store))
 }
 
@@ -75,9 +76,15 @@ pub fn check_config(path: &Path) -> anyhow::Result<()> {
 /// `certkeeper status`: both slots of every certificate, which is served,
 /// and the blocked-key registry.
 pub async fn status(path: &ConfigArg, json: bool) -> anyhow::Result<()> {
-    let report = agent(path).await?.status().await?;
+    let agent = agent(path).await?;
+    let report = agent.status().await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut value = serde_json::to_value(&report)?;
+        let hosts = crate::cmd::secondary::status_json(agent.config(), agent.store()).await?;
+        if let (Some(map), false) = (value.as_object_mut(), hosts.is_null()) {
+            map.insert("dns_secondary".into(), hosts);
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
     println!(
@@ -121,6 +128,9 @@ pub async fn status(path: &ConfigArg, json: bool) -> anyhow::Result<()> {
         for a in &t.alerts {
             println!("  ALERT {} at {}: {}", a.kind, a.at, a.detail);
         }
+    }
+    for line in crate::cmd::secondary::status_lines(agent.config(), agent.store()).await? {
+        println!("{line}");
     }
     if !report.blocked_keys.is_empty() {
         println!("blocked keys (never used again):");
@@ -333,7 +343,7 @@ pub async fn daemon(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     let ca = start_builtin_ca(&config).await?;
-    let agent = Agent::new(config.clone(), store.clone());
+    let agent = crate::cmd::secondary::initial_agent(&config, &store).await?;
     println!("certkeeper is up");
     println!("  data:        {} (SQLite)", config.data.display());
     if let Some(ca) = &ca {
@@ -345,8 +355,15 @@ pub async fn daemon(config: Config) -> anyhow::Result<()> {
     }
     println!(
         "  managing:    {} certificate(s); `certkeeper status` shows each",
-        config.certificates.len()
+        agent.config().certificates.len()
     );
+    if let Some(s) = &config.dns_secondary {
+        println!(
+            "  DNS secondary: {} zone(s), read every {} s; `certkeeper status` lists the hosts",
+            s.zones.len(),
+            s.poll_interval_seconds
+        );
+    }
     if let (Some(admin), Some(metrics)) = (&config.admin, metrics) {
         let server = crate::admin::serve(
             admin,
@@ -400,7 +417,7 @@ pub async fn daemon(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     println!("Ctrl-C or SIGTERM stops.");
-    Arc::clone(&agent).run_until(shutdown.requested()).await?;
+    crate::cmd::secondary::run(Arc::clone(&agent), &config, &store, shutdown).await?;
     if let Some(ca) = ca {
         ca.run_until(std::future::ready(()), crate::cmd::ca::CA_SHUTDOWN_GRACE)
             .await?;

@@ -73,11 +73,26 @@ pub enum DnsCommand {
         #[arg(long, default_value_t = 3600)]
         interval_seconds: u64,
     },
+    /// The certificate secondary ([dns_secondary]): order and publish
+    /// certificates for the CSRs found in the watched zones.
+    Secondary {
+        /// Read the zones once, do what is due for every host, and exit
+        /// (without it: the daemon, as `certkeeper up --config`).
+        #[arg(long)]
+        once: bool,
+        #[command(flatten)]
+        config: crate::cmd::agent::ConfigArg,
+    },
 }
 
 /// Runs a dns subcommand.
 pub async fn run(cmd: DnsCommand) -> anyhow::Result<()> {
     match cmd {
+        DnsCommand::Secondary { once: true, config } => crate::cmd::secondary::once(&config).await,
+        DnsCommand::Secondary {
+            once: false,
+            config,
+        } => crate::cmd::agent::daemon(config.load()?).await,
         DnsCommand::Request {
             host,
             key,

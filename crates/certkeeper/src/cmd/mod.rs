@@ -7,6 +7,7 @@ mod ca;
 mod dns;
 mod dns_bench;
 mod keys;
+mod secondary;
 mod tlog;
 mod up;
 

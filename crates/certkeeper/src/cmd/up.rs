@@ -76,6 +76,7 @@ fn defaults(args: &UpArgs) -> Config {
         }),
         keys: None,
         dns_servers: Vec::new(),
+        dns_secondary: None,
     }
 }
 
