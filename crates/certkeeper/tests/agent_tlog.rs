@@ -41,17 +41,6 @@ fn start_ca() -> (Bind, CertkeeperCa) {
     (bind, ca)
 }
 
-fn log_key(ca: &CertkeeperCa) -> String {
-    std::fs::read_to_string(ca.data_dir().join("ca/tlog.pub"))
-        .expect("DATA/ca/tlog.pub")
-        .trim()
-        .to_string()
-}
-
-fn log_url(ca: &CertkeeperCa) -> String {
-    format!("https://localhost:{}/tlog/", ca.port())
-}
-
 /// An agent managing `web` = [`NAME`] from our CA over tls-alpn-01 (so
 /// certbot can use the CA's http-01 port beside the running daemon), with
 /// the CA's log as `[issuer.tlog]`, polled every second, and the admin API.
@@ -103,7 +92,7 @@ challenge = "tls-alpn-01"
             token = agent.path("token").display(),
             directory = ca.directory_url(),
             root = ca.root_pem_path().display(),
-            log = log_url(ca),
+            log = ca.tlog_url(),
         ))
         .expect("config");
 }
@@ -158,7 +147,7 @@ fn wait<T>(daemon: &Daemon, what: &str, f: impl FnMut() -> Option<T>) -> T {
 fn own_certificates_are_proven_before_deploy_and_certbot_for_a_managed_name_is_an_alert() {
     let (_bind, ca) = start_ca();
     let admin_port = free_port();
-    let agent = agent_for(&ca, &log_key(&ca), admin_port);
+    let agent = agent_for(&ca, &ca.tlog_public_key(), admin_port);
     let daemon = agent.spawn_daemon(&[]).expect("daemon");
 
     // First issuance: proven, then stored.
@@ -167,7 +156,7 @@ fn own_certificates_are_proven_before_deploy_and_certbot_for_a_managed_name_is_a
     assert_eq!(proven.len(), 1, "{proven:?}");
     let detail = proven[0]["detail"].as_str().unwrap_or_default();
     assert!(
-        detail.contains(&first) && detail.contains(&log_url(&ca)),
+        detail.contains(&first) && detail.contains(&ca.tlog_url()),
         "{detail}"
     );
     let obtained = events(&agent, "obtained");
@@ -253,7 +242,8 @@ fn own_certificates_are_proven_before_deploy_and_certbot_for_a_managed_name_is_a
 fn a_checkpoint_key_that_is_not_the_logs_refuses_to_deploy_names_the_log_and_keeps_the_order() {
     let (_bind, ca) = start_ca();
     // A key of the same name, not the log's.
-    let origin = log_key(&ca)
+    let origin = ca
+        .tlog_public_key()
         .split('+')
         .next()
         .expect("key name")
@@ -263,13 +253,13 @@ fn a_checkpoint_key_that_is_not_the_logs_refuses_to_deploy_names_the_log_and_kee
         .expect("signer")
         .verifier()
         .to_string();
-    assert_ne!(other, log_key(&ca));
+    assert_ne!(other, ca.tlog_public_key());
     let agent = agent_for(&ca, &other, free_port());
     let out = agent.run(&["issue", "web"], &[]).expect("issue");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "must refuse: {stderr}");
     assert!(
-        stderr.contains(&log_url(&ca)) && stderr.contains("not signed by the configured key"),
+        stderr.contains(&ca.tlog_url()) && stderr.contains("not signed by the configured key"),
         "{stderr}"
     );
     let status = agent.status().expect("status");
@@ -281,7 +271,7 @@ fn a_checkpoint_key_that_is_not_the_logs_refuses_to_deploy_names_the_log_and_kee
     assert_eq!(ca.issued_count().expect("ca list"), 1);
 
     // With the log's key, the same order completes: no second certificate.
-    write_config(&agent, &ca, &log_key(&ca), free_port());
+    write_config(&agent, &ca, &ca.tlog_public_key(), free_port());
     // (After the failure's backoff, 1 s here.)
     // (`issue` says "nothing due" until the failure's backoff, 1 s, ends.)
     wait_for("issue with the right key", Duration::from_secs(30), || {

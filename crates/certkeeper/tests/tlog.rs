@@ -38,26 +38,15 @@ fn start() -> (Bind, CertkeeperCa) {
     (bind, ca)
 }
 
-fn vkey(ca: &CertkeeperCa) -> String {
-    std::fs::read_to_string(ca.data_dir().join("ca/tlog.pub"))
-        .expect("DATA/ca/tlog.pub")
-        .trim()
-        .to_string()
-}
-
-fn log_url(ca: &CertkeeperCa) -> String {
-    format!("https://localhost:{}/tlog/", ca.port())
-}
-
 fn tlog_verify(ca: &CertkeeperCa, extra: &[&str]) -> Output {
     Command::new(bin())
         .args([
             "tlog",
             "verify",
             "--log",
-            &log_url(ca),
+            &ca.tlog_url(),
             "--checkpoint-key",
-            &vkey(ca),
+            &ca.tlog_public_key(),
             "--root",
         ])
         .arg(ca.root_pem_path())
@@ -138,7 +127,7 @@ async fn certbot_and_lego_certificates_are_logged_and_verify_with_only_the_publi
 
     // The CA's entry endpoint: its proof checks out against the checkpoint
     // with nothing but the verifier key.
-    let verifier = NoteVerifier::parse(&vkey(&ca)).expect("vkey");
+    let verifier = NoteVerifier::parse(&ca.tlog_public_key()).expect("vkey");
     let client = http(&ca);
     let der = leaf_der(&lego_cert);
     let serial = {
@@ -155,7 +144,7 @@ async fn certbot_and_lego_certificates_are_logged_and_verify_with_only_the_publi
         .as_u64()
         .unwrap();
     let entry: serde_json::Value = client
-        .get(format!("{}entry/{index}", log_url(&ca)))
+        .get(format!("{}entry/{index}", ca.tlog_url()))
         .send()
         .await
         .expect("GET entry")
@@ -355,7 +344,7 @@ async fn kill_9_during_issuance_loses_no_received_certificate_and_forks_nothing(
     let (_bind, mut ca) = start();
     let tokens: Tokens = Arc::default();
     serve_http01(ca.http01_port(), Arc::clone(&tokens)).await;
-    let verifier = NoteVerifier::parse(&vkey(&ca)).expect("vkey");
+    let verifier = NoteVerifier::parse(&ca.tlog_public_key()).expect("vkey");
     let received: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut workers = Vec::new();
@@ -374,7 +363,7 @@ async fn kill_9_during_issuance_loses_no_received_certificate_and_forks_nothing(
     let mut seen: Vec<Checkpoint> = Vec::new();
     for _ in 0..2000 {
         if let Ok(r) = client
-            .get(format!("{}checkpoint", log_url(&ca)))
+            .get(format!("{}checkpoint", ca.tlog_url()))
             .send()
             .await
             && let Ok(note) = r.text().await

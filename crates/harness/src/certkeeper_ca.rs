@@ -129,6 +129,20 @@ impl CertkeeperCa {
         format!("https://localhost:{}/directory", self.port)
     }
 
+    /// `https://localhost:PORT/tlog/`: the transparency log's tiles.
+    pub fn tlog_url(&self) -> String {
+        format!("https://localhost:{}/tlog/", self.port)
+    }
+
+    /// The log's checkpoint verifier key (`DATA/ca/tlog.pub`, a signed-note
+    /// verifier string).
+    pub fn tlog_public_key(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("ca/tlog.pub"))
+            .expect("DATA/ca/tlog.pub")
+            .trim()
+            .to_string()
+    }
+
     /// The HTTPS port.
     pub fn port(&self) -> u16 {
         self.port

@@ -20,9 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::{Method, Request, StatusCode};
+use hyper::StatusCode;
 
 use super::log_watch::ManagedNames;
 use crate::bounded_http::BoundedHttp;
@@ -78,16 +76,7 @@ struct Search {
 
 impl Search {
     async fn get(&self, url: &str) -> Result<Vec<SearchEntry>, String> {
-        let req = Request::builder()
-            .method(Method::GET)
-            .uri(url)
-            .header(hyper::header::ACCEPT, "application/json")
-            .header(
-                hyper::header::USER_AGENT,
-                concat!("certkeeper-agent/", env!("CARGO_PKG_VERSION")),
-            )
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| format!("{url} is not a usable URL: {e}"))?;
+        let req = super::tlog::get_request(url, "application/json")?;
         let rsp = self
             .http
             .send(req, MAX_SEARCH_BYTES)

@@ -98,15 +98,7 @@ impl IssuerLog {
 
     /// GET `url`; `Ok(None)` on 404.
     async fn get(&self, url: &str) -> Result<Option<Bytes>, String> {
-        let req = Request::builder()
-            .method(Method::GET)
-            .uri(url)
-            .header(
-                hyper::header::USER_AGENT,
-                concat!("certkeeper-agent/", env!("CARGO_PKG_VERSION")),
-            )
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| format!("{url} is not a usable URL: {e}"))?;
+        let req = get_request(url, "*/*")?;
         let rsp = self
             .http
             .send(req, MAX_LOG_BYTES)
@@ -218,6 +210,20 @@ impl certkeeper_tlog::client::Fetch for IssuerLog {
 }
 
 /// An HTTP failure as one line naming the URL.
+/// A GET of `url` accepting `accept`, with the agent's User-Agent.
+pub(crate) fn get_request(url: &str, accept: &str) -> Result<Request<Full<Bytes>>, String> {
+    Request::builder()
+        .method(Method::GET)
+        .uri(url)
+        .header(hyper::header::ACCEPT, accept)
+        .header(
+            hyper::header::USER_AGENT,
+            concat!("certkeeper-agent/", env!("CARGO_PKG_VERSION")),
+        )
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| format!("{url} is not a usable URL: {e}"))
+}
+
 pub(crate) fn http_text(url: &str, e: HttpError) -> String {
     match e {
         HttpError::Roots { path, reason } => {
