@@ -17,6 +17,12 @@ use crate::storage::{FileLog, Published, TileReader};
 const MAX_BATCH: usize = 8192;
 /// Appends queued beyond this wait for room (backpressure).
 const QUEUE: usize = 65_536;
+/// How long a batch waits for company after its first entry. Each batch
+/// rewrites the right edge of the tree (partial tiles, the bundle) and
+/// signs a checkpoint: at issuance rates (a hundred or two a second, a few
+/// arriving together) batches of one or two made that the log's main cost.
+/// A few milliseconds, against the second a checkpoint may lag.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
 struct Job {
     entry: Vec<u8>,
@@ -49,6 +55,9 @@ impl Sequencer {
             let mut log = Some(log);
             let mut failure: Option<String> = None;
             while let Some(first) = rx.recv().await {
+                if rx.is_empty() {
+                    tokio::time::sleep(LINGER).await;
+                }
                 let mut jobs = vec![first];
                 while jobs.len() < MAX_BATCH {
                     match rx.try_recv() {
