@@ -62,6 +62,10 @@ pub struct Inventory {
     pub(crate) blocked: HashSet<String>,
 }
 
+/// How long a forced run waits for this process's own jobs on the same
+/// certificate to end (an order in flight can take this long).
+const FORCED_WAIT_FOR_JOBS: Duration = Duration::from_secs(120);
+
 /// The running agent; shared by its jobs (`Arc<Agent>`).
 pub struct Agent {
     pub(crate) config: Config,
@@ -855,6 +859,16 @@ impl Agent {
         forced: bool,
     ) -> Result<Outcome, AgentError> {
         let cert = self.certificate(name)?.clone();
+        if forced {
+            // Inside the daemon (the admin API's renew), one of its own jobs
+            // may hold a slot (an ARI poll right after an issuance): the
+            // forced pass would find the claim taken and do nothing. Wait
+            // for it to end; the pass then sees what it left.
+            let deadline = tokio::time::Instant::now() + FORCED_WAIT_FOR_JOBS;
+            while self.guard.slot_job_running(name) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         self.guard.key_ledger().await?;
         self.resend_pending_revocations().await?;
         self.remove_abandoned_dns_records().await?;

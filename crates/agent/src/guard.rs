@@ -85,6 +85,14 @@ impl Guard {
         }
     }
 
+    /// Whether a job of this process holds a slot of certificate `name`.
+    pub fn slot_job_running(&self, name: &str) -> bool {
+        self.held.lock().is_ok_and(|held| {
+            held.iter()
+                .any(|k| matches!(k, JobKey::Slot(..)) && k.name() == name)
+        })
+    }
+
     /// Claims `key`, or `None` when another job holds it.
     pub fn claim(&self, key: JobKey) -> Option<Claim> {
         let mut held = self.held.lock().ok()?;
