@@ -10,7 +10,9 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use certkeeper_harness::{Bind, CaOptions, CertkeeperCa, openssl_verify, require_peer};
+use certkeeper_harness::{
+    Bind, CaOptions, CertkeeperCa, openssl, openssl_verify, tlsa_kinds, tlsa_record,
+};
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_certkeeper"))
@@ -35,33 +37,6 @@ fn run_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
 
 fn run(args: &[&str]) -> (bool, String) {
     run_env(args, &[])
-}
-
-fn openssl(args: &[&str]) -> String {
-    let out = Command::new(require_peer("openssl"))
-        .args(args)
-        .output()
-        .expect("openssl");
-    assert!(out.status.success(), "openssl {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The TLSA records by their first three fields, e.g. "3 0 0".
-fn kinds(records: &[String]) -> Vec<String> {
-    let mut k: Vec<String> = records
-        .iter()
-        .map(|r| r.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .collect();
-    k.sort();
-    k
-}
-
-fn record_of(records: &[String], kind: &str) -> String {
-    records
-        .iter()
-        .find(|r| r.starts_with(&format!("{kind} ")))
-        .cloned()
-        .unwrap_or_default()
 }
 
 /// A BIND, our CA validating through it, and a secondary's configuration.
@@ -244,8 +219,8 @@ fn csr_in_dns_is_ordered_published_fetched_renewed_and_rekeyed() {
     let key = w.new_key("service.key");
     w.request(&host, &key);
     let records = w.tlsa(&host);
-    assert_eq!(kinds(&records), vec!["3 255 0"], "{records:?}");
-    let csr_record = record_of(&records, "3 255 0");
+    assert_eq!(tlsa_kinds(&records), vec!["3 255 0"], "{records:?}");
+    let csr_record = tlsa_record(&records, "3 255 0").to_owned();
 
     // The secondary finds the CSR, orders (dns-01 in the same zone),
     // publishes leaf + intermediate next to the CSR.
@@ -258,11 +233,15 @@ fn csr_in_dns_is_ordered_published_fetched_renewed_and_rekeyed() {
     );
     let records = w.tlsa(&host);
     assert_eq!(
-        kinds(&records),
+        tlsa_kinds(&records),
         vec!["0 0 0", "3 0 0", "3 255 0"],
         "exactly CSR, leaf, intermediate: {records:?}"
     );
-    assert_eq!(record_of(&records, "3 255 0"), csr_record, "the CSR stays");
+    assert_eq!(
+        tlsa_record(&records, "3 255 0"),
+        csr_record,
+        "the CSR stays"
+    );
     assert_eq!(w.ca.issued_count().expect("ca list"), 1);
 
     // The service fetches with its own key: chain verifies, key is its own.
@@ -289,22 +268,22 @@ fn csr_in_dns_is_ordered_published_fetched_renewed_and_rekeyed() {
 
     // Someone deletes the leaf record: the next pass publishes the stored
     // certificate again, without ordering.
-    let leaf = record_of(&w.tlsa(&host), "3 0 0");
+    let leaf = tlsa_record(&w.tlsa(&host), "3 0 0").to_owned();
     w.bind
         .nsupdate(&format!(
             "update delete _letsencrypt._tcp.{host}. TLSA {leaf}"
         ))
         .expect("nsupdate");
-    assert_eq!(kinds(&w.tlsa(&host)), vec!["0 0 0", "3 255 0"]);
+    assert_eq!(tlsa_kinds(&w.tlsa(&host)), vec!["0 0 0", "3 255 0"]);
     let (ok, out) = w.secondary_once(&[]);
     assert!(ok, "{out}");
     assert_eq!(
-        kinds(&w.tlsa(&host)),
+        tlsa_kinds(&w.tlsa(&host)),
         vec!["0 0 0", "3 0 0", "3 255 0"],
         "{out}"
     );
     assert_eq!(
-        record_of(&w.tlsa(&host), "3 0 0"),
+        tlsa_record(&w.tlsa(&host), "3 0 0"),
         leaf,
         "the same certificate"
     );
@@ -321,7 +300,7 @@ fn csr_in_dns_is_ordered_published_fetched_renewed_and_rekeyed() {
 
     // A forced renewal replaces the certificate records in one UPDATE: a
     // reader querying all along never sees the name without one leaf.
-    let first_leaf = record_of(&w.tlsa(&host), "3 0 0");
+    let first_leaf = tlsa_record(&w.tlsa(&host), "3 0 0").to_owned();
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = {
         let stop = Arc::clone(&stop);
@@ -358,12 +337,12 @@ fn csr_in_dns_is_ordered_published_fetched_renewed_and_rekeyed() {
     );
     let records = w.tlsa(&host);
     assert_eq!(
-        kinds(&records),
+        tlsa_kinds(&records),
         vec!["0 0 0", "3 0 0", "3 255 0"],
         "{records:?}"
     );
     assert_ne!(
-        record_of(&records, "3 0 0"),
+        tlsa_record(&records, "3 0 0"),
         first_leaf,
         "the leaf was replaced"
     );
@@ -379,7 +358,7 @@ fn csr_in_dns_is_ordered_published_fetched_renewed_and_rekeyed() {
     assert_eq!(w.ca.issued_count().expect("ca list"), 3);
     let records = w.tlsa(&host);
     assert_eq!(
-        kinds(&records),
+        tlsa_kinds(&records),
         vec!["0 0 0", "3 0 0", "3 255 0"],
         "{records:?}"
     );
@@ -450,7 +429,10 @@ fn a_crash_mid_order_resumes_the_same_order_and_hostile_records_are_refused() {
     assert!(out.contains(&format!("{name}: obtained serial")), "{out}");
     assert_eq!(w.orders_placed(&name), 1, "the restart placed no new order");
     assert_eq!(w.ca.issued_count().expect("ca list"), 1);
-    assert_eq!(kinds(&w.tlsa(&host)), vec!["0 0 0", "3 0 0", "3 255 0"]);
+    assert_eq!(
+        tlsa_kinds(&w.tlsa(&host)),
+        vec!["0 0 0", "3 0 0", "3 255 0"]
+    );
     let (ok, out) = w.fetch(&host, &key, "fetched");
     assert!(ok, "{out}");
 
@@ -469,7 +451,7 @@ fn a_crash_mid_order_resumes_the_same_order_and_hostile_records_are_refused() {
             .unwrap_or_else(|| panic!("{label} not reported: {out}"));
         assert!(line.contains(reason), "{line}");
         assert_eq!(
-            kinds(&w.tlsa(&format!("{label}.{zone}"))),
+            tlsa_kinds(&w.tlsa(&format!("{label}.{zone}"))),
             vec!["3 255 0"],
             "nothing published for {label}"
         );
@@ -516,7 +498,7 @@ fn the_daemon_orders_for_a_csr_published_while_it_runs_and_stops_on_sigterm() {
     certkeeper_harness::wait_for(
         "the certificate is published",
         std::time::Duration::from_secs(120),
-        || (kinds(&w.tlsa(&host)) == ["0 0 0", "3 0 0", "3 255 0"]).then_some(()),
+        || (tlsa_kinds(&w.tlsa(&host)) == ["0 0 0", "3 0 0", "3 255 0"]).then_some(()),
     )
     .unwrap_or_else(|e| panic!("{e}: {}", daemon_log()));
     let (ok, out) = w.fetch(&host, &key, "fetched");
@@ -597,7 +579,7 @@ fn a_notify_from_the_primary_makes_the_daemon_look_at_once() {
     certkeeper_harness::wait_for(
         "the certificate is published",
         std::time::Duration::from_secs(120),
-        || (kinds(&w.tlsa(&host)) == ["0 0 0", "3 0 0", "3 255 0"]).then_some(()),
+        || (tlsa_kinds(&w.tlsa(&host)) == ["0 0 0", "3 0 0", "3 255 0"]).then_some(()),
     )
     .unwrap_or_else(|e| panic!("{e}: {}", daemon_log()));
     let (ok, out) = w.fetch(&host, &key, "fetched");

@@ -10,7 +10,9 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use certkeeper_harness::{Bind, CaOptions, CertkeeperCa, openssl_verify, require_peer};
+use certkeeper_harness::{
+    Bind, CaOptions, CertkeeperCa, openssl, openssl_verify, tlsa_kinds, tlsa_record,
+};
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_certkeeper"))
@@ -26,33 +28,6 @@ fn run(args: &[&str]) -> (bool, String) {
             String::from_utf8_lossy(&out.stderr)
         ),
     )
-}
-
-fn openssl(args: &[&str]) -> String {
-    let out = Command::new(require_peer("openssl"))
-        .args(args)
-        .output()
-        .expect("openssl");
-    assert!(out.status.success(), "openssl {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The TLSA records by their first three fields, e.g. "3 0 0".
-fn kinds(records: &[String]) -> Vec<String> {
-    let mut k: Vec<String> = records
-        .iter()
-        .map(|r| r.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .collect();
-    k.sort();
-    k
-}
-
-fn record_of<'a>(records: &'a [String], kind: &str) -> &'a str {
-    records
-        .iter()
-        .find(|r| r.starts_with(&format!("{kind} ")))
-        .map(String::as_str)
-        .unwrap_or("")
 }
 
 #[test]
@@ -101,8 +76,8 @@ fn csr_published_certificate_published_in_one_update_and_fetched() {
     ]);
     assert!(ok, "{out}");
     let records = bind.dig(&owner, "TLSA").expect("dig");
-    assert_eq!(kinds(&records), vec!["3 255 0"], "{records:?}");
-    let csr_record = record_of(&records, "3 255 0").to_owned();
+    assert_eq!(tlsa_kinds(&records), vec!["3 255 0"], "{records:?}");
+    let csr_record = tlsa_record(&records, "3 255 0").to_owned();
 
     // The agent publishes its certificate there (dns-01 through the same BIND).
     let config = format!(
@@ -144,12 +119,16 @@ dir = "{deploy}"
     assert!(ok, "{out}");
     let records = bind.dig(&owner, "TLSA").expect("dig");
     assert_eq!(
-        kinds(&records),
+        tlsa_kinds(&records),
         vec!["0 0 0", "3 0 0", "3 255 0"],
         "exactly CSR, leaf, intermediate: {records:?}"
     );
-    assert_eq!(record_of(&records, "3 255 0"), csr_record, "the CSR stays");
-    let first_leaf = record_of(&records, "3 0 0").to_owned();
+    assert_eq!(
+        tlsa_record(&records, "3 255 0"),
+        csr_record,
+        "the CSR stays"
+    );
+    let first_leaf = tlsa_record(&records, "3 0 0").to_owned();
 
     // Fetched with the key the certificate is for: checked and written.
     let fetch = |key: &Path, out_dir: &Path| {
@@ -234,16 +213,20 @@ dir = "{deploy}"
     );
     let records = bind.dig(&owner, "TLSA").expect("dig");
     assert_eq!(
-        kinds(&records),
+        tlsa_kinds(&records),
         vec!["0 0 0", "3 0 0", "3 255 0"],
         "{records:?}"
     );
     assert_ne!(
-        record_of(&records, "3 0 0"),
+        tlsa_record(&records, "3 0 0"),
         first_leaf,
         "the leaf was replaced"
     );
-    assert_eq!(record_of(&records, "3 255 0"), csr_record, "the CSR stays");
+    assert_eq!(
+        tlsa_record(&records, "3 255 0"),
+        csr_record,
+        "the CSR stays"
+    );
     let (ok, out) = fetch(&p("deploy/key.pem"), &p("fetched"));
     assert!(ok && out.contains("wrote"), "{out}");
 }

@@ -249,6 +249,37 @@ pub fn http_get(url: &str) -> anyhow::Result<(u16, Vec<u8>)> {
     Ok((status, out.split_off(at + 4)))
 }
 
+/// Runs the real `openssl` with `args` and returns its stdout; panics (with
+/// its output) when it fails: for tests that drive openssl step by step.
+pub fn openssl(args: &[&str]) -> String {
+    let out = Command::new(require_peer("openssl"))
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// TLSA records (as `dig +short` prints them) by their first three fields,
+/// sorted, e.g. `["0 0 0", "3 0 0", "3 255 0"]`.
+pub fn tlsa_kinds(records: &[String]) -> Vec<String> {
+    let mut k: Vec<String> = records
+        .iter()
+        .map(|r| r.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .collect();
+    k.sort();
+    k
+}
+
+/// The first TLSA record of `kind` (e.g. `"3 0 0"`), or "" when none.
+pub fn tlsa_record<'a>(records: &'a [String], kind: &str) -> &'a str {
+    records
+        .iter()
+        .find(|r| r.starts_with(&format!("{kind} ")))
+        .map(String::as_str)
+        .unwrap_or("")
+}
+
 /// The serial number of the first certificate in `cert_pem`, in lowercase
 /// hex as `openssl x509 -serial` reports it (no `0x`).
 pub fn openssl_serial_hex(cert_pem: &Path) -> anyhow::Result<String> {
