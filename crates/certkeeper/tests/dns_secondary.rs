@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use certkeeper_harness::{
-    Bind, CaOptions, CertkeeperCa, openssl, openssl_verify, tlsa_kinds, tlsa_record,
+    Bind, CaOptions, CertkeeperCa, Daemon, openssl, openssl_verify, tlsa_kinds, tlsa_record,
 };
 
 fn bin() -> &'static Path {
@@ -464,16 +464,9 @@ fn a_crash_mid_order_resumes_the_same_order_and_hostile_records_are_refused() {
 #[test]
 fn the_daemon_orders_for_a_csr_published_while_it_runs_and_stops_on_sigterm() {
     let w = World::start();
-    let log_path = w.p("daemon.log");
-    let log = std::fs::File::create(&log_path).expect("log");
-    let mut child = Command::new(bin())
-        .args(["up", "--config", &w.conf()])
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .expect("certkeeper up");
-    let daemon_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let mut daemon =
+        Daemon::spawn(bin(), Path::new(&w.conf()), w.p("daemon.log"), &[]).expect("certkeeper up");
+    let daemon_log = || daemon.log();
     certkeeper_harness::wait_for(
         "the daemon is up",
         std::time::Duration::from_secs(60),
@@ -511,19 +504,10 @@ fn the_daemon_orders_for_a_csr_published_while_it_runs_and_stops_on_sigterm() {
     assert!(ok, "{out}");
     assert!(out.contains(&format!("{host} accepted")), "{out}");
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let exit = certkeeper_harness::wait_for("exit", std::time::Duration::from_secs(60), || {
-        child.try_wait().expect("wait")
-    })
-    .unwrap_or_else(|e| {
-        let _ = child.kill();
-        panic!("{e}: {}", daemon_log())
-    });
-    assert!(exit.success(), "{exit:?}: {}", daemon_log());
+    let exit = daemon
+        .signal_and_wait("TERM", std::time::Duration::from_secs(60))
+        .expect("SIGTERM");
+    assert!(exit.success(), "{exit:?}: {}", daemon.log());
     assert_eq!(w.ca.issued_count().expect("ca list"), 1);
 }
 
@@ -546,16 +530,9 @@ fn a_notify_from_the_primary_makes_the_daemon_look_at_once() {
         &format!("notify_listen = \"127.0.0.1:{notify_port}\"\n"),
         3600,
     );
-    let log_path = w.p("daemon.log");
-    let log = std::fs::File::create(&log_path).expect("log");
-    let mut child = Command::new(bin())
-        .args(["up", "--config", &w.conf()])
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .expect("certkeeper up");
-    let daemon_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let mut daemon =
+        Daemon::spawn(bin(), Path::new(&w.conf()), w.p("daemon.log"), &[]).expect("certkeeper up");
+    let daemon_log = || daemon.log();
     certkeeper_harness::wait_for(
         "the daemon is up",
         std::time::Duration::from_secs(60),
@@ -584,15 +561,8 @@ fn a_notify_from_the_primary_makes_the_daemon_look_at_once() {
     .unwrap_or_else(|e| panic!("{e}: {}", daemon_log()));
     let (ok, out) = w.fetch(&host, &key, "fetched");
     assert!(ok, "{out}");
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let exit = certkeeper_harness::wait_for("exit", std::time::Duration::from_secs(60), || {
-        child.try_wait().expect("wait")
-    })
-    .unwrap_or_else(|e| {
-        let _ = child.kill();
-        panic!("{e}: {}", daemon_log())
-    });
-    assert!(exit.success(), "{exit:?}");
+    let exit = daemon
+        .signal_and_wait("TERM", std::time::Duration::from_secs(60))
+        .expect("SIGTERM");
+    assert!(exit.success(), "{exit:?}: {}", daemon.log());
 }

@@ -75,21 +75,7 @@ impl AgentDir {
 
     /// Starts the daemon with extra `env`; its output goes to `daemon.log`.
     pub fn spawn_daemon(&self, env: &[(&str, &str)]) -> anyhow::Result<Daemon> {
-        let log = std::fs::File::create(self.path("daemon.log")).context("daemon.log")?;
-        let child = Command::new(&self.bin)
-            .arg("up")
-            .arg("--config")
-            .arg(self.config_path())
-            .envs(env.iter().copied())
-            .stdout(log.try_clone().context("daemon.log")?)
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .context("spawning certkeeper up")?;
-        Ok(Daemon {
-            child,
-            log: self.path("daemon.log"),
-        })
+        Daemon::spawn(&self.bin, &self.config_path(), self.path("daemon.log"), env)
     }
 }
 
@@ -100,6 +86,27 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Starts `BIN up --config CONFIG` with extra `env`; its output goes to `log`.
+    pub fn spawn(
+        bin: &Path,
+        config: &Path,
+        log: PathBuf,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Daemon> {
+        let file = std::fs::File::create(&log).context("daemon log")?;
+        let child = Command::new(bin)
+            .arg("up")
+            .arg("--config")
+            .arg(config)
+            .envs(env.iter().copied())
+            .stdout(file.try_clone().context("daemon log")?)
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("spawning certkeeper up")?;
+        Ok(Daemon { child, log })
+    }
+
     /// What it printed so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
