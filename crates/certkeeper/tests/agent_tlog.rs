@@ -287,6 +287,22 @@ fn a_checkpoint_key_that_is_not_the_logs_refuses_to_deploy_names_the_log_and_kee
     );
 }
 
+/// Serves `app` on a free loopback port from a runtime of its own (the
+/// tests are synchronous); the server lives as long as the runtime.
+fn serve_on_loopback(app: axum::Router) -> (tokio::runtime::Runtime, u16) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    rt.spawn(async move { axum::serve(listener, app).await });
+    (rt, port)
+}
+
 /// A log this test serves over real HTTP from a directory it can swap:
 /// the CA's log cannot be made to fork on demand, so this stands in for a
 /// log operator who rewrites history (signed with the right key).
@@ -300,16 +316,7 @@ impl MockLog {
     fn serve(dir: PathBuf) -> MockLog {
         use axum::extract::{Path as UrlPath, State};
         use axum::http::StatusCode;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
         let shared = Arc::new(Mutex::new(dir));
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
         let app = axum::Router::new()
             .route(
                 "/tlog/{*path}",
@@ -324,7 +331,7 @@ impl MockLog {
                 ),
             )
             .with_state(Arc::clone(&shared));
-        rt.spawn(async move { axum::serve(listener, app).await });
+        let (rt, port) = serve_on_loopback(app);
         MockLog {
             dir: shared,
             port,
@@ -436,17 +443,8 @@ struct MockSearch {
 impl MockSearch {
     fn serve() -> MockSearch {
         use axum::extract::{Query, State};
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
         let rows: Arc<Mutex<Vec<Value>>> = Arc::default();
         let served: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
         let app = axum::Router::new()
             .route(
                 "/",
@@ -473,7 +471,7 @@ impl MockSearch {
                 ),
             )
             .with_state((Arc::clone(&rows), Arc::clone(&served)));
-        rt.spawn(async move { axum::serve(listener, app).await });
+        let (rt, port) = serve_on_loopback(app);
         MockSearch {
             rows,
             served,
