@@ -16,37 +16,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use certkeeper_harness::{Bind, CaOptions, CertkeeperCa, Lego, LegoChallenge, process_cpu_time};
+use certkeeper_harness::{
+    Bind, CaOptions, CertkeeperCa, Lego, LegoChallenge, children_cpu_time, process_cpu_time,
+};
 
 #[allow(dead_code)] // not every example uses every shared helper
 mod common;
-
-/// The number after `label` in a report line such as `reissue_rate 182.0`.
-fn number_after(report: &str, label: &str) -> Option<f64> {
-    report.lines().find_map(|l| {
-        let words: Vec<&str> = l.split_whitespace().collect();
-        let i = words.iter().position(|w| *w == label)?;
-        words.get(i + 1)?.parse().ok()
-    })
-}
-
-/// CPU time of this process's children that have exited (`cutime` +
-/// `cstime` in /proc/self/stat, USER_HZ = 100).
-fn children_cpu() -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    let rest = stat
-        .rsplit_once(')')
-        .context("unexpected /proc stat format")?
-        .1;
-    let fields: Vec<u64> = rest
-        .split_whitespace()
-        .skip(13)
-        .take(2)
-        .map(str::parse)
-        .collect::<Result<_, _>>()?;
-    anyhow::ensure!(fields.len() == 2, "no cutime/cstime in /proc/self/stat");
-    Ok(Duration::from_millis((fields[0] + fields[1]) * 10))
-}
 
 /// A finished client run: its report, and the CPU the client and the CA
 /// spent on it.
@@ -57,9 +32,12 @@ struct Run {
 }
 
 fn run(cmd: &mut Command, what: &str, ca_pid: u32) -> anyhow::Result<Run> {
-    let (client0, ca0) = (children_cpu()?, process_cpu_time(ca_pid)?);
+    let (client0, ca0) = (children_cpu_time()?, process_cpu_time(ca_pid)?);
     let out = cmd.output().with_context(|| format!("running {what}"))?;
-    let (client_cpu, ca_cpu) = (children_cpu()? - client0, process_cpu_time(ca_pid)? - ca0);
+    let (client_cpu, ca_cpu) = (
+        children_cpu_time()? - client0,
+        process_cpu_time(ca_pid)? - ca0,
+    );
     let report =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     anyhow::ensure!(out.status.success(), "{what} failed:\n{report}");
@@ -120,7 +98,7 @@ fn main() -> anyhow::Result<()> {
         ceiling.cpu_line(ceiling_orders)
     );
     let ceiling_rate =
-        number_after(&ceiling.report, "rate").context("no rate in bench ca's report")?;
+        common::number_after(&ceiling.report, "rate").context("no rate in bench ca's report")?;
 
     let reissue = run(
         Command::new(&bin)
@@ -143,8 +121,8 @@ fn main() -> anyhow::Result<()> {
         reissue.report,
         reissue.cpu_line(2 * certs_n)
     );
-    let agent_rate =
-        number_after(&reissue.report, "reissue_rate").context("no reissue_rate in the report")?;
+    let agent_rate = common::number_after(&reissue.report, "reissue_rate")
+        .context("no reissue_rate in the report")?;
 
     let lego = Lego::new(&directory, &root)?;
     let challenge = LegoChallenge::Http01 {

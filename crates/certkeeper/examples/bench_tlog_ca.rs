@@ -38,14 +38,8 @@ fn rate(bin: &Path, ca: &CertkeeperCa, load: &[String; 2]) -> anyhow::Result<(f6
         cpu.as_secs_f64() * 1000.0 / issued,
         switches as f64 / issued
     ));
-    let rate = report
-        .lines()
-        .find_map(|l| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            let i = w.iter().position(|x| *x == "rate")?;
-            w.get(i + 1)?.parse::<f64>().ok()
-        })
-        .with_context(|| format!("no rate in:\n{report}"))?;
+    let rate =
+        common::number_after(&report, "rate").with_context(|| format!("no rate in:\n{report}"))?;
     Ok((rate, report))
 }
 

@@ -62,16 +62,10 @@ fn bench(
     let report =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     // The report's lines look like `  rate   239.2 orders/s` and `  ok   300   failed 0`.
-    let number_after = |label: &str| -> Option<f64> {
-        report.lines().find_map(|l| {
-            let words: Vec<&str> = l.split_whitespace().collect();
-            let i = words.iter().position(|w| *w == label)?;
-            words.get(i + 1)?.parse().ok()
-        })
-    };
-    let rate = number_after("rate").with_context(|| format!("no rate in:\n{report}"))?;
-    let ok = number_after("ok").unwrap_or(0.0) as u64;
-    let failed = number_after("failed").unwrap_or(0.0) as u64;
+    let rate =
+        common::number_after(&report, "rate").with_context(|| format!("no rate in:\n{report}"))?;
+    let ok = common::number_after(&report, "ok").unwrap_or(0.0) as u64;
+    let failed = common::number_after(&report, "failed").unwrap_or(0.0) as u64;
     let cpu_ms_per_cert = cpu.as_secs_f64() * 1000.0 / ok.max(1) as f64;
     let switches_per_cert = switches as f64 / ok.max(1) as f64;
     Ok(Run {

@@ -55,9 +55,20 @@ const EXTRA_BIN_DIRS: &[&str] = &[
 
 /// CPU time (user + system) a process has used so far, from `/proc/PID/stat`.
 pub fn process_cpu_time(pid: u32) -> anyhow::Result<std::time::Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    // utime and stime: the 12th and 13th fields after the command name.
+    stat_cpu_time(&format!("/proc/{pid}/stat"), 11)
+}
+
+/// CPU time (user + system) of this process's children that have exited
+/// and been waited for (`cutime` + `cstime` in `/proc/self/stat`).
+pub fn children_cpu_time() -> anyhow::Result<std::time::Duration> {
+    stat_cpu_time("/proc/self/stat", 13)
+}
+
+/// The sum of two adjacent tick counts in a `/proc/…/stat` file, starting at
+/// field `first` after the parenthesised command name.
+fn stat_cpu_time(path: &str, first: usize) -> anyhow::Result<std::time::Duration> {
+    let stat = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
     let rest = stat
         .rsplit_once(')')
         .map(|(_, r)| r)
@@ -67,9 +78,9 @@ pub fn process_cpu_time(pid: u32) -> anyhow::Result<std::time::Duration> {
         fields
             .get(i)
             .and_then(|v| v.parse::<u64>().ok())
-            .context("no utime/stime in /proc stat")
+            .with_context(|| format!("no CPU times in {path}"))
     };
-    let ticks = field(11)? + field(12)?;
+    let ticks = field(first)? + field(first + 1)?;
     // Linux reports in USER_HZ, which is 100 on every architecture Debian ships.
     Ok(std::time::Duration::from_millis(ticks * 10))
 }

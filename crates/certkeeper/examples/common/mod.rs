@@ -64,3 +64,13 @@ pub fn context_switches(pid: u32) -> anyhow::Result<u64> {
     }
     Ok(total)
 }
+
+/// The number after `label` in a bench report line, e.g. `rate` in
+/// `  rate   239.2 orders/s`.
+pub fn number_after(report: &str, label: &str) -> Option<f64> {
+    report.lines().find_map(|l| {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        let i = words.iter().position(|w| *w == label)?;
+        words.get(i + 1)?.parse().ok()
+    })
+}
