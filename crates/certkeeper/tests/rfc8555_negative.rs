@@ -12,7 +12,7 @@
 //! must mean exactly that, not "nothing that another test issued".
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, TcpListener as StdTcpListener};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -67,13 +67,6 @@ impl Drop for Ca {
     }
 }
 
-fn free_port() -> u16 {
-    StdTcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("cannot bind 127.0.0.1:0 to find a free port")
-}
-
 impl Ca {
     async fn start() -> Result<Ca> {
         Ca::start_with(None).await
@@ -104,7 +97,7 @@ impl Ca {
         // try a few.
         let mut last_err = None;
         for _ in 0..3 {
-            let port = free_port();
+            let port = certkeeper_harness::free_port();
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -114,7 +107,10 @@ impl Ca {
                 .arg(&data)
                 .args(["--listen", &format!("127.0.0.1:{port}")])
                 .args(["--http01-port", &http01_port.to_string()])
-                .args(["--tlsalpn01-port", &free_port().to_string()])
+                .args([
+                    "--tlsalpn01-port",
+                    &certkeeper_harness::free_port().to_string(),
+                ])
                 .args(&extra)
                 .env("RUST_LOG", "info")
                 .stdin(Stdio::null())

@@ -129,32 +129,43 @@ fn openssl_serial_of_der(der: &[u8]) -> Option<String> {
     Some(text.trim().strip_prefix("serial=")?.to_lowercase())
 }
 
+/// Ports tests listen on come from below the kernel's ephemeral range
+/// (32768–60999 here, `net.ipv4.ip_local_port_range`), so no outgoing
+/// connection of any process can take one between the moment it is chosen
+/// and the moment a peer binds it — with `bind(0)` that happened (a daemon
+/// restarted on its old http-01 port found it taken by a client socket).
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_768;
+
 /// A TCP port on 127.0.0.1 that was free a moment ago, for a peer to listen on.
 ///
-/// The port is released before returning, so another process could take it
-/// in between; in practice the kernel does not hand the same ephemeral port
-/// out again right away.
+/// The port is released before returning; it lies outside the ephemeral
+/// range, so only another test choosing the same one could take it.
 pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("cannot bind 127.0.0.1:0 (TCP) to find a free port")
+    unused_port(|port| TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok())
 }
 
 /// A port on 127.0.0.1 free for both UDP and TCP, for a DNS server.
 pub fn free_port_tcp_udp() -> u16 {
-    for _ in 0..100 {
-        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-            .expect("cannot bind 127.0.0.1:0 (UDP) to find a free port");
-        let port = udp
-            .local_addr()
-            .expect("local_addr of a bound UDP socket")
-            .port();
-        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+    unused_port(|port| {
+        UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+            && TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+    })
+}
+
+/// A random port of [`TEST_PORTS`] for which `is_free` holds. Random rather
+/// than sequential so parallel test processes rarely try the same one.
+fn unused_port(is_free: impl Fn(u16) -> bool) -> u16 {
+    use std::hash::{BuildHasher, RandomState};
+    let span = u64::from(TEST_PORTS.end - TEST_PORTS.start);
+    let seed = RandomState::new();
+    for attempt in 0u64..1000 {
+        let offset = u16::try_from(seed.hash_one(attempt) % span).expect("below span");
+        let port = TEST_PORTS.start + offset;
+        if is_free(port) {
             return port;
         }
     }
-    panic!("no port on 127.0.0.1 was free for both UDP and TCP after 100 attempts");
+    panic!("no port of {TEST_PORTS:?} on 127.0.0.1 was free after 1000 attempts");
 }
 
 /// Path of a peer binary; panics (so the test fails instead of skipping)

@@ -81,11 +81,7 @@ impl Postgres {
         init.args(["-A", "trust", "-U", "certkeeper", "-E", "UTF8", "-D"])
             .arg(&data);
         run(init, "initdb");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = certkeeper_harness::free_port();
         let mut start = as_owner(&bin, "pg_ctl", root);
         start
             .args(["-w", "-t", "60", "-D"])
