@@ -293,18 +293,6 @@ impl Store {
         Ok(row.as_ref().map(authz_from).transpose()?)
     }
 
-    /// How many unexpired pending (or processing) authorizations an account
-    /// holds: the work it has asked the CA to keep ready.
-    pub async fn pending_authz_count(&self, account_id: &str, now: i64) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM ca_authzs WHERE account_id = $1 AND status IN ('pending', 'processing') AND expires_at > $2",
-        )
-        .bind(account_id)
-        .bind(now)
-        .fetch_one(self.pool())
-        .await?)
-    }
-
     /// Authorizations in one status, e.g. `processing` ones to resume after a restart.
     pub async fn authzs_with_status(&self, status: &str) -> Result<Vec<AuthzRow>, StoreError> {
         let rows = sqlx::query(
@@ -408,15 +396,6 @@ impl Store {
             .iter()
             .map(certificate_from)
             .collect::<Result<_, _>>()?)
-    }
-
-    /// True when a key was blocked after a proven compromise.
-    pub async fn is_key_blocked(&self, spki_sha256: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT spki_sha256 FROM ca_blocked_keys WHERE spki_sha256 = $1")
-            .bind(spki_sha256)
-            .fetch_optional(self.pool())
-            .await?;
-        Ok(row.is_some())
     }
 
     /// Stores a new external account binding key (base64url HMAC key).

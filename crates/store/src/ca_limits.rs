@@ -38,6 +38,54 @@ pub enum Guarded<'a> {
     },
 }
 
+/// One rate-limit bucket: a limit and the key it is counted by (an
+/// account, a domain, an IP range).
+#[derive(Clone, Copy, Debug)]
+pub struct LimitBucket<'a> {
+    /// Limit name, e.g. `CertificatesPerFQDNSet`.
+    pub limit_name: &'a str,
+    /// Bucket key, e.g. `example.com`.
+    pub bucket_key: &'a str,
+}
+
+impl LimitBucket<'_> {
+    /// The bucket's row key: `LIMIT:KEY`.
+    pub fn bucket(&self) -> String {
+        format!("{}:{}", self.limit_name, self.bucket_key)
+    }
+}
+
+/// What the store holds for one bucket.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BucketState {
+    /// Its TAT, unix milliseconds; `None` when never spent from (full).
+    pub tat: Option<i64>,
+    /// The operator's override of its limit, if any.
+    pub limit_override: Option<LimitOverrideRow>,
+}
+
+/// What newOrder decides with ([`Store::new_order_facts`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NewOrderFacts {
+    /// The first (by name) of the order's identifiers paused for the
+    /// account, with its count of consecutive failed validations.
+    pub paused: Option<(String, i64)>,
+    /// Unexpired pending or processing authorizations the account holds.
+    pub pending_authzs: i64,
+    /// The account was issued a certificate for exactly these names since
+    /// the lookback (the renewal exemption).
+    pub renewal: bool,
+}
+
+/// What finalize decides with ([`Store::finalize_facts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FinalizeFacts {
+    /// The CSR's key is blocked after a proven compromise.
+    pub key_blocked: bool,
+    /// As [`NewOrderFacts::renewal`].
+    pub renewal: bool,
+}
+
 /// An operator's override of one limit for one bucket key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LimitOverrideRow {
@@ -65,15 +113,18 @@ impl Store {
         )
     }
 
-    /// The stored TATs of several buckets in one statement (same order as
-    /// `buckets`; `None` for a bucket never spent from).
-    pub async fn limit_tats(&self, buckets: &[String]) -> Result<Vec<Option<i64>>, StoreError> {
+    /// The state of several buckets (same order as `buckets`), in one
+    /// statement: read on every limit check.
+    pub async fn limit_states(
+        &self,
+        buckets: &[LimitBucket<'_>],
+    ) -> Result<Vec<BucketState>, StoreError> {
         let mut conn = self.pool().acquire().await?;
-        tats_of(&mut conn, buckets).await
+        states_of(&mut conn, buckets).await
     }
 
-    /// Atomic read-modify-write of several buckets: reads their TATs, hands
-    /// them to `decide` (same order as `buckets`), and, when it says to
+    /// Atomic read-modify-write of several buckets: reads their states,
+    /// hands them to `decide` (same order as `buckets`), and, when it says to
     /// proceed, writes the TATs it returns (`(index, new_tat)`) together with
     /// the `guarded` write, in one transaction on the single writer
     /// connection. Concurrent spenders are serialised, the last unit of a
@@ -82,16 +133,16 @@ impl Store {
     /// the writes were committed (false: denied, or the guarded order moved).
     pub async fn limit_update<R, F>(
         &self,
-        buckets: &[String],
+        buckets: &[LimitBucket<'_>],
         decide: F,
         guarded: Option<Guarded<'_>>,
     ) -> Result<(R, bool), StoreError>
     where
-        F: FnOnce(&[Option<i64>]) -> (Vec<(usize, i64)>, R, bool),
+        F: FnOnce(&[BucketState]) -> (Vec<(usize, i64)>, R, bool),
     {
         let mut tx = self.writer().begin().await?;
-        let tats = tats_of(&mut tx, buckets).await?;
-        let (writes, result, proceed) = decide(&tats);
+        let states = states_of(&mut tx, buckets).await?;
+        let (writes, result, proceed) = decide(&states);
         if !proceed {
             return Ok((result, false));
         }
@@ -103,7 +154,7 @@ impl Store {
                 "INSERT INTO ca_limit_buckets (bucket, tat) VALUES ($1, $2) \
                  ON CONFLICT (bucket) DO UPDATE SET tat = excluded.tat",
             )
-            .bind(bucket)
+            .bind(bucket.bucket())
             .bind(tat)
             .execute(&mut *tx)
             .await?;
@@ -148,49 +199,6 @@ impl Store {
         Ok(row.as_ref().map(override_from).transpose()?)
     }
 
-    /// The overrides of several `(limit_name, bucket_key)` pairs in one
-    /// statement: one entry per pair, in order, `None` where an operator
-    /// set none. Read on every limit check, so it is one indexed lookup per
-    /// pair in a single round trip, not one statement per bucket.
-    pub async fn limit_overrides_for(
-        &self,
-        pairs: &[(&str, &str)],
-    ) -> Result<Vec<Option<LimitOverrideRow>>, StoreError> {
-        if pairs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let wanted: Vec<String> = (0..pairs.len())
-            .map(|i| {
-                format!(
-                    "(limit_name = ${} AND bucket_key = ${})",
-                    2 * i + 1,
-                    2 * i + 2
-                )
-            })
-            .collect();
-        let sql = format!(
-            "SELECT limit_name, bucket_key, count, period_seconds, burst FROM ca_limit_overrides \
-             WHERE {}",
-            wanted.join(" OR ")
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (name, key) in pairs {
-            q = q.bind(*name).bind(*key);
-        }
-        let rows = q.fetch_all(self.pool()).await?;
-        let found: Vec<LimitOverrideRow> =
-            rows.iter().map(override_from).collect::<Result<_, _>>()?;
-        Ok(pairs
-            .iter()
-            .map(|(name, key)| {
-                found
-                    .iter()
-                    .find(|o| o.limit_name == *name && o.bucket_key == *key)
-                    .cloned()
-            })
-            .collect())
-    }
-
     /// Every override, by limit then key (for `certkeeper ca limits`).
     pub async fn limit_overrides(&self) -> Result<Vec<LimitOverrideRow>, StoreError> {
         let rows = sqlx::query(
@@ -229,86 +237,148 @@ impl Store {
         Ok(())
     }
 
-    /// Whether a certificate for exactly this identifier set (the `names`
-    /// column: sorted, comma-joined) was issued *to this account* at or
-    /// after `since`. Per account, so that a set someone else was issued
-    /// buys no exemption for anyone who merely names it.
-    pub async fn issued_names_since(
+    /// What newOrder decides with, in one statement (see [`NewOrderFacts`]).
+    /// `identifiers` are the order's identifier values, wildcards without
+    /// their `*.`; `names` is the sorted name set as certificates store it.
+    pub async fn new_order_facts(
         &self,
         account_id: &str,
+        identifiers: &[&str],
         names: &str,
-        since: i64,
-    ) -> Result<bool, StoreError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM ca_certificates WHERE names = $1 AND issued_at >= $2 AND account_id = $3",
-        )
-        .bind(names)
-        .bind(since)
-        .bind(account_id)
-        .fetch_one(self.pool())
-        .await?;
-        Ok(n > 0)
+        renewal_since: i64,
+        now: i64,
+    ) -> Result<NewOrderFacts, StoreError> {
+        let marks: Vec<String> = (0..identifiers.len().max(1))
+            .map(|i| format!("${}", i + 5))
+            .collect();
+        let paused = format!(
+            "FROM ca_paused WHERE account_id = $1 AND paused_at IS NOT NULL AND identifier IN ({}) \
+             ORDER BY identifier LIMIT 1",
+            marks.join(", ")
+        );
+        let sql = format!(
+            "SELECT \
+             (SELECT COUNT(*) FROM ca_authzs WHERE account_id = $1 \
+              AND status IN ('pending', 'processing') AND expires_at > $2) AS pending_authzs, \
+             ({}) AS renewal, \
+             (SELECT identifier {paused}) AS paused_identifier, \
+             (SELECT failures {paused}) AS paused_failures",
+            renewed_sql("$1", "$3", "$4")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(account_id)
+            .bind(now)
+            .bind(names)
+            .bind(renewal_since);
+        if identifiers.is_empty() {
+            q = q.bind("");
+        }
+        for ident in identifiers {
+            q = q.bind(*ident);
+        }
+        let row = q.fetch_one(self.pool()).await?;
+        let paused_identifier: Option<String> = row.try_get("paused_identifier")?;
+        let paused_failures: Option<i64> = row.try_get("paused_failures")?;
+        Ok(NewOrderFacts {
+            paused: paused_identifier.zip(paused_failures),
+            pending_authzs: row.try_get("pending_authzs")?,
+            renewal: row.try_get::<i64, _>("renewal")? > 0,
+        })
     }
 
-    /// Records a validation outcome for pausing: a success clears the count,
-    /// a failure adds one and pauses at `threshold` (0: never). Returns
-    /// whether the identifier is paused now.
+    /// What finalize decides with, in one statement: whether the CSR's key
+    /// (`spki_sha256`) is blocked, and whether the account renews these
+    /// `names` (as in [`Store::new_order_facts`]).
+    pub async fn finalize_facts(
+        &self,
+        spki_sha256: &str,
+        account_id: &str,
+        names: &str,
+        renewal_since: i64,
+    ) -> Result<FinalizeFacts, StoreError> {
+        let sql = format!(
+            "SELECT (SELECT COUNT(*) FROM ca_blocked_keys WHERE spki_sha256 = $1) AS blocked, \
+             ({}) AS renewal",
+            renewed_sql("$2", "$3", "$4")
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(spki_sha256)
+            .bind(account_id)
+            .bind(names)
+            .bind(renewal_since)
+            .fetch_one(self.pool())
+            .await?;
+        Ok(FinalizeFacts {
+            key_blocked: row.try_get::<i64, _>("blocked")? > 0,
+            renewal: row.try_get::<i64, _>("renewal")? > 0,
+        })
+    }
+
+    /// Records a validation's outcome in one commit: the authorization's new
+    /// state, compared-and-set against `pending` or `processing` (the
+    /// challenge response writes `processing` only when a validation outlasts
+    /// its inline wait), and the outcome for pausing: a success clears the
+    /// identifier's count, a failure adds one and pauses it at `threshold`
+    /// (0: never). Nothing is written when the authorization moved on
+    /// (another validation of it recorded first). Returns whether the
+    /// authorization was recorded and whether the identifier is paused now.
     pub async fn record_validation(
         &self,
-        account_id: &str,
+        authz: &AuthzRow,
         identifier: &str,
         success: bool,
         threshold: i64,
         now: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<(bool, bool), StoreError> {
+        let mut tx = self.writer().begin().await?;
+        let recorded = sqlx::query(
+            "UPDATE ca_authzs SET status = $1, expires_at = $2, data = $3 \
+             WHERE id = $4 AND status IN ('pending', 'processing')",
+        )
+        .bind(&authz.status)
+        .bind(authz.expires_at)
+        .bind(&authz.data)
+        .bind(&authz.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !recorded {
+            return Ok((false, false));
+        }
+        let account_id = &authz.account_id;
+        let mut paused = false;
         if success {
             sqlx::query("DELETE FROM ca_paused WHERE account_id = $1 AND identifier = $2 AND paused_at IS NULL")
                 .bind(account_id)
                 .bind(identifier)
-                .execute(self.writer())
+                .execute(&mut *tx)
                 .await?;
-            return Ok(false);
-        }
-        let mut tx = self.writer().begin().await?;
-        sqlx::query(
-            "INSERT INTO ca_paused (account_id, identifier, failures, paused_at) VALUES ($1, $2, 1, NULL) \
-             ON CONFLICT (account_id, identifier) DO UPDATE SET failures = ca_paused.failures + 1",
-        )
-        .bind(account_id)
-        .bind(identifier)
-        .execute(&mut *tx)
-        .await?;
-        let paused = threshold > 0
-            && sqlx::query(
-                "UPDATE ca_paused SET paused_at = $1 WHERE account_id = $2 AND identifier = $3 \
-                 AND paused_at IS NULL AND failures >= $4",
+        } else {
+            sqlx::query(
+                "INSERT INTO ca_paused (account_id, identifier, failures, paused_at) VALUES ($1, $2, 1, NULL) \
+                 ON CONFLICT (account_id, identifier) DO UPDATE SET failures = ca_paused.failures + 1",
             )
-            .bind(now)
             .bind(account_id)
             .bind(identifier)
-            .bind(threshold)
             .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
+            .await?;
+            paused = threshold > 0
+                && sqlx::query(
+                    "UPDATE ca_paused SET paused_at = $1 WHERE account_id = $2 AND identifier = $3 \
+                     AND paused_at IS NULL AND failures >= $4",
+                )
+                .bind(now)
+                .bind(account_id)
+                .bind(identifier)
+                .bind(threshold)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+        }
         tx.commit().await?;
-        Ok(paused)
-    }
-
-    /// The consecutive-failure count of a paused identifier, if it is paused.
-    pub async fn paused_failures(
-        &self,
-        account_id: &str,
-        identifier: &str,
-    ) -> Result<Option<i64>, StoreError> {
-        let row = sqlx::query(
-            "SELECT failures FROM ca_paused WHERE account_id = $1 AND identifier = $2 AND paused_at IS NOT NULL",
-        )
-        .bind(account_id)
-        .bind(identifier)
-        .fetch_optional(self.pool())
-        .await?;
-        Ok(row.map(|r| r.try_get("failures")).transpose()?)
+        Ok((true, paused))
     }
 
     /// Lifts a pause (the operator's decision); false when it was not paused.
@@ -322,31 +392,79 @@ impl Store {
     }
 }
 
-/// The TATs of `buckets` (in their order) in one statement on `conn`.
-async fn tats_of(
+/// SQL counting (0 or 1) the account's certificates for exactly `names`
+/// issued since `since` (placeholders): the 120-day renewal exemption.
+fn renewed_sql(account: &str, names: &str, since: &str) -> String {
+    format!(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM ca_certificates WHERE names = {names} \
+         AND issued_at >= {since} AND account_id = {account} LIMIT 1) AS renewed"
+    )
+}
+
+/// The states of `buckets` (in their order) in one statement on `conn`:
+/// their TATs and their overrides, as one `UNION ALL`.
+async fn states_of(
     conn: &mut sqlx::AnyConnection,
-    buckets: &[String],
-) -> Result<Vec<Option<i64>>, StoreError> {
+    buckets: &[LimitBucket<'_>],
+) -> Result<Vec<BucketState>, StoreError> {
     if buckets.is_empty() {
         return Ok(Vec::new());
     }
-    let marks: Vec<String> = (1..=buckets.len()).map(|i| format!("${i}")).collect();
+    let n = buckets.len();
+    let tat_marks: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+    let override_marks: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                "(limit_name = ${} AND bucket_key = ${})",
+                n + 2 * i + 1,
+                n + 2 * i + 2
+            )
+        })
+        .collect();
     let sql = format!(
-        "SELECT bucket, tat FROM ca_limit_buckets WHERE bucket IN ({})",
-        marks.join(", ")
+        "SELECT 'tat' AS kind, bucket AS k1, '' AS k2, tat, 0 AS count, 0 AS period_seconds, 0 AS burst \
+         FROM ca_limit_buckets WHERE bucket IN ({}) \
+         UNION ALL \
+         SELECT 'override', limit_name, bucket_key, 0, count, period_seconds, burst \
+         FROM ca_limit_overrides WHERE {}",
+        tat_marks.join(", "),
+        override_marks.join(" OR ")
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for b in buckets {
-        q = q.bind(b);
+        q = q.bind(b.bucket());
+    }
+    for b in buckets {
+        q = q.bind(b.limit_name).bind(b.bucket_key);
     }
     let rows = q.fetch_all(&mut *conn).await?;
-    let mut found = std::collections::HashMap::with_capacity(rows.len());
+    let mut tats = std::collections::HashMap::new();
+    let mut overrides = Vec::new();
     for row in &rows {
-        let bucket: String = row.try_get("bucket")?;
-        let tat: i64 = row.try_get("tat")?;
-        found.insert(bucket, tat);
+        let kind: String = row.try_get("kind")?;
+        if kind == "tat" {
+            let bucket: String = row.try_get("k1")?;
+            tats.insert(bucket, row.try_get::<i64, _>("tat")?);
+        } else {
+            overrides.push(LimitOverrideRow {
+                limit_name: row.try_get("k1")?,
+                bucket_key: row.try_get("k2")?,
+                count: row.try_get("count")?,
+                period_seconds: row.try_get("period_seconds")?,
+                burst: row.try_get("burst")?,
+            });
+        }
     }
-    Ok(buckets.iter().map(|b| found.get(b).copied()).collect())
+    Ok(buckets
+        .iter()
+        .map(|b| BucketState {
+            tat: tats.get(&b.bucket()).copied(),
+            limit_override: overrides
+                .iter()
+                .find(|o| o.limit_name == b.limit_name && o.bucket_key == b.bucket_key)
+                .cloned(),
+        })
+        .collect())
 }
 
 fn override_from(row: &sqlx::any::AnyRow) -> Result<LimitOverrideRow, sqlx::Error> {
@@ -367,13 +485,16 @@ mod tests {
     async fn update_is_atomic_and_overrides_upsert() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open_dir(dir.path()).await.expect("open");
-        let b = vec!["L:k".to_string()];
+        let b = [LimitBucket {
+            limit_name: "L",
+            bucket_key: "k",
+        }];
         assert_eq!(store.limit_tat("L:k").await.expect("read"), None);
         let seen = store
-            .limit_update(&b, |tats| (vec![(0, 42)], tats.to_vec(), true), None)
+            .limit_update(&b, |states| (vec![(0, 42)], states.to_vec(), true), None)
             .await
             .expect("update");
-        assert_eq!(seen, (vec![None], true));
+        assert_eq!(seen, (vec![BucketState::default()], true));
         assert_eq!(store.limit_tat("L:k").await.expect("read"), Some(42));
         // A denied decision writes nothing.
         let denied = store
@@ -410,27 +531,129 @@ mod tests {
             Some(o.clone())
         );
 
-        // The batched reads answer per bucket, in order, absent ones as None.
-        let tats = store
-            .limit_tats(&["nope".to_string(), "L:k".to_string(), "nope".to_string()])
-            .await
-            .expect("tats");
-        assert_eq!(tats, vec![None, Some(43), None]);
-        let found = store
-            .limit_overrides_for(&[
-                ("CertificatesPerDomain", "a.test"),
-                ("CertificatesPerFQDNSet", "a.test"),
-                ("CertificatesPerFQDNSet", "b.test"),
+        // The batched read answers per bucket, in order, absent ones as None.
+        let bucket = |limit_name, bucket_key| LimitBucket {
+            limit_name,
+            bucket_key,
+        };
+        let states = store
+            .limit_states(&[
+                bucket("CertificatesPerDomain", "a.test"),
+                bucket("L", "k"),
+                bucket("CertificatesPerFQDNSet", "a.test"),
+                bucket("CertificatesPerFQDNSet", "b.test"),
             ])
             .await
-            .expect("overrides");
-        assert_eq!(found, vec![None, Some(o), None]);
-        assert!(
+            .expect("states");
+        let tats: Vec<Option<i64>> = states.iter().map(|s| s.tat).collect();
+        assert_eq!(tats, vec![None, Some(43), None, None]);
+        let found: Vec<Option<LimitOverrideRow>> =
+            states.into_iter().map(|s| s.limit_override).collect();
+        assert_eq!(found, vec![None, None, Some(o), None]);
+        assert!(store.limit_states(&[]).await.expect("none").is_empty());
+    }
+
+    fn authz(id: &str, status: &str) -> AuthzRow {
+        AuthzRow {
+            id: id.into(),
+            account_id: "a1".into(),
+            identifier: "dns:a.test".into(),
+            status: status.into(),
+            expires_at: 1_000,
+            data: "{}".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn order_and_finalize_facts_come_from_one_read_each() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_dir(dir.path()).await.expect("open");
+        let facts = |store: &Store| {
+            let store = store.clone();
+            async move {
+                store
+                    .new_order_facts("a1", &["b.test", "a.test"], "a.test,b.test", 100, 500)
+                    .await
+                    .expect("facts")
+            }
+        };
+        assert_eq!(facts(&store).await, NewOrderFacts::default());
+
+        // Two pending authorizations count; one past its expiry does not.
+        let order = OrderRow {
+            id: "o1".into(),
+            account_id: "a1".into(),
+            status: "pending".into(),
+            expires_at: 1_000,
+            data: "{}".into(),
+        };
+        let expired = AuthzRow {
+            expires_at: 400,
+            ..authz("z3", "pending")
+        };
+        store
+            .insert_order(
+                &order,
+                &[authz("z1", "pending"), authz("z2", "pending"), expired],
+                1,
+            )
+            .await
+            .expect("insert");
+        assert_eq!(facts(&store).await.pending_authzs, 2);
+
+        // A validation outcome is compared-and-set, and failures pause.
+        let failed = authz("z1", "invalid");
+        assert_eq!(
             store
-                .limit_overrides_for(&[])
+                .record_validation(&failed, "b.test", false, 1, 5)
                 .await
-                .expect("none")
-                .is_empty()
+                .expect("record"),
+            (true, true)
         );
+        assert_eq!(
+            store
+                .record_validation(&failed, "b.test", false, 1, 6)
+                .await
+                .expect("again"),
+            (false, false),
+            "an authorization that moved on records nothing"
+        );
+        let now = facts(&store).await;
+        assert_eq!(now.paused, Some(("b.test".to_string(), 1)));
+        assert_eq!(now.pending_authzs, 1);
+
+        // Certificates for exactly these names, of this account, since the
+        // lookback make a renewal; a blocked key is seen at finalize.
+        sqlx::query(
+            "INSERT INTO ca_certificates (serial, account_id, order_id, names, spki_sha256, not_before, \
+             not_after, profile, chain_pem, status, issued_at) \
+             VALUES ('01', 'a1', 'o1', 'a.test,b.test', 'k', 0, 9, 'p', '', 'valid', 150)",
+        )
+        .execute(store.writer())
+        .await
+        .expect("certificate");
+        sqlx::query("INSERT INTO ca_blocked_keys (spki_sha256, source_serial, blocked_at) VALUES ('bad', '01', 1)")
+            .execute(store.writer())
+            .await
+            .expect("block");
+        assert!(facts(&store).await.renewal);
+        let fin = |spki, account, since| {
+            let store = store.clone();
+            async move {
+                store
+                    .finalize_facts(spki, account, "a.test,b.test", since)
+                    .await
+                    .expect("finalize facts")
+            }
+        };
+        assert_eq!(
+            fin("bad", "a1", 100).await,
+            FinalizeFacts {
+                key_blocked: true,
+                renewal: true
+            }
+        );
+        assert_eq!(fin("good", "a1", 200).await, FinalizeFacts::default());
+        assert!(!fin("good", "a2", 100).await.renewal);
     }
 }

@@ -27,7 +27,9 @@ pub use agent_slots::{BlockedKeyRow, CertMeta, EventRow, SlotRow};
 pub use agent_tlog::{TlogAlertRow, TlogStateRow};
 pub use ca::{AccountRow, AuthzRow, CertificateRow, OrderRow};
 pub use ca_issuance::IssuanceRow;
-pub use ca_limits::{Guarded, LimitOverrideRow};
+pub use ca_limits::{
+    BucketState, FinalizeFacts, Guarded, LimitBucket, LimitOverrideRow, NewOrderFacts,
+};
 pub use ca_revocation::{KeyCompromiseOutcome, RevocationRow, RevokeOutcome};
 pub use error::StoreError;
 pub use keys::{KeyChanges, KeyRow};

@@ -9,12 +9,11 @@
 //! and is allowed while that new TAT is at most `now + burst·interval`.
 
 use certkeeper_proto::Identifier;
-use certkeeper_store::StoreError;
 
 use super::Ra;
 use crate::CaError;
 use crate::policy::LimitConfig;
-use certkeeper_store::Guarded;
+use certkeeper_store::{BucketState, Guarded, LimitBucket};
 
 /// Milliseconds per second: TATs are stored in milliseconds.
 const MS: i64 = 1000;
@@ -223,8 +222,11 @@ impl Txn {
         }
     }
 
-    fn bucket(&self) -> String {
-        format!("{}:{}", self.name.as_str(), self.key)
+    fn bucket(&self) -> LimitBucket<'_> {
+        LimitBucket {
+            limit_name: self.name.as_str(),
+            bucket_key: &self.key,
+        }
     }
 }
 
@@ -265,28 +267,19 @@ fn utc(secs: i64) -> String {
 }
 
 impl Ra {
-    /// The limits in force for the transactions' buckets, in their order: an
-    /// override from the store, else the policy. One statement for all of
-    /// them; overrides are not cached, because `certkeeper ca limits --set`
+    /// The limit in force for a transaction's bucket: the operator's
+    /// override, else the policy. Overrides are read with the bucket's TAT
+    /// (one statement) and not cached, because `certkeeper ca limits --set`
     /// writes them from another process and they apply at once.
-    async fn limits_for(&self, txns: &[Txn]) -> Result<Vec<Limit>, StoreError> {
-        let pairs: Vec<(&str, &str)> = txns
-            .iter()
-            .map(|t| (t.name.as_str(), t.key.as_str()))
-            .collect();
-        let overrides = self.store.limit_overrides_for(&pairs).await?;
-        Ok(txns
-            .iter()
-            .zip(overrides)
-            .map(|(t, o)| match o {
-                Some(o) => Limit {
-                    count: o.count.max(1) as u64,
-                    period_ms: o.period_seconds.saturating_mul(MS),
-                    burst: o.burst.max(1) as u64,
-                },
-                None => Limit::from_config(&t.name.default_in(&self.policy.limits)),
-            })
-            .collect())
+    fn limit_of(&self, txn: &Txn, state: &BucketState) -> Limit {
+        match &state.limit_override {
+            Some(o) => Limit {
+                count: o.count.max(1) as u64,
+                period_ms: o.period_seconds.saturating_mul(MS),
+                burst: o.burst.max(1) as u64,
+            },
+            None => Limit::from_config(&txn.name.default_in(&self.policy.limits)),
+        }
     }
 
     /// Applies a batch of transactions atomically at `now` (seconds): if any
@@ -302,54 +295,45 @@ impl Ra {
     ) -> Result<bool, CaError> {
         let now_s = self.now();
         let now = now_s.saturating_mul(MS);
-        let limits = self.limits_for(txns).await?;
-        let buckets: Vec<String> = txns.iter().map(Txn::bucket).collect();
+        let buckets: Vec<LimitBucket> = txns.iter().map(Txn::bucket).collect();
+        // The denial that lifts last, with the limit it was decided under.
+        let decide = |states: &[BucketState]| {
+            let mut writes = Vec::new();
+            let mut worst: Option<(usize, Decision, Limit)> = None;
+            for (i, (t, state)) in txns.iter().zip(states).enumerate() {
+                let limit = self.limit_of(t, state);
+                let d = maybe_spend(&limit, state.tat, now, 1);
+                if !d.allowed {
+                    if t.mode != Mode::SpendOnly
+                        && worst
+                            .as_ref()
+                            .is_none_or(|(_, w, _)| d.retry_in_ms > w.retry_in_ms)
+                    {
+                        worst = Some((i, d, limit));
+                    }
+                    continue;
+                }
+                if t.mode != Mode::Check {
+                    writes.push((i, d.new_tat));
+                }
+            }
+            let proceed = worst.is_none();
+            (writes, worst, proceed)
+        };
         // A pure check (no spend, nothing guarded) writes nothing, so it
         // needs no transaction on the single writer: read from the pool and
         // leave the writer to requests that commit.
         let check_only = guarded.is_none() && txns.iter().all(|t| t.mode == Mode::Check);
-        let denied = if check_only {
-            let tats = self.store.limit_tats(&buckets).await?;
-            let worst = txns
-                .iter()
-                .enumerate()
-                .map(|(i, _)| (i, maybe_spend(&limits[i], tats[i], now, 1)))
-                .filter(|(_, d)| !d.allowed)
-                .max_by_key(|(_, d)| d.retry_in_ms);
-            (worst, true)
+        let (denied, applied) = if check_only {
+            let states = self.store.limit_states(&buckets).await?;
+            (decide(&states).1, true)
         } else {
-            self.store
-                .limit_update(
-                    &buckets,
-                    |tats| {
-                        let mut writes = Vec::new();
-                        let mut worst: Option<(usize, Decision)> = None;
-                        for (i, t) in txns.iter().enumerate() {
-                            let d = maybe_spend(&limits[i], tats[i], now, 1);
-                            if !d.allowed {
-                                if t.mode != Mode::SpendOnly
-                                    && worst.is_none_or(|(_, w)| d.retry_in_ms > w.retry_in_ms)
-                                {
-                                    worst = Some((i, d));
-                                }
-                                continue;
-                            }
-                            if t.mode != Mode::Check {
-                                writes.push((i, d.new_tat));
-                            }
-                        }
-                        let proceed = worst.is_none();
-                        (writes, worst, proceed)
-                    },
-                    guarded,
-                )
-                .await?
+            self.store.limit_update(&buckets, decide, guarded).await?
         };
-        let (denied, applied) = denied;
-        let Some((i, d)) = denied else {
+        let Some((i, d, l)) = denied else {
             return Ok(applied);
         };
-        let (t, l) = (&txns[i], &limits[i]);
+        let t = &txns[i];
         let retry_after_secs = (d.retry_in_ms + MS - 1) / MS;
         let detail = t.name.denial(
             &t.key,
@@ -371,21 +355,19 @@ impl Ra {
     /// on the strict side.
     pub(crate) async fn limits_refund(&self, txns: &[Txn]) {
         let now = self.now().saturating_mul(MS);
-        let limits = match self.limits_for(txns).await {
-            Ok(l) => l,
-            Err(e) => return tracing::error!(error = %e, "cannot refund rate limits"),
-        };
-        let buckets: Vec<String> = txns.iter().map(Txn::bucket).collect();
+        let buckets: Vec<LimitBucket> = txns.iter().map(Txn::bucket).collect();
         let r = self
             .store
             .limit_update(
                 &buckets,
-                |tats| {
-                    let writes = tats
+                |states| {
+                    let writes = txns
                         .iter()
+                        .zip(states)
                         .enumerate()
-                        .filter_map(|(i, tat)| {
-                            maybe_refund(&limits[i], *tat, now, 1).map(|t| (i, t))
+                        .filter_map(|(i, (t, state))| {
+                            maybe_refund(&self.limit_of(t, state), state.tat, now, 1)
+                                .map(|tat| (i, tat))
                         })
                         .collect();
                     (writes, (), true)

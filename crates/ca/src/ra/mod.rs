@@ -47,6 +47,8 @@ pub struct Ra {
     tlog: std::sync::OnceLock<Arc<crate::tlog::CaLog>>,
     /// Accounts by id, kept in step by every account write of the RA.
     accounts: account_cache::AccountCache,
+    /// Authorizations this process is validating (see `respond_challenge`).
+    validating: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// An account loaded for a request: row plus parsed document.
@@ -80,6 +82,7 @@ impl Ra {
             audit,
             tlog: std::sync::OnceLock::new(),
             accounts: account_cache::AccountCache::default(),
+            validating: std::sync::Mutex::default(),
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use certkeeper_proto::jws::key_authorization;
 use certkeeper_proto::problem::{Problem, ProblemType};
 use certkeeper_proto::{Identifier, IdentifierType, Jwk};
-use certkeeper_store::{AuthzRow, CertificateRow, Guarded, IssuanceRow, OrderRow};
+use certkeeper_store::{AuthzRow, CertificateRow, Guarded, IssuanceRow, NewOrderFacts, OrderRow};
 use serde::Deserialize;
 
 use super::limits::{LimitName, Mode, Txn, fqdn_set_key, registered_domain};
@@ -135,9 +135,23 @@ impl Ra {
         if let Some(replaces) = &req.replaces {
             self.check_replaces(account, replaces, &idents).await?;
         }
-        self.check_not_paused(account, &idents).await?;
+        let bare: Vec<&str> = idents
+            .iter()
+            .map(|i| i.value.trim_start_matches("*."))
+            .collect();
+        let facts = self
+            .store
+            .new_order_facts(
+                &account.row.id,
+                &bare,
+                &names_column(&idents),
+                self.now() - RENEWAL_LOOKBACK_SECS,
+                self.now(),
+            )
+            .await?;
+        check_not_paused(account, &facts)?;
         let exempt = self
-            .limit_exemptions(account, req.replaces.as_deref(), &idents)
+            .limit_exemptions(account, req.replaces.as_deref(), facts.renewal)
             .await?;
         let limit_txns = new_order_txns(account, &idents, exempt);
         let order = self
@@ -147,6 +161,7 @@ impl Ra {
                 idents,
                 profile.name.clone(),
                 &limit_txns,
+                facts.pending_authzs,
             )
             .await?;
         metrics::counter!("certkeeper_ca_orders_total", "profile" => profile.name.clone())
@@ -154,35 +169,12 @@ impl Ra {
         Ok(order)
     }
 
-    /// Let's Encrypt's pausing: an identifier this account failed to validate
-    /// too many times in a row takes no new orders until an operator unpauses it.
-    async fn check_not_paused(
-        &self,
-        account: &Account,
-        idents: &[Identifier],
-    ) -> Result<(), CaError> {
-        for ident in idents {
-            let value = ident.value.trim_start_matches("*.");
-            if let Some(failures) = self.store.paused_failures(&account.row.id, value).await? {
-                return Err(CaError::acme(
-                    ProblemType::RateLimited,
-                    format!(
-                        "account {} is paused for {value} after {failures} consecutive failed validations; fix \
-                         validation, then ask the CA operator to run `certkeeper ca unpause --account {} --identifier {value}`",
-                        account.row.id, account.row.id
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
     /// Which limits an order escapes (see [`Exemptions`]).
     async fn limit_exemptions(
         &self,
         account: &Account,
         replaces: Option<&str>,
-        idents: &[Identifier],
+        renewal: bool,
     ) -> Result<Exemptions, CaError> {
         let now = self.now();
         let mut exempt = Exemptions::default();
@@ -200,14 +192,7 @@ impl Ra {
             // Inside the window, or past its start: the renewal ARI asked for.
             exempt.all = now >= window.start;
         }
-        exempt.renewal = self
-            .store
-            .issued_names_since(
-                &account.row.id,
-                &names_column(idents),
-                now - RENEWAL_LOOKBACK_SECS,
-            )
-            .await?;
+        exempt.renewal = renewal;
         Ok(exempt)
     }
 
@@ -220,11 +205,15 @@ impl Ra {
         idents: Vec<Identifier>,
         profile: String,
         limit_txns: &[Txn],
+        pending_authzs: i64,
     ) -> Result<Order, CaError> {
         let now = self.now();
         let lt = &self.policy.lifetimes;
         let mut authz_ids = Vec::with_capacity(idents.len());
         let mut new_authzs = Vec::new();
+        // Every authorization of the order, in order, to derive its status
+        // from without reading back what was just written.
+        let mut known = Vec::with_capacity(idents.len());
         for ident in &idents {
             let wildcard = ident.id_type == IdentifierType::Dns && ident.value.starts_with("*.");
             let base = if wildcard {
@@ -239,7 +228,9 @@ impl Ra {
                 .reusable_authz(&account.row.id, &key, now + 86400)
                 .await?
             {
-                authz_ids.push(existing.id);
+                authz_ids.push(existing.id.clone());
+                let doc = from_json("authorization", &existing.data)?;
+                known.push(Authz { row: existing, doc });
                 continue;
             }
             let doc = AuthzDoc {
@@ -256,10 +247,10 @@ impl Ra {
                 data: to_json(&doc)?,
             };
             authz_ids.push(row.id.clone());
-            new_authzs.push(row);
+            new_authzs.push(row.clone());
+            known.push(Authz { row, doc });
         }
-        self.check_pending_authzs(account, new_authzs.len(), now)
-            .await?;
+        self.check_pending_authzs(account, pending_authzs, new_authzs.len())?;
         let doc = OrderDoc {
             identifiers: idents,
             authz_ids,
@@ -282,25 +273,24 @@ impl Ra {
         };
         self.limits_spend(limit_txns, Some(guarded)).await?;
         // All authorizations may have been reused: the order can be ready at once.
-        self.refresh_order(Order { row, doc }).await
+        self.refresh_order_from(Order { row, doc }, &known).await
     }
 
     /// `capacity.max_pending_authzs_per_account`: an account may not pile up
     /// authorizations faster than it validates them. Counted before the
     /// insert, not in its transaction: concurrent orders of one account may
     /// overshoot by their own size, which bounds the overshoot too.
-    async fn check_pending_authzs(
+    fn check_pending_authzs(
         &self,
         account: &Account,
+        held: i64,
         adding: usize,
-        now: i64,
     ) -> Result<(), CaError> {
         if adding == 0 {
             return Ok(());
         }
         let cap = u64::from(self.policy.capacity.max_pending_authzs_per_account);
-        let held =
-            u64::try_from(self.store.pending_authz_count(&account.row.id, now).await?).unwrap_or(0);
+        let held = u64::try_from(held).unwrap_or(0);
         if held.saturating_add(adding as u64) > cap {
             return Err(CaError::RateLimited {
                 detail: format!(
@@ -382,7 +372,23 @@ impl Ra {
     /// (RFC 8555 §7.1.6). `invalid` is recorded; `ready` is not: it follows
     /// from the authorizations every time, and skipping the write saves a
     /// commit on the hot path. Finalize compares-and-sets from the stored status.
-    async fn refresh_order(&self, mut order: Order) -> Result<Order, CaError> {
+    async fn refresh_order(&self, order: Order) -> Result<Order, CaError> {
+        let mut authzs = Vec::new();
+        if order.row.status == "pending" && self.now() < order.row.expires_at {
+            for id in &order.doc.authz_ids {
+                authzs.push(self.load_authz(id).await?);
+            }
+        }
+        self.refresh_order_from(order, &authzs).await
+    }
+
+    /// [`Ra::refresh_order`] with the order's authorizations in hand (all of
+    /// them, in the order's order, when it is pending).
+    async fn refresh_order_from(
+        &self,
+        mut order: Order,
+        authzs: &[Authz],
+    ) -> Result<Order, CaError> {
         let now = self.now();
         let before = order.row.status.clone();
         if matches!(before.as_str(), "pending" | "ready") && now >= order.row.expires_at {
@@ -393,8 +399,7 @@ impl Ra {
             ));
         } else if before == "pending" {
             let mut all_valid = true;
-            for id in &order.doc.authz_ids {
-                let authz = self.load_authz(id).await?;
+            for authz in authzs {
                 match effective_authz_status(&authz.row, now) {
                     "valid" => {}
                     "pending" | "processing" => all_valid = false,
@@ -507,6 +512,13 @@ impl Ra {
             Mode::Check,
         );
         self.limits_spend(&[failed], None).await?;
+        // The store says `pending` until the outcome is recorded: a second
+        // POST meanwhile must not start a second validation.
+        let Some(claim) = ValidationClaim::take(self, authz_id) else {
+            authz.doc.challenges[idx].status = "processing".into();
+            authz.row.status = "processing".into();
+            return Ok((authz, chall_id.to_string()));
+        };
         let slot = self.va.try_reserve().ok_or_else(|| CaError::RateLimited {
             detail: format!(
                 "the CA is running its maximum of {} validations; retry this challenge in {VALIDATION_BUSY_RETRY_SECS} s",
@@ -514,26 +526,39 @@ impl Ra {
             ),
             retry_after_secs: VALIDATION_BUSY_RETRY_SECS,
         })?;
-        authz.doc.challenges[idx].status = "processing".into();
-        authz.row.status = "processing".into();
-        authz.row.data = to_json(&authz.doc)?;
-        if !self.store.update_authz_if(&authz.row, "pending").await? {
-            let current = self.authz(account, authz_id).await?;
-            return Ok((current, chall_id.to_string()));
-        }
+        // Validate first, record after: a validation that finishes within
+        // the inline wait (nearly all) writes its outcome once, and the
+        // client hears of nothing before that commit. Only one that
+        // outlasts the wait records `processing` (durably, before the
+        // response says so), so a restart resumes it. A crash before either
+        // write leaves the authorization pending and the client, whose POST
+        // got no answer, posts again. Two CA replicas sharing the store may
+        // both validate one authorization; the first outcome recorded wins
+        // (compare-and-set).
         let ra = Arc::clone(self);
         let key = Jwk::from_json(&account.doc.key)
             .map_err(|e| CaError::Internal(format!("stored account key: {e}")))?;
+        let validating = authz.clone();
         let task = tokio::spawn(async move {
-            let recorded = ra.run_validation(authz, idx, key).await;
-            drop(slot);
+            let recorded = ra.run_validation(validating, idx, key).await;
+            drop((slot, claim));
             recorded
         });
         // The outcome the validation just wrote is the answer: no need to
-        // read it back. Still running (or lost to a concurrent write): read.
-        if let Ok(Ok(Some(mut done))) = tokio::time::timeout(INLINE_VALIDATION_WAIT, task).await {
-            done.row.status = effective_authz_status(&done.row, self.now()).to_string();
-            return Ok((done, chall_id.to_string()));
+        // read it back.
+        match tokio::time::timeout(INLINE_VALIDATION_WAIT, task).await {
+            Ok(Ok(Some(mut done))) => {
+                done.row.status = effective_authz_status(&done.row, self.now()).to_string();
+                return Ok((done, chall_id.to_string()));
+            }
+            Ok(_) => {}
+            Err(_) => {
+                authz.doc.challenges[idx].status = "processing".into();
+                authz.row.status = "processing".into();
+                authz.row.data = to_json(&authz.doc)?;
+                // Loses only to the outcome itself, recorded meanwhile.
+                self.store.update_authz_if(&authz.row, "pending").await?;
+            }
         }
         Ok((self.authz(account, authz_id).await?, chall_id.to_string()))
     }
@@ -551,26 +576,6 @@ impl Ra {
         };
         let outcome = self.va.validate(&job).await;
         let now = self.now();
-        let threshold = self.policy.pausing.consecutive_failures;
-        match self
-            .store
-            .record_validation(
-                &authz.row.account_id,
-                &job.value,
-                outcome.is_ok(),
-                threshold,
-                now,
-            )
-            .await
-        {
-            Ok(true) => {
-                tracing::warn!(account = %authz.row.account_id, identifier = %job.value, threshold, "identifier paused")
-            }
-            Ok(false) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "cannot record the validation outcome for pausing")
-            }
-        }
         let chall = &mut authz.doc.challenges[idx];
         match outcome {
             Ok(()) => {
@@ -601,9 +606,19 @@ impl Ra {
                 return None;
             }
         };
-        match self.store.update_authz_if(&authz.row, "processing").await {
-            Ok(true) => Some(authz),
-            Ok(false) => None,
+        let threshold = self.policy.pausing.consecutive_failures;
+        let success = authz.row.status == "valid";
+        match self
+            .store
+            .record_validation(&authz.row, &job.value, success, threshold, now)
+            .await
+        {
+            Ok((recorded, paused)) => {
+                if paused {
+                    tracing::warn!(account = %authz.row.account_id, identifier = %job.value, threshold, "identifier paused");
+                }
+                recorded.then_some(authz)
+            }
             Err(e) => {
                 tracing::error!(authz = %authz.row.id, error = %e, "cannot record validation outcome");
                 None
@@ -638,14 +653,29 @@ impl Ra {
                 "the CSR's key is the account key; use a separate certificate key",
             ));
         }
-        if self.store.is_key_blocked(&spki_hash).await? {
+        let facts = self
+            .store
+            .finalize_facts(
+                &spki_hash,
+                &account.row.id,
+                &names_column(&order.doc.identifiers),
+                self.now() - RENEWAL_LOOKBACK_SECS,
+            )
+            .await?;
+        if facts.key_blocked {
             return Err(CaError::acme(
                 ProblemType::BadPublicKey,
                 "this public key is blocked after a proven key compromise; generate a new key",
             ));
         }
-        self.issue(account, order, &stored_status, checked.spki_der)
-            .await
+        self.issue(
+            account,
+            order,
+            &stored_status,
+            checked.spki_der,
+            facts.renewal,
+        )
+        .await
     }
 
     /// Signs the certificate of a ready order, then records it and moves the
@@ -658,6 +688,7 @@ impl Ra {
         order: Order,
         stored_status: &str,
         spki_der: Vec<u8>,
+        renewal: bool,
     ) -> Result<Order, CaError> {
         let now = self.now();
         let profile = self
@@ -682,11 +713,7 @@ impl Ra {
         // when the issuance then fails. `account` owns the order (checked
         // when it was loaded), so it is not read again.
         let exempt = self
-            .limit_exemptions(
-                account,
-                order.doc.replaces.as_deref(),
-                &order.doc.identifiers,
-            )
+            .limit_exemptions(account, order.doc.replaces.as_deref(), renewal)
             .await?;
         let limit_txns = issuance_txns(&order.doc.identifiers, exempt);
         self.sign_and_record(
@@ -955,6 +982,48 @@ fn effective_authz_status(row: &AuthzRow, now: i64) -> &str {
     match row.status.as_str() {
         "pending" | "valid" if now >= row.expires_at => "expired",
         s => s,
+    }
+}
+
+/// Let's Encrypt's pausing: an identifier this account failed to validate
+/// too many times in a row takes no new orders until an operator unpauses it.
+fn check_not_paused(account: &Account, facts: &NewOrderFacts) -> Result<(), CaError> {
+    let Some((value, failures)) = &facts.paused else {
+        return Ok(());
+    };
+    Err(CaError::acme(
+        ProblemType::RateLimited,
+        format!(
+            "account {} is paused for {value} after {failures} consecutive failed validations; fix \
+             validation, then ask the CA operator to run `certkeeper ca unpause --account {} --identifier {value}`",
+            account.row.id, account.row.id
+        ),
+    ))
+}
+
+/// This process's claim on validating one authorization; released on drop.
+struct ValidationClaim {
+    ra: Arc<Ra>,
+    authz_id: String,
+}
+
+impl ValidationClaim {
+    /// The claim, or `None` when a validation of `authz_id` is under way here.
+    fn take(ra: &Arc<Ra>, authz_id: &str) -> Option<ValidationClaim> {
+        let mut validating = ra.validating.lock().unwrap_or_else(|p| p.into_inner());
+        validating
+            .insert(authz_id.to_string())
+            .then(|| ValidationClaim {
+                ra: Arc::clone(ra),
+                authz_id: authz_id.to_string(),
+            })
+    }
+}
+
+impl Drop for ValidationClaim {
+    fn drop(&mut self) {
+        let mut validating = self.ra.validating.lock().unwrap_or_else(|p| p.into_inner());
+        validating.remove(&self.authz_id);
     }
 }
 
