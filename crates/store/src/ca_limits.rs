@@ -146,19 +146,7 @@ impl Store {
         if !proceed {
             return Ok((result, false));
         }
-        for (i, tat) in writes {
-            let Some(bucket) = buckets.get(i) else {
-                continue;
-            };
-            sqlx::query(
-                "INSERT INTO ca_limit_buckets (bucket, tat) VALUES ($1, $2) \
-                 ON CONFLICT (bucket) DO UPDATE SET tat = excluded.tat",
-            )
-            .bind(bucket.bucket())
-            .bind(tat)
-            .execute(&mut *tx)
-            .await?;
-        }
+        write_tats(&mut tx, buckets, &writes).await?;
         match guarded {
             None => {}
             Some(Guarded::Order { order, authzs, now }) => {
@@ -392,6 +380,42 @@ impl Store {
     }
 }
 
+/// Writes new TATs (`(index into buckets, tat)`) in one statement; a bucket
+/// written twice keeps its last TAT (PostgreSQL refuses a multi-row upsert
+/// that touches one row twice).
+async fn write_tats(
+    conn: &mut sqlx::AnyConnection,
+    buckets: &[LimitBucket<'_>],
+    writes: &[(usize, i64)],
+) -> Result<(), StoreError> {
+    let mut rows: Vec<(String, i64)> = Vec::with_capacity(writes.len());
+    for &(i, tat) in writes {
+        let Some(bucket) = buckets.get(i) else {
+            continue;
+        };
+        let bucket = bucket.bucket();
+        rows.retain(|(b, _)| *b != bucket);
+        rows.push((bucket, tat));
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let values: Vec<String> = (0..rows.len())
+        .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+        .collect();
+    let sql = format!(
+        "INSERT INTO ca_limit_buckets (bucket, tat) VALUES {} \
+         ON CONFLICT (bucket) DO UPDATE SET tat = excluded.tat",
+        values.join(", ")
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (bucket, tat) in rows {
+        q = q.bind(bucket).bind(tat);
+    }
+    q.execute(&mut *conn).await?;
+    Ok(())
+}
+
 /// SQL counting (0 or 1) the account's certificates for exactly `names`
 /// issued since `since` (placeholders): the 120-day renewal exemption.
 fn renewed_sql(account: &str, names: &str, since: &str) -> String {
@@ -508,6 +532,16 @@ mod tests {
             .await
             .expect("update");
         assert_eq!(store.limit_tat("L:k").await.expect("read"), Some(43));
+        // A bucket written twice in one update keeps its last TAT.
+        store
+            .limit_update(&[b[0], b[0]], |_| (vec![(0, 50), (1, 51)], (), true), None)
+            .await
+            .expect("update twice");
+        assert_eq!(store.limit_tat("L:k").await.expect("read"), Some(51));
+        store
+            .limit_update(&b, |_| (vec![(0, 43)], (), true), None)
+            .await
+            .expect("update back");
 
         let mut o = LimitOverrideRow {
             limit_name: "CertificatesPerFQDNSet".into(),

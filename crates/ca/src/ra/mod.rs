@@ -12,6 +12,7 @@ mod identifiers;
 pub mod limits;
 mod orders;
 mod revocation;
+mod settled;
 
 pub use accounts::NewAccount;
 pub use orders::{Authz, NewOrder, Order};
@@ -47,6 +48,8 @@ pub struct Ra {
     tlog: std::sync::OnceLock<Arc<crate::tlog::CaLog>>,
     /// Accounts by id, kept in step by every account write of the RA.
     accounts: account_cache::AccountCache,
+    /// Orders, authorizations and chains this process just settled.
+    settled: settled::Settled,
     /// Authorizations this process is validating (see `respond_challenge`).
     validating: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -82,6 +85,7 @@ impl Ra {
             audit,
             tlog: std::sync::OnceLock::new(),
             accounts: account_cache::AccountCache::default(),
+            settled: settled::Settled::default(),
             validating: std::sync::Mutex::default(),
         }
     }

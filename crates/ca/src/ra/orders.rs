@@ -355,6 +355,12 @@ impl Ra {
         account: &Account,
         id: &str,
     ) -> Result<(Order, String), CaError> {
+        if let Some(settled) = self.settled.order(id)
+            && settled.row.account_id == account.row.id
+        {
+            let stored = settled.row.status.clone();
+            return Ok((settled, stored));
+        }
         let row = self
             .store
             .order_by_id(id)
@@ -426,7 +432,9 @@ impl Ra {
         }
         if order.row.status == "invalid" && before != "invalid" {
             order.row.data = to_json(&order.doc)?;
-            if !self.store.update_order_if(&order.row, &before, now).await? {
+            if self.store.update_order_if(&order.row, &before, now).await? {
+                self.settled.order_recorded(&order);
+            } else {
                 // Someone else moved it: report what the store holds now.
                 let row = self
                     .store
@@ -441,6 +449,9 @@ impl Ra {
     }
 
     async fn load_authz(&self, id: &str) -> Result<Authz, CaError> {
+        if let Some(settled) = self.settled.authz(id) {
+            return Ok(settled);
+        }
         let row = self
             .store
             .authz_by_id(id)
@@ -475,6 +486,7 @@ impl Ra {
                 "the authorization changed concurrently; fetch it and retry",
             ));
         }
+        self.settled.authz_recorded(&authz);
         Ok(authz)
     }
 
@@ -616,6 +628,9 @@ impl Ra {
             Ok((recorded, paused)) => {
                 if paused {
                     tracing::warn!(account = %authz.row.account_id, identifier = %job.value, threshold, "identifier paused");
+                }
+                if recorded {
+                    self.settled.authz_recorded(&authz);
                 }
                 recorded.then_some(authz)
             }
@@ -812,9 +827,13 @@ impl Ra {
                 order.doc.error =
                     Some(Problem::new(ProblemType::ServerInternal, "issuance failed"));
                 order.row.data = to_json(&order.doc)?;
-                self.store
+                if self
+                    .store
                     .update_order_if(&order.row, stored_status, now)
-                    .await?;
+                    .await?
+                {
+                    self.settled.order_recorded(&order);
+                }
                 return Err(e);
             }
         };
@@ -865,6 +884,8 @@ impl Ra {
                 "order was finalized by a concurrent request",
             ));
         }
+        self.settled.order_recorded(&order);
+        self.settled.chain_recorded(&cert.serial, &cert.chain_pem);
         metrics::counter!("certkeeper_ca_issued_total", "profile" => profile.name.clone())
             .increment(1);
         tracing::info!(serial = %cert.serial, names = %cert.names, "issued");
@@ -886,7 +907,16 @@ impl Ra {
             .await?)
     }
 
-    /// A certificate chain by serial (any account may fetch it: certificates are public).
+    /// A certificate chain by serial, leaf first (any account may fetch it:
+    /// certificates are public).
+    pub async fn chain(&self, serial: &str) -> Result<Arc<str>, CaError> {
+        if let Some(chain) = self.settled.chain(serial) {
+            return Ok(chain);
+        }
+        Ok(Arc::from(self.certificate(serial).await?.chain_pem))
+    }
+
+    /// A certificate's row by serial.
     pub async fn certificate(&self, serial: &str) -> Result<CertificateRow, CaError> {
         self.store
             .certificate_by_serial(serial)

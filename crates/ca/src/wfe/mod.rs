@@ -593,21 +593,17 @@ async fn certificate(
                 "certificate download is POST-as-GET: send an empty payload",
             ));
         }
-        let cert = w.ra.certificate(&serial).await?;
+        let chain_pem = w.ra.chain(&serial).await?;
         // Never serve a certificate the log lacks (the finalization logs
         // it; this covers a crash or failure in between).
         let logged = match w.ra.tlog() {
             Some(log) => Some(
-                log.log_once(
-                    &cert.serial,
-                    crate::tlog::leaf_der(&cert.chain_pem)?,
-                    w.ra.now(),
-                )
-                .await?,
+                log.log_once(&serial, crate::tlog::leaf_der(&chain_pem)?, w.ra.now())
+                    .await?,
             ),
             None => None,
         };
-        let mut resp = (StatusCode::OK, cert.chain_pem).into_response();
+        let mut resp = (StatusCode::OK, chain_pem.to_string()).into_response();
         w.common_headers(resp.headers_mut(), Some(&a.urls));
         if let Some(index) = logged {
             let link = format!("<{}/tlog/entry/{index}>;rel=\"tlog-entry\"", a.urls.base);
