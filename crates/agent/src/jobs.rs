@@ -320,7 +320,13 @@ impl Agent {
             revoked_at: None,
             revocation_reason: None,
         };
-        clear_for_new_certificate(&mut row, &cert_row);
+        let first_look = first_look(
+            self.now(),
+            &cert_row,
+            self.config.agent.revocation_check_seconds,
+            rand::random(),
+        );
+        clear_for_new_certificate(&mut row, &cert_row, first_look);
         self.store.store_issued(&row, &cert_row, self.now()).await?;
         crash_point("stored");
         if let Some(r) = self.loaded_resolver(&cert.name)
@@ -609,8 +615,9 @@ impl Agent {
 }
 
 /// The slot's state once `cert` is its current certificate: no order in
-/// flight, no failures, and the ARI/CRL schedule of the old one dropped.
-fn clear_for_new_certificate(row: &mut SlotRow, cert: &ManagedCertRow) {
+/// flight, no failures, and the ARI/CRL schedule of the old one replaced by
+/// `first_look` (see [`first_look`]).
+fn clear_for_new_certificate(row: &mut SlotRow, cert: &ManagedCertRow, first_look: i64) {
     row.current_issuer = Some(cert.issuer.clone());
     row.current_serial = Some(cert.serial.clone());
     row.order_url = None;
@@ -621,8 +628,25 @@ fn clear_for_new_certificate(row: &mut SlotRow, cert: &ManagedCertRow) {
     row.ari_start = None;
     row.ari_end = None;
     row.ari_chosen = None;
-    row.ari_next_poll = None;
-    row.crl_next_check = None;
+    row.ari_next_poll = Some(first_look);
+    row.crl_next_check = Some(first_look);
+}
+
+/// When a certificate just obtained is first asked about (its ARI window,
+/// the CRL): not at once, since the CA issued it a moment ago, but after the
+/// revocation-check cadence, or 1 % of its lifetime when that is sooner (a
+/// 90-second certificate still learns its window within a second). Spread
+/// over a further tenth of that by `jitter` in [0, 1), so the ten thousand
+/// certificates of a mass re-issuance do not come back as one burst of
+/// polls. Before, that first look was an extra job per certificate at once
+/// (two inventory loads, an ARI request, a CRL check): a third of the
+/// daemon's work in a re-issuance.
+fn first_look(now: i64, cert: &ManagedCertRow, cadence_secs: u64, jitter: f64) -> i64 {
+    let lifetime = cert.not_after.saturating_sub(cert.not_before);
+    let cadence = i64::try_from(cadence_secs).unwrap_or(i64::MAX);
+    let delay = cadence.min(lifetime / 100).max(1);
+    let spread = (delay as f64 * 0.1 * jitter.clamp(0.0, 1.0)) as i64;
+    now.saturating_add(delay).saturating_add(spread)
 }
 
 /// A fresh key; RSA generation takes tens of milliseconds, so off the reactor.
@@ -638,4 +662,48 @@ async fn generate_key(kind: KeyType) -> Result<CertificateKey, String> {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(lifetime: i64) -> ManagedCertRow {
+        ManagedCertRow {
+            serial: "01".into(),
+            name: "web".into(),
+            issuer: "ca".into(),
+            names: "a.test".into(),
+            chain_pem: String::new(),
+            key_pem: String::new(),
+            spki_sha256: String::new(),
+            not_before: 1_000,
+            not_after: 1_000 + lifetime,
+            order_url: String::new(),
+            obtained_at: 1_000,
+            identifier_set: "a.test".into(),
+            registered_domains: "a.test".into(),
+            slot: "primary".into(),
+            revoked_at: None,
+            revocation_reason: None,
+        }
+    }
+
+    #[test]
+    fn a_new_certificate_is_first_looked_at_after_the_cadence_or_a_hundredth_of_its_life() {
+        let ninety_days = 90 * 86_400;
+        assert_eq!(first_look(5_000, &cert(ninety_days), 3_600, 0.0), 8_600);
+        // Spread by up to a tenth of the delay.
+        assert_eq!(first_look(5_000, &cert(ninety_days), 3_600, 0.5), 8_780);
+        // A 90-second certificate: a hundredth of its life, at least a second.
+        assert_eq!(first_look(5_000, &cert(90), 3_600, 0.0), 5_001);
+        assert_eq!(first_look(5_000, &cert(10_000), 3_600, 0.0), 5_100);
+        // A cadence shorter than that wins.
+        assert_eq!(first_look(5_000, &cert(ninety_days), 1, 0.9), 5_001);
+        // Values from a broken certificate do not overflow.
+        assert_eq!(
+            first_look(i64::MAX - 1, &cert(ninety_days), u64::MAX, 0.9),
+            i64::MAX
+        );
+    }
 }
