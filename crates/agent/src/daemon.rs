@@ -340,8 +340,8 @@ impl Agent {
                 inv.slots.insert((row.name.clone(), slot), row);
             }
         }
-        for meta in self.store.current_certs_of(name).await? {
-            if self.store.agent_key_blocked(&meta.spki_sha256).await? {
+        for (meta, blocked) in self.store.current_certs_of(name).await? {
+            if blocked {
                 inv.blocked.insert(meta.spki_sha256.clone());
             }
             if let Ok(slot) = meta.slot.parse::<Slot>() {

@@ -183,7 +183,8 @@ impl Agent {
             .await;
         crash_point("order-created");
         crate::faults::stall_point("order-created").await;
-        self.complete(cert, slot).await
+        // Just checked and just written: no need to read either again.
+        self.drive(cert, slot, row).await
     }
 
     /// The key for a new order: the slot's current key when `reuse_key`
@@ -234,18 +235,31 @@ impl Agent {
         ))
     }
 
-    /// Drives the slot's recorded order to a certificate, checks it, and
-    /// stores it together with the slot's new state.
+    /// Resumes the slot's recorded order (after a restart): unless the CA
+    /// deferred us, drives it as [`Agent::drive`] does.
     async fn complete(
         &self,
         cert: &CertificateConfig,
         slot: Slot,
     ) -> Result<ManagedCertRow, AgentError> {
-        let (issuer_config, issuer) = self.required_issuer(cert, slot)?;
+        let (issuer_config, _) = self.required_issuer(cert, slot)?;
         self.guard
             .deferred(&issuer_config.name, &cert.names)
             .await?;
-        let mut row = self.store.slot(&cert.name, slot.as_str()).await?;
+        let row = self.store.slot(&cert.name, slot.as_str()).await?;
+        self.drive(cert, slot, row).await
+    }
+
+    /// Drives the order recorded in `row` (the slot as stored) to a
+    /// certificate, checks it, and stores it together with the slot's new
+    /// state.
+    async fn drive(
+        &self,
+        cert: &CertificateConfig,
+        slot: Slot,
+        mut row: SlotRow,
+    ) -> Result<ManagedCertRow, AgentError> {
+        let (issuer_config, issuer) = self.required_issuer(cert, slot)?;
         let (Some(url), Some(key_pem)) = (row.order_url.clone(), row.order_key_pem.clone()) else {
             return Err(AgentError::Local(format!(
                 "{} {slot}: no order in flight",

@@ -376,17 +376,22 @@ impl Store {
         Ok(rows.iter().map(slot_from).collect::<Result<_, _>>()?)
     }
 
-    /// The current certificates of one certificate's slots, without PEM.
-    pub async fn current_certs_of(&self, name: &str) -> Result<Vec<CertMeta>, StoreError> {
+    /// The current certificates of one certificate's slots, without PEM,
+    /// each with whether its key is in the blocked-key registry (one
+    /// statement: every job reads this at its start and its end).
+    pub async fn current_certs_of(&self, name: &str) -> Result<Vec<(CertMeta, bool)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT c.name, c.slot, c.issuer, c.serial, c.spki_sha256, c.not_before, c.not_after, c.revoked_at, c.revocation_reason \
+            "SELECT c.name, c.slot, c.issuer, c.serial, c.spki_sha256, c.not_before, c.not_after, c.revoked_at, c.revocation_reason, \
+             (SELECT COUNT(*) FROM agent_blocked_keys b WHERE b.spki_sha256 = c.spki_sha256) AS blocked \
              FROM agent_slots s JOIN agent_certificates c ON c.issuer = s.current_issuer AND c.serial = s.current_serial \
              WHERE s.name = $1",
         )
         .bind(name)
         .fetch_all(self.pool())
         .await?;
-        Ok(rows.iter().map(meta_from).collect::<Result<_, _>>()?)
+        rows.iter()
+            .map(|r| Ok((meta_from(r)?, r.try_get::<i64, _>("blocked")? > 0)))
+            .collect()
     }
 
     /// What the planner needs of every slot and its current certificate, in
@@ -971,6 +976,8 @@ mod tests {
         assert_eq!(planned.len(), 1);
         assert_eq!(planned[0].1.as_ref(), Some(m));
         assert_eq!(m.revocation_reason.as_deref(), Some("keyCompromise"));
+        let of = s.current_certs_of("web").await.expect("certs of");
+        assert_eq!(of, vec![(m.clone(), false)]);
         s.agent_block_key("spki-01", "keyCompromise", "operator", 70)
             .await
             .expect("block");
@@ -978,6 +985,10 @@ mod tests {
             .await
             .expect("block");
         assert!(s.agent_key_blocked("spki-01").await.expect("q"));
+        // One certificate's inventory carries the same verdict.
+        let of = s.current_certs_of("web").await.expect("certs of");
+        assert_eq!(of, vec![(m.clone(), true)]);
+        assert!(s.current_certs_of("other").await.expect("none").is_empty());
         assert_eq!(s.agent_blocked_keys().await.expect("q")[0].blocked_at, 70);
         assert_eq!(s.certs_with_spki("spki-01").await.expect("q").len(), 1);
         s.set_served("web", "backup", "revoked", 90)
