@@ -417,7 +417,9 @@ async fn write_tats(
 }
 
 /// SQL counting (0 or 1) the account's certificates for exactly `names`
-/// issued since `since` (placeholders): the 120-day renewal exemption.
+/// issued since `since` (placeholders): the 120-day renewal exemption. Per
+/// account, so that a set someone else was issued buys no exemption for
+/// anyone who merely names it.
 fn renewed_sql(account: &str, names: &str, since: &str) -> String {
     format!(
         "SELECT COUNT(*) FROM (SELECT 1 FROM ca_certificates WHERE names = {names} \
