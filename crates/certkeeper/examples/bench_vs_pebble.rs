@@ -2,7 +2,9 @@
 //! `*.example.test` → 127.0.0.1, the resolver of both CAs), pebble and
 //! `certkeeper ca serve`, then runs `certkeeper bench ca` against each and
 //! prints both reports, the CA process's CPU time per issued certificate, and
-//! the ratios. Run through `scripts/bench-ca`, which builds the release binary.
+//! the ratios; with a third argument, that many rounds alternating the two,
+//! then the median ratios. Run through `scripts/bench-ca`, which builds the
+//! release binary.
 //!
 //! A measurement tool, not a test: figures depend on the machine.
 
@@ -78,6 +80,64 @@ fn bench(
     })
 }
 
+/// One pebble measurement: a fresh pebble, up to three attempts.
+///
+/// pebble 2.4 can deadlock under concurrent load (a lock cycle between an
+/// authorization fetch, a new order and a store write). The bench stops at
+/// the first failed order; such a run is shown and its rate discarded, and
+/// a fresh pebble gets another go. Its CPU per certificate still counts: a
+/// hung pebble burns no CPU. Returns the rate of the completed run and the
+/// lowest CPU per certificate of all runs that issued anything.
+fn pebble_round(
+    bin: &Path,
+    bind: &Bind,
+    load: &[String; 2],
+) -> anyhow::Result<(Option<f64>, Option<f64>)> {
+    let mut cpu: Option<f64> = None;
+    for attempt in 1..=3 {
+        // Nonce rejection off: both CAs are measured on their issuance path.
+        let pebble = Pebble::start(Some(bind), &[("PEBBLE_WFE_NONCEREJECT", "0")])?;
+        let run = bench(
+            bin,
+            pebble.pid(),
+            &pebble.directory_url(),
+            pebble.tls_ca_pem_path(),
+            pebble.http01_port(),
+            load,
+        )?;
+        println!(
+            "== pebble, run {attempt}\n{}  CA CPU {:.2} ms, {:.0} context switches per certificate ({} issued)\n",
+            run.report, run.cpu_ms_per_cert, run.switches_per_cert, run.ok
+        );
+        if run.ok > 0 {
+            cpu = Some(cpu.map_or(run.cpu_ms_per_cert, |c: f64| c.min(run.cpu_ms_per_cert)));
+        }
+        if run.failed == 0 {
+            return Ok((Some(run.rate), cpu));
+        }
+        println!(
+            "pebble run {attempt}: {} orders failed (pebble deadlock); rate discarded\n",
+            run.failed
+        );
+    }
+    Ok((None, cpu))
+}
+
+/// The median, as `0.00x`, or `-` for none.
+fn median(values: &mut [f64]) -> String {
+    if values.is_empty() {
+        return "-".into();
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    let m = if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    };
+    format!("{m:.2}x")
+}
+
 fn main() -> anyhow::Result<()> {
     let load = common::load_args();
     let bin = common::release_bin("scripts/bench-ca")?;
@@ -92,66 +152,57 @@ fn main() -> anyhow::Result<()> {
         },
     )?;
 
-    // pebble 2.4 can deadlock under concurrent load (a lock cycle between an
-    // authorization fetch, a new order and a store write). The bench stops at
-    // the first failed order; such a run is shown and its rate discarded, and
-    // a fresh pebble gets another go, three at most. Its CPU per certificate
-    // still counts: a hung pebble burns no CPU.
-    let mut pebble_rate = None;
-    let mut pebble_cpu = f64::MAX;
-    for attempt in 1..=3 {
-        // Nonce rejection off: both CAs are measured on their issuance path.
-        let pebble = Pebble::start(Some(&bind), &[("PEBBLE_WFE_NONCEREJECT", "0")])?;
+    // Rounds alternate pebble and ours, so a machine that slows down or
+    // speeds up during the bench moves both; the medians are the figures.
+    let rounds: usize = std::env::args()
+        .nth(3)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let pid = ours.pid().context("our CA is not running")?;
+    let mut cpu_ratios = Vec::new();
+    let mut rate_ratios = Vec::new();
+    for round in 1..=rounds {
+        if rounds > 1 {
+            println!("=== round {round} of {rounds}\n");
+        }
+        let (pebble_rate, pebble_cpu) = pebble_round(&bin, &bind, &load)?;
         let run = bench(
             &bin,
-            pebble.pid(),
-            &pebble.directory_url(),
-            pebble.tls_ca_pem_path(),
-            pebble.http01_port(),
+            pid,
+            &ours.directory_url(),
+            &ours.root_pem_path(),
+            ours.http01_port(),
             &load,
         )?;
         println!(
-            "== pebble, run {attempt}\n{}  CA CPU {:.2} ms, {:.0} context switches per certificate ({} issued)\n",
+            "== certkeeper ca serve\n{}  CA CPU {:.2} ms, {:.0} context switches per certificate ({} issued)\n",
             run.report, run.cpu_ms_per_cert, run.switches_per_cert, run.ok
         );
-        if run.ok > 0 {
-            pebble_cpu = pebble_cpu.min(run.cpu_ms_per_cert);
+        anyhow::ensure!(run.failed == 0, "certkeeper: {} orders failed", run.failed);
+        if let Some(cpu) = pebble_cpu {
+            let ratio = cpu / run.cpu_ms_per_cert;
+            println!("CA CPU per certificate, pebble / certkeeper: {ratio:.2}x");
+            cpu_ratios.push(ratio);
         }
-        if run.failed == 0 {
-            pebble_rate = Some(run.rate);
-            break;
+        match pebble_rate {
+            Some(rate) => {
+                let ratio = run.rate / rate;
+                println!("orders/s, certkeeper / pebble: {ratio:.2}x");
+                rate_ratios.push(ratio);
+            }
+            None => {
+                println!("orders/s: no pebble run completed in three attempts; no throughput ratio")
+            }
         }
-        println!(
-            "pebble run {attempt}: {} orders failed (pebble deadlock); rate discarded\n",
-            run.failed
-        );
+        println!();
     }
-
-    let pid = ours.pid().context("our CA is not running")?;
-    let run = bench(
-        &bin,
-        pid,
-        &ours.directory_url(),
-        &ours.root_pem_path(),
-        ours.http01_port(),
-        &load,
-    )?;
-    println!(
-        "== certkeeper ca serve\n{}  CA CPU {:.2} ms, {:.0} context switches per certificate ({} issued)\n",
-        run.report, run.cpu_ms_per_cert, run.switches_per_cert, run.ok
-    );
-    anyhow::ensure!(run.failed == 0, "certkeeper: {} orders failed", run.failed);
-    if pebble_cpu < f64::MAX {
+    if rounds > 1 {
         println!(
-            "CA CPU per certificate, pebble / certkeeper: {:.2}x",
-            pebble_cpu / run.cpu_ms_per_cert
+            "median of {rounds} rounds: CA CPU per certificate, pebble / certkeeper: {}; orders/s, certkeeper / pebble: {}",
+            median(&mut cpu_ratios),
+            median(&mut rate_ratios)
         );
-    }
-    match pebble_rate {
-        Some(rate) => println!("orders/s, certkeeper / pebble: {:.2}x", run.rate / rate),
-        None => {
-            println!("orders/s: no pebble run completed in three attempts; no throughput ratio")
-        }
     }
     Ok(())
 }
