@@ -152,8 +152,17 @@ pub fn free_port_tcp_udp() -> u16 {
     })
 }
 
-/// A random port of [`TEST_PORTS`] for which `is_free` holds. Random rather
-/// than sequential so parallel test processes rarely try the same one.
+/// A random port of [`TEST_PORTS`] for which `is_free` holds, reserved for
+/// this process until it exits. Random rather than sequential so parallel
+/// test processes rarely try the same one.
+///
+/// Free is not enough: a port a test chose but binds only later (the port
+/// a CA validates http-01 on, which the test's responder takes at some
+/// point) looks free to every other chooser meanwhile. So each port handed
+/// out holds an exclusive lock on a file named after it for the rest of the
+/// process, and a port whose file another process (or this one) has locked
+/// is skipped. The kernel drops the locks when the process exits, however
+/// it exits.
 fn unused_port(is_free: impl Fn(u16) -> bool) -> u16 {
     use std::hash::{BuildHasher, RandomState};
     let span = u64::from(TEST_PORTS.end - TEST_PORTS.start);
@@ -161,11 +170,39 @@ fn unused_port(is_free: impl Fn(u16) -> bool) -> u16 {
     for attempt in 0u64..1000 {
         let offset = u16::try_from(seed.hash_one(attempt) % span).expect("below span");
         let port = TEST_PORTS.start + offset;
-        if is_free(port) {
+        if reserve(port) && is_free(port) {
             return port;
         }
     }
     panic!("no port of {TEST_PORTS:?} on 127.0.0.1 was free after 1000 attempts");
+}
+
+/// Takes `port` for this process (see [`unused_port`]); false when some
+/// process, this one included, already holds it.
+fn reserve(port: u16) -> bool {
+    use std::sync::Mutex;
+    static HELD: Mutex<Vec<(u16, std::fs::File)>> = Mutex::new(Vec::new());
+    let mut held = HELD.lock().unwrap_or_else(|p| p.into_inner());
+    if held.iter().any(|(p, _)| *p == port) {
+        return false;
+    }
+    let dir = std::env::temp_dir().join("certkeeper-test-ports");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return true; // no reservations possible: fall back to "free now"
+    }
+    let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(port.to_string()))
+    else {
+        return true;
+    };
+    if file.try_lock().is_err() {
+        return false;
+    }
+    held.push((port, file));
+    true
 }
 
 /// Path of a peer binary; panics (so the test fails instead of skipping)
@@ -374,6 +411,18 @@ mod tests {
         let p = free_port_tcp_udp();
         UdpSocket::bind((Ipv4Addr::LOCALHOST, p)).unwrap();
         TcpListener::bind((Ipv4Addr::LOCALHOST, free_port())).unwrap();
+    }
+
+    /// A port handed out is never handed out again while its holder runs,
+    /// even though nothing listens on it yet.
+    #[test]
+    fn a_chosen_port_is_reserved_until_the_process_exits() {
+        let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
+        let mut unique = ports.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), ports.len(), "a port was handed out twice");
+        assert!(!reserve(ports[0]), "a held port was reserved again");
     }
 
     #[test]
