@@ -28,6 +28,16 @@ struct Run {
     switches_per_cert: f64,
 }
 
+impl Run {
+    /// The client's report under `title`, with the CA's cost per certificate.
+    fn print(&self, title: &str) {
+        println!(
+            "== {title}\n{}  CA CPU {:.2} ms, {:.0} context switches per certificate ({} issued)\n",
+            self.report, self.cpu_ms_per_cert, self.switches_per_cert, self.ok
+        );
+    }
+}
+
 fn bench(
     bin: &Path,
     ca_pid: u32,
@@ -105,10 +115,7 @@ fn pebble_round(
             pebble.http01_port(),
             load,
         )?;
-        println!(
-            "== pebble, run {attempt}\n{}  CA CPU {:.2} ms, {:.0} context switches per certificate ({} issued)\n",
-            run.report, run.cpu_ms_per_cert, run.switches_per_cert, run.ok
-        );
+        run.print(&format!("pebble, run {attempt}"));
         if run.ok > 0 {
             cpu = Some(cpu.map_or(run.cpu_ms_per_cert, |c: f64| c.min(run.cpu_ms_per_cert)));
         }
@@ -175,10 +182,7 @@ fn main() -> anyhow::Result<()> {
             ours.http01_port(),
             &load,
         )?;
-        println!(
-            "== certkeeper ca serve\n{}  CA CPU {:.2} ms, {:.0} context switches per certificate ({} issued)\n",
-            run.report, run.cpu_ms_per_cert, run.switches_per_cert, run.ok
-        );
+        run.print("certkeeper ca serve");
         anyhow::ensure!(run.failed == 0, "certkeeper: {} orders failed", run.failed);
         if let Some(cpu) = pebble_cpu {
             let ratio = cpu / run.cpu_ms_per_cert;

@@ -311,17 +311,7 @@ impl Store {
         authz: &AuthzRow,
         expected: &str,
     ) -> Result<bool, StoreError> {
-        let r = sqlx::query(
-            "UPDATE ca_authzs SET status = $1, expires_at = $2, data = $3 WHERE id = $4 AND status = $5",
-        )
-        .bind(&authz.status)
-        .bind(authz.expires_at)
-        .bind(&authz.data)
-        .bind(&authz.id)
-        .bind(expected)
-        .execute(self.writer())
-        .await?;
-        Ok(r.rows_affected() == 1)
+        update_authz_on(self.writer(), authz, &[expected]).await
     }
 
     /// Looks a certificate up by lowercase hex serial.
@@ -468,6 +458,33 @@ fn conflict_as<T>(r: Result<T, sqlx::Error>, what: &str) -> Result<(), StoreErro
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Compare-and-set of an authorization's status, expiry and document: true
+/// when it was still in one of the `expected` statuses (at least one) and
+/// now holds the row's state.
+pub(crate) async fn update_authz_on<'e, E>(
+    exec: E,
+    authz: &AuthzRow,
+    expected: &[&str],
+) -> Result<bool, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let marks: Vec<String> = (0..expected.len()).map(|i| format!("${}", i + 5)).collect();
+    let sql = format!(
+        "UPDATE ca_authzs SET status = $1, expires_at = $2, data = $3 WHERE id = $4 AND status IN ({})",
+        marks.join(", ")
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&authz.status)
+        .bind(authz.expires_at)
+        .bind(&authz.data)
+        .bind(&authz.id);
+    for status in expected {
+        q = q.bind(*status);
+    }
+    Ok(q.execute(exec).await?.rows_affected() == 1)
 }
 
 /// Compare-and-set of an order's status and document: true when the order

@@ -319,19 +319,7 @@ impl Store {
         now: i64,
     ) -> Result<(bool, bool), StoreError> {
         let mut tx = self.writer().begin().await?;
-        let recorded = sqlx::query(
-            "UPDATE ca_authzs SET status = $1, expires_at = $2, data = $3 \
-             WHERE id = $4 AND status IN ('pending', 'processing')",
-        )
-        .bind(&authz.status)
-        .bind(authz.expires_at)
-        .bind(&authz.data)
-        .bind(&authz.id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !recorded {
+        if !crate::ca::update_authz_on(&mut *tx, authz, &["pending", "processing"]).await? {
             return Ok((false, false));
         }
         let account_id = &authz.account_id;
